@@ -1,0 +1,39 @@
+# make run   builds Caddy with this plugin (xcaddy) and serves examples/Caddyfile on loopback.
+# make test  runs go vet, gofmt, go test -race ./..., including the tests against the built Caddy.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+MODULE        := github.com/ipallowlist/caddy-ip-allowlist
+CADDY_VERSION := $(shell go list -m -f '{{.Version}}' github.com/caddyserver/caddy/v2)
+# The module proxy here does not serve this module; xcaddy's lookup of it must
+# fall through to the local replace instead of failing.
+XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
+CADDY_BIN     := $(CURDIR)/caddy
+GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*') go.mod go.sum
+
+# Demo tokens for make run; see examples/Caddyfile.
+PARTNER_B_TOKEN ?= demo-partner-b-token
+
+.PHONY: build run test vet unit clean
+
+build: $(CADDY_BIN)
+
+$(CADDY_BIN): $(GO_SOURCES)
+	GOPROXY='$(XCADDY_GOPROXY)' go tool xcaddy build $(CADDY_VERSION) \
+		--with $(MODULE)=./ --output $(CADDY_BIN)
+	$(CADDY_BIN) list-modules | grep -qx 'http.handlers.ip_allowlist'
+
+run: $(CADDY_BIN)
+	PARTNER_B_TOKEN='$(PARTNER_B_TOKEN)' $(CADDY_BIN) run --config examples/Caddyfile --adapter caddyfile
+
+vet:
+	go vet ./...
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+# -p 1: the in-process caddytest servers bind fixed ports (admin 2999).
+test: vet $(CADDY_BIN)
+	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 ./...
+
+clean:
+	rm -f $(CADDY_BIN) *.out *.prof *.test

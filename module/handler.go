@@ -1,0 +1,241 @@
+// Package ipallowlist is the http.handlers.ip_allowlist Caddy module: each
+// API token may be used only from the client addresses listed for it.
+package ipallowlist
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler allows each API token to be used only from the client addresses
+// listed for it. A request whose token is used from anywhere else is answered
+// 401 Unauthorized (or, in report mode, logged and let through).
+//
+// The client address is Caddy's client_ip: the remote address, or the
+// address forwarded by a proxy listed in the server's trusted_proxies.
+type Handler struct {
+	// An ID for the admin API, so a token's list has a stable path such as
+	// /id/<id>/tokens/<label>/allow. Caddy strips it before the handler
+	// is decoded; it is here so the Caddyfile adapter can emit it.
+	AdminID string `json:"@id,omitempty"`
+
+	// Where the token is read from, in order; every source is read on every
+	// request. Default: the Authorization header with the Bearer scheme.
+	TokenSources []TokenSource `json:"token_sources,omitempty"`
+
+	// Named sets of ranges that token policies can refer to by name.
+	// A set holds addresses, CIDR prefixes, start-end ranges, any and
+	// private_ranges, but not other set names.
+	IPSets map[string][]string `json:"ip_sets,omitempty"`
+
+	// The listed tokens, keyed by label. The label is shown in logs and
+	// placeholders instead of the token, and gives each token's list a stable
+	// admin API path (tokens/<label>/allow).
+	Tokens map[string]*TokenPolicy `json:"tokens,omitempty"`
+
+	// Files of further tokens, each a JSON object of the same shape as
+	// tokens. A label may appear only once across tokens and all files.
+	TokensFiles []string `json:"tokens_files,omitempty"`
+
+	// Where tokens that are not listed may be used from. Default: any
+	// address, so an API stays callable until its tokens are restricted.
+	// An empty allow list denies every unlisted token.
+	Unlisted *Policy `json:"unlisted,omitempty"`
+
+	// What happens to a request that carries no token: "allow" (default)
+	// passes it on, "deny" answers it 401.
+	MissingToken string `json:"missing_token,omitempty"`
+
+	// "enforce" (default) answers denied requests 401; "report" logs
+	// "request would be denied" and passes them on.
+	Mode string `json:"mode,omitempty"`
+
+	sources     []source
+	bearer      bool // a source is Authorization with the Bearer scheme
+	report      bool
+	table       *table
+	logger      *zap.Logger
+	accessField bool
+}
+
+// TokenSource says where a token is read: a header, optionally after an
+// auth scheme, or a query parameter. Exactly one of header and query is set.
+type TokenSource struct {
+	// The request header to read, e.g. Authorization or X-Api-Key.
+	Header string `json:"header,omitempty"`
+	// The auth scheme before the token, e.g. Bearer, matched without
+	// regard to case. Empty: the whole header value is the token.
+	Scheme string `json:"scheme,omitempty"`
+	// The query parameter to read, e.g. api_key.
+	Query string `json:"query,omitempty"`
+}
+
+// TokenPolicy is one token and the ranges it may be used from.
+type TokenPolicy struct {
+	// The token itself, or one placeholder resolved at provision, such
+	// as {env.PARTNER_A} or {file./run/secrets/partner_a} (one trailing
+	// newline of the file is dropped). Compared byte for byte.
+	Token string `json:"token,omitempty"`
+	// The SHA-256 of the token, as 64 hex digits, instead of the token.
+	TokenSHA256 string `json:"token_sha256,omitempty"`
+	// Where the token may be used from: addresses, CIDR prefixes, start-end
+	// ranges, ip_set names, any, private_ranges. Required.
+	Allow []string `json:"allow,omitempty"`
+	// Exceptions inside allow: addresses the token may not be used from.
+	Deny []string `json:"deny,omitempty"`
+}
+
+// Policy is where unlisted tokens may be used from.
+type Policy struct {
+	// Ranges as in a token's allow. Empty: nowhere.
+	Allow []string `json:"allow"`
+	// Exceptions inside allow.
+	Deny []string `json:"deny,omitempty"`
+}
+
+// Values of missing_token and mode.
+const (
+	MissingAllow = "allow"
+	MissingDeny  = "deny"
+	ModeEnforce  = "enforce"
+	ModeReport   = "report"
+)
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ip_allowlist",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision compiles the configuration into an immutable table.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	switch h.Mode {
+	case "", ModeEnforce:
+	case ModeReport:
+		h.report = true
+	default:
+		return fmt.Errorf("mode %q: must be %s or %s", h.Mode, ModeEnforce, ModeReport)
+	}
+	sources, err := compileSources(h.TokenSources)
+	if err != nil {
+		return err
+	}
+	h.sources = sources
+	for _, s := range sources {
+		h.bearer = h.bearer || s.header == "Authorization" && equalFoldASCII(s.scheme, "Bearer")
+	}
+	t, err := compile(h, caddy.NewReplacer())
+	if err != nil {
+		return err
+	}
+	h.table = t
+	h.logger.Info("ip allowlist provisioned",
+		zap.Int("tokens", len(t.policies)),
+		zap.Int("ranges", t.ranges),
+		zap.String("mode", h.modeName()))
+	return nil
+}
+
+func (h *Handler) modeName() string {
+	if h.report {
+		return ModeReport
+	}
+	return ModeEnforce
+}
+
+// Errors returned to Caddy. They are the same for every deny reason, and
+// name no token.
+var (
+	errDenied    = errors.New("ip_allowlist: request denied")
+	errEarlyData = errors.New("ip_allowlist: TLS handshake not complete, client address cannot be verified")
+)
+
+// Placeholder names set on every request.
+const (
+	placeholderDecision = "http.ip_allowlist.decision"
+	placeholderReason   = "http.ip_allowlist.reason"
+	placeholderLabel    = "http.ip_allowlist.token_label"
+)
+
+// ServeHTTP decides the request and either passes it on or answers 401.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// With 0-RTT the handshake is unfinished and the client address
+	// unverified, so ask the client to retry once it is (as client_ip does).
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		return caddyhttp.Error(http.StatusTooEarly, errEarlyData)
+	}
+	d := h.decide(r)
+	label := ""
+	if d.policy != nil {
+		label = h.table.label(d.policy)
+	}
+	decision := "allow"
+	if !d.allowed() {
+		decision = "deny"
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set(placeholderDecision, decision)
+		repl.Set(placeholderReason, d.reason)
+		repl.Set(placeholderLabel, label)
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(r) {
+		extra.Set(zap.String("ip_allowlist_decision", decision))
+		extra.Set(zap.String("ip_allowlist_token_label", label))
+	}
+	if d.allowed() {
+		return next.ServeHTTP(w, r)
+	}
+	msg := "request denied"
+	if h.report {
+		msg = "request would be denied"
+	}
+	if c := h.logger.Check(zapcore.InfoLevel, msg); c != nil {
+		remote, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			remote = r.RemoteAddr
+		}
+		c.Write(
+			zap.String("reason", d.reason),
+			zap.String("token_label", label),
+			zap.String("client_ip", d.clientIP),
+			zap.String("remote_ip", remote),
+			zap.String("method", r.Method),
+			zap.String("host", r.Host),
+			zap.String("path", r.URL.Path),
+		)
+	}
+	if h.report {
+		return next.ServeHTTP(w, r)
+	}
+	if h.bearer {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	return caddyhttp.Error(http.StatusUnauthorized, errDenied)
+}
+
+// accessLogged reports whether the server writes access logs, so the
+// extra fields are added only where someone will read them.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv != nil && srv.Logs != nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
