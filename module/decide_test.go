@@ -86,6 +86,9 @@ func TestDecisionTable(t *testing.T) {
 		{"other auth scheme is no token", "203.0.113.1:1", []string{"Authorization", "Basic dXNlcjpwYXNz"}, ReasonMissingToken, ""},
 		// byte-for-byte comparison; scheme word case-insensitive
 		{"scheme case-insensitive", "203.0.113.1:1", []string{"Authorization", "bEaReR " + tokA}, ReasonAllowed, "a"},
+		{"several spaces after the scheme", "203.0.113.1:1", []string{"Authorization", "Bearer   " + tokA}, ReasonAllowed, "a"},
+		{"tab after the scheme is part of the token", "203.0.113.1:1", []string{"Authorization", "Bearer \t" + tokA}, ReasonUnlistedToken, ""},
+		{"scheme without a space is no token", "203.0.113.1:1", []string{"Authorization", "Bearer" + tokA}, ReasonMissingToken, ""},
 		{"token case matters", "203.0.113.1:1", bearer(strings.ToUpper(tokA)), ReasonUnlistedToken, ""},
 		{"token prefix is another token", "203.0.113.1:1", bearer(tokA[:len(tokA)-1]), ReasonUnlistedToken, ""},
 		// ambiguity

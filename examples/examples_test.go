@@ -1,0 +1,227 @@
+package examples
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// Tokens of examples/Caddyfile. partner-b's comes from the environment;
+// ci-runner and mobile-backend are configured by digest only.
+const (
+	tokPartnerA = "demo-partner-a-token"
+	tokPartnerB = "env-partner-b-7c1d93"
+	tokCI       = "demo-ci-token"
+	tokMobile   = "demo-mobile-token"
+	denyBody    = `{"error":"unauthorized"}`
+)
+
+func startExample(t *testing.T) *caddy {
+	return startCaddy(t, "Caddyfile", "8080", "PARTNER_B_TOKEN="+tokPartnerB)
+}
+
+func TestExampleCaddyfile(t *testing.T) {
+	c := startExample(t)
+	xff := func(tok, addr string) []string { return append(bearer(tok), "X-Forwarded-For", addr) }
+	cases := []struct {
+		name   string
+		req    request
+		status int
+		body   string
+	}{
+		{"literal token from its address", request{local: "127.0.0.1", header: bearer(tokPartnerA)}, 200, "hello, partner-a"},
+		{"literal token from another address", request{local: "127.0.0.2", header: bearer(tokPartnerA)}, 401, denyBody},
+		{"env token from its address", request{local: "127.0.0.3", header: bearer(tokPartnerB)}, 200, "hello, partner-b"},
+		{"env token from another address", request{local: "127.0.0.1", header: bearer(tokPartnerB)}, 401, denyBody},
+		{"digest token from its address", request{local: "127.0.0.4", header: bearer(tokCI)}, 200, "hello, ci-runner"},
+		{"digest token forwarded from range start", request{header: xff(tokCI, "192.0.2.10")}, 200, "hello, ci-runner"},
+		{"digest token forwarded from range end", request{header: xff(tokCI, "192.0.2.20")}, 200, "hello, ci-runner"},
+		{"digest token forwarded from past the range", request{header: xff(tokCI, "192.0.2.21")}, 401, denyBody},
+		{"deny exception", request{header: xff(tokPartnerB, "198.51.100.13")}, 401, denyBody},
+		{"beside the deny exception", request{header: xff(tokPartnerB, "198.51.100.14")}, 200, "hello, partner-b"},
+		{"ip_set over IPv6", request{header: xff(tokPartnerA, "2001:db8:10::7")}, 200, "hello, partner-a"},
+		{"untrusted peer cannot forward", request{local: "127.0.0.2", header: xff(tokPartnerA, "127.0.0.1")}, 401, denyBody},
+		{"tokens_file token in custom header", request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}}, 200, "hello, mobile-backend"},
+		{"tokens_file token in query", request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile}, 200, "hello, mobile-backend"},
+		{"tokens_file token in query elsewhere", request{local: "127.0.0.6", path: "/v1/items?api_key=" + tokMobile}, 401, denyBody},
+		{"header and query disagree", request{local: "127.0.0.5", path: "/v1/items?api_key=other", header: []string{"X-Api-Key", tokMobile}}, 401, denyBody},
+		{"unlisted token", request{header: bearer("not-a-listed-token")}, 401, denyBody},
+		{"missing token", request{}, 401, denyBody},
+	}
+	var denials []reply
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := c.do(tc.req)
+			if got.status != tc.status || got.body != tc.body {
+				t.Fatalf("got %v, want %d %q", got, tc.status, tc.body)
+			}
+			if got.status == 401 {
+				denials = append(denials, got)
+			}
+		})
+	}
+
+	t.Run("every denial is the same response", func(t *testing.T) {
+		if len(denials) < 5 {
+			t.Fatalf("only %d denials collected", len(denials))
+		}
+		first := denials[0]
+		first.header.Del("Date")
+		if first.header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` || first.header.Get("Content-Type") != "application/json" {
+			t.Errorf("deny headers = %v", first.header)
+		}
+		for _, d := range denials[1:] {
+			d.header.Del("Date")
+			if d.status != first.status || d.body != first.body || !reflect.DeepEqual(d.header, first.header) {
+				t.Errorf("denials differ:\n%v %v\n%v %v", first, first.header, d, d.header)
+			}
+		}
+	})
+
+	t.Run("one request denied log entry per denial", func(t *testing.T) {
+		var n int
+		for _, line := range strings.Split(c.out.String(), "\n") {
+			if !strings.Contains(line, `"msg":"request denied"`) {
+				continue
+			}
+			n++
+			var entry map[string]any
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatalf("log line is not JSON: %s", line)
+			}
+			for _, f := range []string{"reason", "token_label", "client_ip", "remote_ip", "method", "host", "path"} {
+				if _, ok := entry[f]; !ok {
+					t.Errorf("entry lacks %s: %s", f, line)
+				}
+			}
+			if entry["logger"] != "http.handlers.ip_allowlist" || entry["level"] != "info" {
+				t.Errorf("entry logger/level: %s", line)
+			}
+		}
+		if n != len(denials) {
+			t.Errorf("%d request denied entries for %d denials", n, len(denials))
+		}
+	})
+
+	// Done-when 7: the planted tokens appear nowhere in Caddy's output,
+	// though they were sent in Authorization, X-Api-Key and the query.
+	t.Run("tokens never in output", func(t *testing.T) {
+		out := c.out.String()
+		if !strings.Contains(out, `"ip_allowlist_token_label":"mobile-backend"`) {
+			t.Fatalf("the access log did not record the requests; the scan would prove nothing:\n%s", out)
+		}
+		for _, tok := range []string{tokPartnerA, tokPartnerB, tokCI, tokMobile, "not-a-listed-token"} {
+			if n := strings.Count(out, tok); n != 0 {
+				t.Errorf("token %q appears %d times in Caddy's output", tok, n)
+			}
+		}
+	})
+}
+
+// The "Add More" flow: an address is appended to one token's allow list
+// through the admin API and takes effect without a restart; a bad config
+// pushed through /load is refused and the running one keeps serving.
+func TestExampleAdminAPI(t *testing.T) {
+	c := startExample(t)
+	from2 := request{local: "127.0.0.2", header: bearer(tokPartnerA)}
+	if got := c.do(from2); got.status != 401 {
+		t.Fatalf("before: %v, want 401", got)
+	}
+	pid := c.cmd.Process.Pid
+
+	status, body := c.adminDo(http.MethodPost, "/id/api_allowlist/tokens/partner-a/allow", "application/json", `"127.0.0.2"`)
+	if status != 200 {
+		t.Fatalf("POST allow: %d %s", status, body)
+	}
+	if got := c.do(from2); got.status != 200 || got.body != "hello, partner-a" {
+		t.Fatalf("after Add More: %v, want 200", got)
+	}
+	if !c.running() || c.cmd.Process.Pid != pid {
+		t.Fatal("caddy restarted")
+	}
+
+	// A bad range through /load: refused, naming label and entry.
+	status, cfg := c.adminDo(http.MethodGet, "/config/", "", "")
+	if status != 200 {
+		t.Fatalf("GET /config/: %d", status)
+	}
+	bad := strings.Replace(cfg, `"127.0.0.2"`, `"127.0.0.2","10.0.0.1/8"`, 1)
+	if bad == cfg {
+		t.Fatal("the running config does not hold the added address")
+	}
+	status, body = c.adminDo(http.MethodPost, "/load", "application/json", bad)
+	if status != http.StatusBadRequest || !strings.Contains(body, `token \"partner-a\": allow[3] \"10.0.0.1/8\": prefix \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8`) {
+		t.Fatalf("POST /load with a bad range: %d %s", status, body)
+	}
+	if strings.Contains(body, tokPartnerB) {
+		t.Error("the error names a token")
+	}
+	// A bad Caddyfile: refused with file and line.
+	status, body = c.adminDo(http.MethodPost, "/load", "text/caddyfile", "http://127.0.0.1:1 {\n\tip_allowlist {\n\t\ttoken x 010.0.0.1\n\t}\n}\n")
+	if status != http.StatusBadRequest || !strings.Contains(body, `leading zero, at Caddyfile:3`) {
+		t.Fatalf("POST /load with a bad Caddyfile: %d %s", status, body)
+	}
+	// The old config, with the added address, keeps serving.
+	if got := c.do(from2); got.status != 200 {
+		t.Fatalf("after refused loads: %v, want 200", got)
+	}
+	if got := c.do(request{local: "127.0.0.6", header: bearer(tokPartnerA)}); got.status != 401 {
+		t.Fatalf("after refused loads, elsewhere: %v, want 401", got)
+	}
+}
+
+func TestExampleJSON(t *testing.T) {
+	const tok = "demo-json-partner-token"
+	c := startCaddy(t, "caddy.json", "8081")
+	key := func(addr string) request {
+		return request{header: []string{"X-Api-Key", tok, "X-Forwarded-For", addr}}
+	}
+	for _, tc := range []struct {
+		addr   string
+		status int
+	}{
+		{"203.0.113.7", 200}, {"203.0.113.66", 401}, {"198.51.100.7", 200}, {"198.51.100.8", 401}, {"192.0.2.1", 401},
+	} {
+		if got := c.do(key(tc.addr)); got.status != tc.status {
+			t.Errorf("from %s: %v, want %d", tc.addr, got, tc.status)
+		}
+	}
+	if got := c.do(request{header: []string{"X-Api-Key", "other", "X-Forwarded-For", "203.0.113.7"}}); got.status != 401 {
+		t.Errorf("unlisted: %v, want 401", got)
+	}
+	if got := c.do(request{header: bearer(tok)}); got.status != 401 || got.header.Get("WWW-Authenticate") != "" {
+		t.Errorf("Bearer is not a source here: %v %v", got, got.header)
+	}
+	status, body := c.adminDo(http.MethodPost, "/id/partners/tokens/partner-a/allow", "application/json", `"192.0.2.1"`)
+	if status != 200 {
+		t.Fatalf("POST allow: %d %s", status, body)
+	}
+	if got := c.do(key("192.0.2.1")); got.status != 200 || got.body != "hello, partner-a" {
+		t.Errorf("after Add More: %v", got)
+	}
+}
+
+func TestExampleReportMode(t *testing.T) {
+	const tok = "report-token-91"
+	c := startCaddy(t, "report-mode.Caddyfile", "8082", "PARTNER_A_TOKEN="+tok)
+	if got := c.do(request{header: bearer(tok)}); got.status != 200 || got.body != "hello" {
+		t.Fatalf("report mode: %v, want 200 hello", got)
+	}
+	out := c.out.String()
+	for _, want := range []string{
+		`"msg":"request would be denied"`, `"reason":"ip_not_allowed"`, `"token_label":"partner-a"`,
+		`"ip_allowlist_decision":"deny"`, `"ip_allowlist_token_label":"partner-a"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %s", want)
+		}
+	}
+	if strings.Contains(out, `"msg":"request denied"`) {
+		t.Error("report mode logged request denied")
+	}
+	if strings.Contains(out, tok) {
+		t.Error("the token is in the output")
+	}
+}

@@ -1,0 +1,219 @@
+package examples
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests in this package run the examples against the Caddy binary that
+// make test builds with xcaddy (CADDY_BIN). Each Caddy gets free loopback
+// ports in place of the examples' fixed ones, and is stopped by the test.
+
+func caddyBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CADDY_BIN")
+	if bin == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CADDY_BIN is not set: run the tests with make test, which builds Caddy with xcaddy")
+		}
+		t.Skip("CADDY_BIN is not set: make test builds Caddy with xcaddy and sets it")
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// output collects everything the process writes, safe for concurrent use.
+type output struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+type caddy struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	out   *output
+	admin string // http://127.0.0.1:port
+	site  string // http://127.0.0.1:port
+	done  chan struct{}
+}
+
+// startCaddy runs example (a file in this folder) with its admin address
+// and sitePort replaced by free ports. env is added to Caddy's environment.
+func startCaddy(t *testing.T, example, sitePort string, env ...string) *caddy {
+	t.Helper()
+	bin := caddyBin(t)
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, site := freePort(t), freePort(t)
+	cfg := strings.ReplaceAll(string(raw), "127.0.0.1:2019", admin)
+	cfg = strings.ReplaceAll(cfg, "127.0.0.1:"+sitePort, site)
+	dir := t.TempDir()
+	path := filepath.Join(dir, filepath.Base(example))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"run", "--config", path}
+	if !strings.HasSuffix(example, ".json") {
+		args = append(args, "--adapter", "caddyfile")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = ".." // the examples name tokens files relative to the repository
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Env = append(cmd.Env, env...)
+	out := &output{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &caddy{t: t, cmd: cmd, out: out, admin: "http://" + admin, site: "http://" + site, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.done) }()
+	t.Cleanup(c.stop)
+	c.waitReady()
+	return c
+}
+
+func (c *caddy) waitReady() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			c.t.Fatalf("caddy exited while starting:\n%s", c.out)
+		default:
+		}
+		if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(c.site, "http://"), time.Second); err == nil {
+			conn.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("caddy did not start listening within 30s:\n%s", c.out)
+}
+
+func (c *caddy) running() bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (c *caddy) stop() {
+	if c.running() {
+		_ = c.cmd.Process.Signal(os.Interrupt)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	if c.t.Failed() {
+		c.t.Logf("caddy output:\n%s", c.out)
+	}
+}
+
+// reply is one HTTP response, read whole.
+type reply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// request describes one request to the site: from the loopback address
+// local, with extra headers as name, value pairs.
+type request struct {
+	local  string
+	path   string
+	header []string
+}
+
+func (c *caddy) do(r request) reply {
+	c.t.Helper()
+	local := r.local
+	if local == "" {
+		local = "127.0.0.1"
+	}
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext:       (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
+			DisableKeepAlives: true,
+		},
+	}
+	path := r.path
+	if path == "" {
+		path = "/v1/items"
+	}
+	req, err := http.NewRequest(http.MethodGet, c.site+path, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(r.header); i += 2 {
+		req.Header.Add(r.header[i], r.header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s from %s: %v", path, local, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, string(body)}
+}
+
+// adminDo sends a request to the admin API and returns status and body.
+func (c *caddy) adminDo(method, path, contentType, body string) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.admin+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		c.t.Fatalf("admin %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
+
+func (r reply) String() string { return fmt.Sprintf("%d %q", r.status, r.body) }

@@ -1,0 +1,144 @@
+package ipallowlist_test
+
+import (
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/ipallowlist/caddy-ip-allowlist/caddyfile"
+	ipallowlist "github.com/ipallowlist/caddy-ip-allowlist/module"
+)
+
+// These tests run Caddy in-process (caddytest: admin on 2999, site on
+// 9080), so the package's tests must not run beside another caddytest
+// package; make test runs go test with -p 1.
+
+const (
+	tokLoopback = "tok-loopback-1"
+	tokRemote   = "tok-remote-2"
+	tokSecond   = "tok-second-3"
+)
+
+func siteConfig(serverOptions string) string {
+	return `{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	servers {
+		` + serverOptions + `
+	}
+}
+http://127.0.0.1:9080 {
+	ip_allowlist {
+		token ` + tokLoopback + ` 127.0.0.1
+		token ` + tokRemote + ` {
+			label remote
+			allow 203.0.113.0/24
+			deny 203.0.113.66
+		}
+		token ` + tokSecond + ` {
+			label second
+			allow 127.0.0.2
+		}
+		unlisted_tokens none
+		missing_token deny
+	}
+	respond "ok {http.ip_allowlist.decision} {http.ip_allowlist.token_label}"
+	handle_errors 401 {
+		respond "{\"error\":\"unauthorized\"}"
+	}
+}
+`
+}
+
+// get sends one request with token and optional X-Forwarded-For from the
+// loopback address local (the client's source address).
+func get(t *testing.T, local, token, xff string) (int, string, http.Header) {
+	t.Helper()
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
+		},
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:9080/v1/items", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header
+}
+
+type exchange struct {
+	name       string
+	local      string
+	token, xff string
+	status     int
+	body       string
+}
+
+func run(t *testing.T, cases []exchange) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body, header := get(t, c.local, c.token, c.xff)
+			if status != c.status || body != c.body {
+				t.Errorf("got %d %q, want %d %q", status, body, c.status, c.body)
+			}
+			if status == http.StatusUnauthorized && header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+				t.Errorf("WWW-Authenticate = %q", header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+}
+
+const denied = `{"error":"unauthorized"}`
+
+func TestInProcessWithoutTrustedProxies(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(siteConfig(""), "caddyfile")
+	run(t, []exchange{
+		{"listed token from its address", "127.0.0.1", tokLoopback, "", 200, "ok allow " + fingerprint(tokLoopback)},
+		{"token bound to 127.0.0.2 from there", "127.0.0.2", tokSecond, "", 200, "ok allow second"},
+		{"token bound to 127.0.0.2 from 127.0.0.1", "127.0.0.1", tokSecond, "", 401, denied},
+		{"listed token from elsewhere", "127.0.0.2", tokLoopback, "", 401, denied},
+		{"forwarded header is ignored without trusted_proxies", "127.0.0.1", tokRemote, "203.0.113.7", 401, denied},
+		{"forwarded header cannot widen a token", "127.0.0.2", tokLoopback, "127.0.0.1", 401, denied},
+		{"unlisted token", "127.0.0.1", "not-a-listed-token", "", 401, denied},
+		{"missing token", "127.0.0.1", "", "", 401, denied},
+	})
+}
+
+func TestInProcessWithTrustedProxies(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(siteConfig("trusted_proxies static 127.0.0.1/32"), "caddyfile")
+	run(t, []exchange{
+		{"forwarded address in range", "127.0.0.1", tokRemote, "203.0.113.7", 200, "ok allow remote"},
+		{"forwarded address in deny", "127.0.0.1", tokRemote, "203.0.113.66", 401, denied},
+		{"forwarded address outside range", "127.0.0.1", tokRemote, "198.51.100.1", 401, denied},
+		{"the proxy itself is not the client", "127.0.0.1", tokLoopback, "198.51.100.1", 401, denied},
+		{"untrusted peer's header is ignored", "127.0.0.2", tokRemote, "203.0.113.7", 401, denied},
+		{"no header: the proxy address is the client", "127.0.0.1", tokLoopback, "", 200, "ok allow " + fingerprint(tokLoopback)},
+	})
+}
+
+func fingerprint(tok string) string {
+	return ipallowlist.Fingerprint(sha256.Sum256([]byte(tok)))
+}
