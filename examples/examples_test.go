@@ -1,6 +1,8 @@
 package examples
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -172,6 +174,41 @@ func TestExampleAdminAPI(t *testing.T) {
 	}
 }
 
+// The other admin API operations the README documents, each taking effect
+// without a restart.
+func TestExampleAdminAPIOperations(t *testing.T) {
+	c := startExample(t)
+	const path = "/id/api_allowlist/tokens/"
+	expect := func(step string, local, tok string, status int) {
+		t.Helper()
+		if got := c.do(request{local: local, header: bearer(tok)}); got.status != status {
+			t.Fatalf("%s: %s from %s: %v, want %d", step, tok, local, got, status)
+		}
+	}
+	admin := func(method, p, body string) {
+		t.Helper()
+		if status, out := c.adminDo(method, path+p, "application/json", body); status != 200 {
+			t.Fatalf("%s %s: %d %s", method, p, status, out)
+		}
+	}
+
+	admin(http.MethodPatch, "partner-a/allow", `["127.0.0.8"]`)
+	expect("after PATCH", "127.0.0.8", tokPartnerA, 200)
+	expect("after PATCH", "127.0.0.1", tokPartnerA, 401)
+
+	admin(http.MethodPost, "partner-a/allow", `"127.0.0.9"`)
+	admin(http.MethodDelete, "partner-a/allow/0", "")
+	expect("after DELETE entry", "127.0.0.8", tokPartnerA, 401)
+	expect("after DELETE entry", "127.0.0.9", tokPartnerA, 200)
+
+	const newTok = "new-partner-token-5e2"
+	expect("before PUT", "127.0.0.7", newTok, 401)
+	admin(http.MethodPut, "new-partner", `{"token_sha256": "`+digest(newTok)+`", "allow": ["127.0.0.7"]}`)
+	expect("after PUT", "127.0.0.7", newTok, 200)
+	admin(http.MethodDelete, "new-partner", "")
+	expect("after DELETE token", "127.0.0.7", newTok, 401)
+}
+
 func TestExampleJSON(t *testing.T) {
 	const tok = "demo-json-partner-token"
 	c := startCaddy(t, "caddy.json", "8081")
@@ -224,4 +261,9 @@ func TestExampleReportMode(t *testing.T) {
 	if strings.Contains(out, tok) {
 		t.Error("the token is in the output")
 	}
+}
+
+func digest(tok string) string {
+	d := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(d[:])
 }
