@@ -64,7 +64,7 @@ type parser struct {
 	d       *caddyfile.Dispenser
 	h       *ipallowlist.Handler
 	pending map[string]error
-	digests map[[32]byte]string // literal token digest -> label, for duplicates
+	digests map[[32]byte]string // known token digest -> label, for duplicates
 }
 
 func (p *parser) parse() error {
@@ -79,6 +79,9 @@ func (p *parser) parse() error {
 			src, err := p.tokenFrom()
 			if err != nil {
 				return err
+			}
+			if err := ipallowlist.CheckTokenSource(src); err != nil {
+				return d.Errf("token_from: %v", err)
 			}
 			h.TokenSources = append(h.TokenSources, src)
 		case "ip_set":
@@ -266,8 +269,7 @@ func (p *parser) token() error {
 	if len(tp.Allow) == 0 {
 		return p.errAt(line, fmt.Errorf("token %q: allow is empty; list where the token may be used from (use any for everywhere)", label))
 	}
-	if tp.Token != "" && !ipallowlist.IsPlaceholder(tp.Token) {
-		digest := sha256.Sum256([]byte(tp.Token))
+	if digest, known := p.knownDigest(tp); known {
 		if other, dup := p.digests[digest]; dup {
 			return p.errAt(line, fmt.Errorf("token %q: same token as %q; a token can have one label only", label, other))
 		}
@@ -278,6 +280,19 @@ func (p *parser) token() error {
 	}
 	p.h.Tokens[label] = tp
 	return nil
+}
+
+// knownDigest is the token's SHA-256 where it is known before provision:
+// for a literal token or a sha256: digest, not for a placeholder.
+func (p *parser) knownDigest(tp *ipallowlist.TokenPolicy) ([32]byte, bool) {
+	switch {
+	case tp.TokenSHA256 != "":
+		d, err := ipallowlist.ParseDigest(tp.TokenSHA256)
+		return d, err == nil
+	case ipallowlist.IsPlaceholder(tp.Token):
+		return [32]byte{}, false
+	}
+	return sha256.Sum256([]byte(tp.Token)), true
 }
 
 // tokenValue fills tp from the token argument and returns its default label.

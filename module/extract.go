@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,27 +24,34 @@ func compileSources(cfg []TokenSource) ([]source, error) {
 	}
 	out := make([]source, 0, len(cfg))
 	for i, s := range cfg {
-		switch {
-		case s.Header != "" && s.Query != "":
-			return nil, fmt.Errorf("token_sources[%d]: set header or query, not both", i)
-		case s.Header != "":
-			if !validHeaderName(s.Header) {
-				return nil, fmt.Errorf("token_sources[%d]: header %q is not a valid header name", i, s.Header)
-			}
-			if strings.ContainsAny(s.Scheme, " \t") {
-				return nil, fmt.Errorf("token_sources[%d]: scheme %q must be one word", i, s.Scheme)
-			}
-			out = append(out, source{header: http.CanonicalHeaderKey(s.Header), scheme: s.Scheme})
-		case s.Query != "":
-			if s.Scheme != "" {
-				return nil, fmt.Errorf("token_sources[%d]: scheme applies to headers only", i)
-			}
-			out = append(out, source{query: s.Query})
-		default:
-			return nil, fmt.Errorf("token_sources[%d]: set header or query", i)
+		if err := CheckTokenSource(s); err != nil {
+			return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
+		out = append(out, source{header: http.CanonicalHeaderKey(s.Header), scheme: s.Scheme, query: s.Query})
 	}
 	return out, nil
+}
+
+// CheckTokenSource refuses a source that could never carry a token.
+func CheckTokenSource(s TokenSource) error {
+	switch {
+	case s.Header != "" && s.Query != "":
+		return errors.New("set header or query, not both")
+	case s.Header != "":
+		if !validHeaderName(s.Header) {
+			return fmt.Errorf("header %q is not a valid header name", s.Header)
+		}
+		if strings.ContainsAny(s.Scheme, " \t") {
+			return fmt.Errorf("scheme %q must be one word", s.Scheme)
+		}
+	case s.Query != "":
+		if s.Scheme != "" {
+			return errors.New("scheme applies to headers only")
+		}
+	default:
+		return errors.New("set header or query")
+	}
+	return nil
 }
 
 func validHeaderName(s string) bool {

@@ -1,10 +1,8 @@
 package ipallowlist
 
 import (
-	"bufio"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 )
@@ -14,14 +12,8 @@ import (
 // non-empty value is the token, none is missing, two are ambiguous.
 // Seeds: testdata/fuzz/tokens.txt, a tab-separated pair per line.
 func FuzzExtractToken(f *testing.F) {
-	seeds, err := os.Open("../testdata/fuzz/tokens.txt")
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer seeds.Close()
-	sc := bufio.NewScanner(seeds)
-	for sc.Scan() {
-		a, b, _ := strings.Cut(sc.Text(), "\t")
+	for _, seed := range seedLines(f, "tokens.txt") {
+		a, b, _ := strings.Cut(seed, "\t")
 		f.Add(a, b)
 	}
 	f.Add("tok\x00en", "tok\x00en")

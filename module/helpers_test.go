@@ -1,10 +1,12 @@
 package ipallowlist
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -75,4 +77,23 @@ func serve(h *Handler, req *http.Request) result {
 		}
 	}
 	return res
+}
+
+// seedLines reads a fuzz seed file of testdata/fuzz, one seed per line.
+func seedLines(f *testing.F, name string) []string {
+	f.Helper()
+	file, err := os.Open("../testdata/fuzz/" + name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer file.Close()
+	var lines []string
+	sc := bufio.NewScanner(file)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		f.Fatal(err)
+	}
+	return lines
 }

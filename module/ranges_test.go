@@ -1,9 +1,7 @@
 package ipallowlist
 
 import (
-	"bufio"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 )
@@ -80,14 +78,8 @@ func TestIsSetName(t *testing.T) {
 // FuzzParseRange checks that whatever ParseRange accepts agrees with
 // net/netip, is of one family, and is in order. Seeds: testdata/fuzz/ranges.txt.
 func FuzzParseRange(f *testing.F) {
-	seeds, err := os.Open("../testdata/fuzz/ranges.txt")
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer seeds.Close()
-	sc := bufio.NewScanner(seeds)
-	for sc.Scan() {
-		f.Add(sc.Text())
+	for _, seed := range seedLines(f, "ranges.txt") {
+		f.Add(seed)
 	}
 	f.Add(strings.Repeat("1", 1<<16))
 	f.Add("1.2.3.4\x00")
