@@ -257,8 +257,10 @@ func (c *compiler) addTokensFile(path string) error {
 	defer f.Close()
 	dec := json.NewDecoder(bufio.NewReaderSize(f, 1<<16))
 	dec.DisallowUnknownFields()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return fmt.Errorf("want a JSON object of label to token: %v", jsonErr(err))
+	if t, err := dec.Token(); err != nil {
+		return jsonErr(err)
+	} else if t != json.Delim('{') {
+		return errors.New("want a JSON object of label to token")
 	}
 	where := fmt.Sprintf("tokens_file %q", path)
 	for dec.More() {
@@ -294,9 +296,6 @@ func jsonErr(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		return fmt.Errorf("field %q: want %s at byte %d", te.Field, te.Type, te.Offset)
-	}
-	if err == nil {
-		return errors.New("not a JSON object")
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errors.New("unexpected end of file")

@@ -61,12 +61,11 @@ type Handler struct {
 	// "request would be denied" and passes them on.
 	Mode string `json:"mode,omitempty"`
 
-	sources     []source
-	bearer      bool // a source is Authorization with the Bearer scheme
-	report      bool
-	table       *table
-	logger      *zap.Logger
-	accessField bool
+	sources []source
+	bearer  bool // a source is Authorization with the Bearer scheme
+	report  bool
+	table   *table
+	logger  *zap.Logger
 }
 
 // TokenSource says where a token is read: a header, optionally after an
