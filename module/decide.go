@@ -20,15 +20,50 @@ const (
 	ReasonNoClientIP     = "no_client_ip"
 )
 
+// reason is a Reason* as a small number, so the request path can index
+// reasonValues instead of converting a string to an interface, which
+// allocates.
+type reason uint8
+
+const (
+	reasonAllowed reason = iota
+	reasonIPNotAllowed
+	reasonIPDenied
+	reasonUnlistedToken
+	reasonMissingToken
+	reasonAmbiguousToken
+	reasonNoClientIP
+)
+
+var reasonNames = [...]string{
+	reasonAllowed:        ReasonAllowed,
+	reasonIPNotAllowed:   ReasonIPNotAllowed,
+	reasonIPDenied:       ReasonIPDenied,
+	reasonUnlistedToken:  ReasonUnlistedToken,
+	reasonMissingToken:   ReasonMissingToken,
+	reasonAmbiguousToken: ReasonAmbiguousToken,
+	reasonNoClientIP:     ReasonNoClientIP,
+}
+
+// reasonValues holds each reason boxed once, for placeholders.
+var reasonValues = func() (v [len(reasonNames)]any) {
+	for i, name := range reasonNames {
+		v[i] = name
+	}
+	return v
+}()
+
+func (r reason) String() string { return reasonNames[r] }
+
 // decision is the outcome for one request. policy is the listed token's
 // policy, nil for unlisted, missing and ambiguous tokens.
 type decision struct {
-	reason   string
+	reason   reason
 	policy   *policy
 	clientIP string
 }
 
-func (d decision) allowed() bool { return d.reason == ReasonAllowed }
+func (d decision) allowed() bool { return d.reason == reasonAllowed }
 
 // decide applies the compiled table to r.
 func (h *Handler) decide(r *http.Request) decision {
@@ -40,14 +75,14 @@ func (h *Handler) decide(r *http.Request) decision {
 	t := h.table
 	switch res {
 	case tokenAmbiguous:
-		d.reason = ReasonAmbiguousToken
+		d.reason = reasonAmbiguousToken
 		return d
 	case tokenMissing:
 		// missing_token allow does not depend on the address.
 		if t.missingAllow {
-			d.reason = ReasonAllowed
+			d.reason = reasonAllowed
 		} else {
-			d.reason = ReasonMissingToken
+			d.reason = reasonMissingToken
 		}
 		return d
 	}
@@ -57,7 +92,7 @@ func (h *Handler) decide(r *http.Request) decision {
 	digest := sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))
 	i, listed := t.index[digest]
 	if !ok {
-		d.reason = ReasonNoClientIP
+		d.reason = reasonNoClientIP
 		if listed {
 			d.policy = &t.policies[i]
 		}
@@ -65,9 +100,9 @@ func (h *Handler) decide(r *http.Request) decision {
 	}
 	if !listed {
 		if t.contains(t.unlisted.allowed, addr) {
-			d.reason = ReasonAllowed
+			d.reason = reasonAllowed
 		} else {
-			d.reason = ReasonUnlistedToken
+			d.reason = reasonUnlistedToken
 		}
 		return d
 	}
@@ -75,11 +110,11 @@ func (h *Handler) decide(r *http.Request) decision {
 	d.policy = p
 	switch {
 	case t.contains(p.allowed, addr):
-		d.reason = ReasonAllowed
+		d.reason = reasonAllowed
 	case t.contains(p.denied, addr):
-		d.reason = ReasonIPDenied
+		d.reason = reasonIPDenied
 	default:
-		d.reason = ReasonIPNotAllowed
+		d.reason = reasonIPNotAllowed
 	}
 	return d
 }

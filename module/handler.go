@@ -163,6 +163,12 @@ var (
 	errEarlyData = errors.New("ip_allowlist: TLS handshake not complete, client address cannot be verified")
 )
 
+// Values of {http.ip_allowlist.decision}.
+const (
+	decisionAllow = "allow"
+	decisionDeny  = "deny"
+)
+
 // Placeholder names set on every request.
 const (
 	placeholderDecision = "http.ip_allowlist.decision"
@@ -178,22 +184,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusTooEarly, errEarlyData)
 	}
 	d := h.decide(r)
-	label := ""
-	if d.policy != nil {
-		label = h.table.label(d.policy)
-	}
-	decision := "allow"
+	label := h.table.label(d.policy)
+	// Constants assigned to an interface are not allocated.
+	var decision any = decisionAllow
 	if !d.allowed() {
-		decision = "deny"
+		decision = decisionDeny
 	}
+	// Reasons are boxed once, and the label is a pointer into the table,
+	// so no value here allocates.
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set(placeholderDecision, decision)
-		repl.Set(placeholderReason, d.reason)
+		repl.Set(placeholderReason, reasonValues[d.reason])
 		repl.Set(placeholderLabel, label)
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(r) {
-		extra.Set(zap.String("ip_allowlist_decision", decision))
-		extra.Set(zap.String("ip_allowlist_token_label", label))
+		extra.Set(zap.String("ip_allowlist_decision", decision.(string)))
+		extra.Set(zap.Stringer("ip_allowlist_token_label", label))
 	}
 	if d.allowed() {
 		return next.ServeHTTP(w, r)
@@ -208,8 +214,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			remote = r.RemoteAddr
 		}
 		c.Write(
-			zap.String("reason", d.reason),
-			zap.String("token_label", label),
+			zap.Stringer("reason", d.reason),
+			zap.Stringer("token_label", label),
 			zap.String("client_ip", d.clientIP),
 			zap.String("remote_ip", remote),
 			zap.String("method", r.Method),

@@ -2,9 +2,11 @@ package ipallowlist
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"go4.org/netipx"
 )
@@ -32,14 +34,14 @@ type setRef struct {
 // allowed holds allow minus deny; denied holds deny within allow, kept only to
 // tell ip_denied from ip_not_allowed on the deny path.
 type policy struct {
-	labelOff, labelLen uint32
-	allowed, denied    setRef
+	label           uint32 // offset of the label's entry in table.labels
+	allowed, denied setRef
 }
 
 type table struct {
 	index    map[[32]byte]uint32 // token digest -> index into policies
 	policies []policy
-	labels   string // every label, concatenated; policies slice into it
+	labels   []byte // every label as a length byte then its bytes; entry 0 is ""
 	v4       []v4Interval
 	v6       []v6Interval
 
@@ -49,8 +51,26 @@ type table struct {
 	ranges int // merged intervals, for the provision summary
 }
 
-func (t *table) label(p *policy) string {
-	return t.labels[p.labelOff : p.labelOff+p.labelLen]
+// label returns p's label; nil (no listed token) has the empty label.
+func (t *table) label(p *policy) *labelRef {
+	if p == nil {
+		return (*labelRef)(&t.labels[0])
+	}
+	return (*labelRef)(&t.labels[p.label])
+}
+
+// labelRef is a label's entry in a table's labels: a length byte followed by
+// that many bytes. A pointer to it is a fmt.Stringer that converts to an
+// interface (a placeholder value, a log field) without allocating, and the
+// labels stay one pointer-free array however many tokens there are.
+type labelRef byte
+
+func (l *labelRef) String() string {
+	n := int(*l)
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(l), 1)), n)
 }
 
 // contains reports whether a (unmapped, zone-free) is in the set.
@@ -79,9 +99,8 @@ func (t *table) contains(s setRef, a netip.Addr) bool {
 // tableBuilder accumulates policies into a table. Identical sets (the same
 // ip_set used by many tokens, or "any") are stored once.
 type tableBuilder struct {
-	t      table
-	labels strings.Builder
-	sets   map[string]setRef
+	t    table
+	sets map[string]setRef
 }
 
 func newTableBuilder(tokens int) *tableBuilder {
@@ -89,6 +108,7 @@ func newTableBuilder(tokens int) *tableBuilder {
 		t: table{
 			index:    make(map[[32]byte]uint32, tokens),
 			policies: make([]policy, 0, tokens),
+			labels:   []byte{0}, // the empty label
 		},
 		sets: make(map[string]setRef),
 	}
@@ -141,13 +161,15 @@ func (b *tableBuilder) compilePolicy(label string, allow, deny *netipx.IPSet) (p
 	if err != nil {
 		return policy{}, err
 	}
-	p := policy{
-		labelOff: uint32(b.labels.Len()),
-		labelLen: uint32(len(label)),
-		allowed:  b.addSet(effSet),
-		denied:   b.addSet(excSet),
+	p := policy{allowed: b.addSet(effSet), denied: b.addSet(excSet)}
+	if label != "" {
+		if len(label) > 255 {
+			return policy{}, fmt.Errorf("label %q is longer than 255 bytes", label)
+		}
+		p.label = uint32(len(b.t.labels))
+		b.t.labels = append(b.t.labels, byte(len(label)))
+		b.t.labels = append(b.t.labels, label...)
 	}
-	b.labels.WriteString(label)
 	return p, nil
 }
 
@@ -158,7 +180,6 @@ func (b *tableBuilder) addToken(digest [32]byte, p policy) {
 }
 
 func (b *tableBuilder) finish() *table {
-	b.t.labels = b.labels.String()
 	b.sets = nil
 	return &b.t
 }

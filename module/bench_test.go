@@ -1,0 +1,143 @@
+package ipallowlist
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// Benchmarks of the request path. Each handler is built once per shape and
+// reused by every benchmark that needs it (building 1,000,000 tokens takes
+// seconds). The request is reused too: its replacer already holds the
+// placeholder keys after the first iteration, so what is measured is the
+// handler's own work.
+//
+//	go test ./module -run '^$' -bench . -benchmem
+
+// benchToken is the token the benchmark requests present; token i is
+// benchTokenN(i).
+func benchTokenN(i int) string { return fmt.Sprintf("bench-token-%08d-0123456789abcdef", i) }
+
+// nthAddr is the i-th of a run of IPv4 addresses two apart, so that no two
+// merge into one interval.
+func nthAddr(i int) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], 0x0a000000+uint32(2*i))
+	return netip.AddrFrom4(b)
+}
+
+type benchShape struct{ tokens, ranges int }
+
+var benchHandlers sync.Map // benchShape -> *Handler
+
+// benchHandler has shape.tokens tokens, each with shape.ranges ranges.
+// Every token has the same ranges except the last, which is given its own,
+// so the table holds distinct data for the token being looked up.
+func benchHandler(b *testing.B, shape benchShape) *Handler {
+	if h, ok := benchHandlers.Load(shape); ok {
+		return h.(*Handler)
+	}
+	ranges := make([]string, shape.ranges)
+	for i := range ranges {
+		ranges[i] = nthAddr(i).String()
+	}
+	tokens := make(map[string]*TokenPolicy, shape.tokens)
+	for i := 0; i < shape.tokens; i++ {
+		tokens[fmt.Sprintf("t%d", i)] = &TokenPolicy{Token: benchTokenN(i), Allow: ranges}
+	}
+	h := &Handler{Tokens: tokens}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	h.logger = zap.NewNop()
+	benchHandlers.Store(shape, h)
+	return h
+}
+
+// benchRequest presents token from client. The client is in the middle
+// range of the token's list, so a linear scan does half its work.
+func benchRequest(token string, client netip.Addr) *http.Request {
+	req := newRequest(netip.AddrPortFrom(client, 40000).String(), "/v1/items", "Authorization", "Bearer "+token)
+	return req
+}
+
+var okHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+func benchServe(b *testing.B, h *Handler, req *http.Request, wantAllowed bool) {
+	w := &discardWriter{header: http.Header{}}
+	if err := h.ServeHTTP(w, req, okHandler); (err == nil) != wantAllowed {
+		b.Fatalf("allowed=%v, want %v (%v)", err == nil, wantAllowed, err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		_ = h.ServeHTTP(w, req, okHandler)
+	}
+}
+
+type discardWriter struct{ header http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.header }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+
+func BenchmarkServeHTTP(b *testing.B) {
+	shapes := []benchShape{
+		{1, 2}, {1_000, 2}, {100_000, 2}, {1_000_000, 2},
+		{1, 1}, {1, 1_000}, {1, 100_000},
+	}
+	for _, s := range shapes {
+		b.Run(fmt.Sprintf("tokens=%d/ranges=%d", s.tokens, s.ranges), func(b *testing.B) {
+			h := benchHandler(b, s)
+			tok := benchTokenN(s.tokens - 1)
+			b.Run("allowed", func(b *testing.B) {
+				benchServe(b, h, benchRequest(tok, nthAddr(s.ranges/2)), true)
+			})
+			b.Run("denied", func(b *testing.B) {
+				benchServe(b, h, benchRequest(tok, netip.MustParseAddr("203.0.113.1")), false)
+			})
+		})
+	}
+}
+
+// BenchmarkVersusRemoteIP runs Caddy's remote_ip matcher and this handler
+// on the same 1,000 ranges, client in the middle one, in the same run.
+func BenchmarkVersusRemoteIP(b *testing.B) {
+	const n = 1_000
+	ranges := make([]string, n)
+	for i := range ranges {
+		ranges[i] = nthAddr(i).String() + "/32"
+	}
+	client := nthAddr(n / 2)
+	b.Run("caddy_remote_ip", func(b *testing.B) {
+		m := caddyhttp.MatchRemoteIP{Ranges: ranges}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		if err := m.Provision(ctx); err != nil {
+			b.Fatal(err)
+		}
+		req := benchRequest(benchTokenN(0), client)
+		if ok, err := m.MatchWithError(req); !ok || err != nil {
+			b.Fatalf("remote_ip did not match: %v", err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			_, _ = m.MatchWithError(req)
+		}
+	})
+	b.Run("ip_allowlist", func(b *testing.B) {
+		h := benchHandler(b, benchShape{1, n})
+		benchServe(b, h, benchRequest(benchTokenN(0), client), true)
+	})
+}
