@@ -108,15 +108,19 @@ func (h *Handler) decide(r *http.Request) decision {
 	}
 	p := &t.policies[i]
 	d.policy = p
+	d.reason = t.check(p, addr)
+	return d
+}
+
+// check applies a listed token's policy to addr.
+func (t *table) check(p *policy, addr netip.Addr) reason {
 	switch {
 	case t.contains(p.allowed, addr):
-		d.reason = reasonAllowed
+		return reasonAllowed
 	case t.contains(p.denied, addr):
-		d.reason = reasonIPDenied
-	default:
-		d.reason = reasonIPNotAllowed
+		return reasonIPDenied
 	}
-	return d
+	return reasonIPNotAllowed
 }
 
 // clientAddr parses Caddy's client_ip: zones dropped, IPv4-mapped unmapped.
