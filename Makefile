@@ -1,5 +1,6 @@
 # make run   builds Caddy with this plugin (xcaddy) and serves examples/Caddyfile on loopback.
 # make test  runs go vet, gofmt, go test -race ./..., including the tests against the built Caddy.
+# make bench measures the request path, a real Caddy under load, and provisioning (see README).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -14,7 +15,10 @@ GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path '
 # Demo tokens for make run; see examples/Caddyfile.
 PARTNER_B_TOKEN ?= demo-partner-b-token
 
-.PHONY: build run test vet unit clean
+# Root installs Debian packages directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build run test vet bench bench-go bench-caddy tools-bench clean
 
 build: $(CADDY_BIN)
 
@@ -34,6 +38,19 @@ vet:
 # -p 1: the in-process caddytest servers bind fixed ports (admin 2999).
 test: vet $(CADDY_BIN)
 	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 ./...
+
+# make bench: the request-path benchmarks (go test -bench), then a real Caddy
+# under wrk with and without ip_allowlist, and provisioning 1,000,000 tokens.
+bench: bench-go bench-caddy
+
+bench-go:
+	go test ./module -run '^$$' -bench . -benchmem -count 1
+
+bench-caddy: $(CADDY_BIN) tools-bench
+	go run ./bench -caddy $(CADDY_BIN)
+
+tools-bench:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 
 clean:
 	rm -f $(CADDY_BIN) *.out *.prof *.test

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"slices"
@@ -22,18 +23,27 @@ type compiler struct {
 	sets   map[string][]netipx.IPRange
 	repl   *caddy.Replacer
 	b      *tableBuilder
-	owners map[[32]byte]string // digest -> label, to name both sides of a duplicate
-	seen   map[string]string   // label -> where it was defined
+	labels labelIndex
+
+	// origins says where tokens came from: tokens from policy index
+	// origins[i].start on were defined in origins[i].where.
+	origins []origin
+
+	// scratch, reused for every policy
+	allow, deny, allowed, denied spanLists
 }
 
 // compile validates h and builds its table. Placeholders in tokens are
 // resolved with repl.
 func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
 	c := &compiler{
-		repl:   repl,
-		b:      newTableBuilder(len(h.Tokens)),
-		owners: make(map[[32]byte]string, len(h.Tokens)),
-		seen:   make(map[string]string, len(h.Tokens)),
+		repl: repl,
+		b:    newTableBuilder(len(h.Tokens)),
+		labels: labelIndex{
+			byHash:  make(map[uint64]uint32, len(h.Tokens)),
+			collide: map[string]uint32{},
+			seed:    maphash.MakeSeed(),
+		},
 	}
 	if err := c.compileSets(h.IPSets); err != nil {
 		return nil, err
@@ -62,6 +72,7 @@ func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
 		labels = append(labels, label)
 	}
 	slices.Sort(labels)
+	c.from("tokens")
 	for _, label := range labels {
 		if err := c.addToken(label, h.Tokens[label], "tokens"); err != nil {
 			return nil, err
@@ -102,40 +113,43 @@ func (c *compiler) compileSets(sets map[string][]string) error {
 	return nil
 }
 
-// ipSet resolves entries (ranges and set names) into one set.
-func (c *compiler) ipSet(field string, entries []string) (*netipx.IPSet, error) {
-	var b netipx.IPSetBuilder
+// collect resolves entries (ranges and set names) into dst, normalized.
+func (c *compiler) collect(dst *spanLists, field string, entries []string) error {
+	dst.reset()
+	var one [2]netipx.IPRange
 	for i, entry := range entries {
-		if rs, ok := c.sets[entry]; ok {
-			for _, r := range rs {
-				b.AddRange(r)
+		rs, ok := c.sets[entry]
+		if !ok {
+			if IsSetName(entry) {
+				return fmt.Errorf("%s[%d] %q: unknown ip_set", field, i, entry)
 			}
-			continue
-		}
-		if IsSetName(entry) {
-			return nil, fmt.Errorf("%s[%d] %q: unknown ip_set", field, i, entry)
-		}
-		rs, err := ParseRange(entry)
-		if err != nil {
-			return nil, fmt.Errorf("%s[%d] %q: %w", field, i, entry, err)
+			var err error
+			if rs, err = appendRange(one[:0], entry); err != nil {
+				return fmt.Errorf("%s[%d] %q: %w", field, i, entry, err)
+			}
 		}
 		for _, r := range rs {
-			b.AddRange(r)
+			dst.add(r)
 		}
 	}
-	return b.IPSet()
+	dst.normalize()
+	return nil
 }
 
+// policy compiles allow and deny: the table keeps allow minus deny, and the
+// part of deny inside allow, which tells ip_denied from ip_not_allowed.
 func (c *compiler) policy(label string, allow, deny []string) (policy, error) {
-	a, err := c.ipSet("allow", allow)
-	if err != nil {
+	if err := c.collect(&c.allow, "allow", allow); err != nil {
 		return policy{}, err
 	}
-	d, err := c.ipSet("deny", deny)
-	if err != nil {
+	if err := c.collect(&c.deny, "deny", deny); err != nil {
 		return policy{}, err
 	}
-	return c.b.compilePolicy(label, a, d)
+	c.allowed.v4 = subtractSpans(c.allowed.v4[:0], c.allow.v4, c.deny.v4)
+	c.allowed.v6 = subtractSpans(c.allowed.v6[:0], c.allow.v6, c.deny.v6)
+	c.denied.v4 = intersectSpans(c.denied.v4[:0], c.allow.v4, c.deny.v4)
+	c.denied.v6 = intersectSpans(c.denied.v6[:0], c.allow.v6, c.deny.v6)
+	return c.b.addPolicy(label, &c.allowed, &c.denied)
 }
 
 // addToken validates and compiles one listed token. where says where it was
@@ -144,10 +158,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err := CheckLabel(label); err != nil {
 		return err
 	}
-	if prev, dup := c.seen[label]; dup {
-		return fmt.Errorf("token %q: label defined twice, in %s and in %s", label, prev, where)
+	if i, dup := c.labels.find(c.b, label); dup {
+		return fmt.Errorf("token %q: label defined twice, in %s and in %s", label, c.originOf(i), where)
 	}
-	c.seen[label] = where
 	if tp == nil {
 		return fmt.Errorf("token %q: no token or token_sha256 given", label)
 	}
@@ -155,10 +168,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err != nil {
 		return fmt.Errorf("token %q: %w", label, err)
 	}
-	if other, dup := c.owners[digest]; dup {
+	if other, dup := c.b.lookup(digest); dup {
 		return fmt.Errorf("token %q: same token as %q; a token can have one label only", label, other)
 	}
-	c.owners[digest] = label
 	if len(tp.Allow) == 0 {
 		return fmt.Errorf("token %q: allow is empty; list where the token may be used from (use any for everywhere)", label)
 	}
@@ -166,8 +178,55 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err != nil {
 		return fmt.Errorf("token %q: %w", label, err)
 	}
-	c.b.addToken(digest, p)
+	c.labels.add(c.b, label, c.b.addToken(digest, p))
 	return nil
+}
+
+type origin struct {
+	start uint32
+	where string
+}
+
+// from records that the tokens added from now on are defined in where.
+func (c *compiler) from(where string) {
+	c.origins = append(c.origins, origin{uint32(len(c.b.t.policies)), where})
+}
+
+func (c *compiler) originOf(i uint32) string {
+	where := ""
+	for _, o := range c.origins {
+		if o.start <= i {
+			where = o.where
+		}
+	}
+	return where
+}
+
+// labelIndex finds a label among the tokens added so far without keeping a
+// string per token: it maps a hash of the label to the token's index, and
+// the label itself is compared in the table. Labels whose hash another
+// label already has go in collide.
+type labelIndex struct {
+	byHash  map[uint64]uint32
+	collide map[string]uint32
+	seed    maphash.Seed
+}
+
+func (x *labelIndex) find(b *tableBuilder, label string) (uint32, bool) {
+	if i, ok := x.byHash[maphash.String(x.seed, label)]; ok && b.t.label(&b.t.policies[i]).String() == label {
+		return i, true
+	}
+	i, ok := x.collide[label]
+	return i, ok
+}
+
+func (x *labelIndex) add(b *tableBuilder, label string, i uint32) {
+	h := maphash.String(x.seed, label)
+	if _, taken := x.byHash[h]; taken {
+		x.collide[label] = i
+		return
+	}
+	x.byHash[h] = i
 }
 
 // digest returns the SHA-256 of the policy's token, resolving a placeholder
@@ -248,33 +307,103 @@ func CheckLabel(label string) error {
 }
 
 // addTokensFile streams a JSON object of label -> TokenPolicy, so a file of
-// a million tokens is never held whole in memory.
+// a million tokens is never held whole in memory. Decoding, the larger
+// part of the work, runs beside compiling (decodeTokens).
 func (c *compiler) addTokensFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	dec := json.NewDecoder(bufio.NewReaderSize(f, 1<<16))
+	where := fmt.Sprintf("tokens_file %q", path)
+	c.from(where)
+	if info, err := f.Stat(); err == nil {
+		// An entry takes 100 bytes or more, so this bounds the tokens to come.
+		c.b.grow(int(info.Size() / 100))
+	}
+
+	full := make(chan *entryBatch, 2)
+	free := make(chan *entryBatch, 4)
+	stop := make(chan struct{})
+	decoded := make(chan error, 1)
+	go func() { decoded <- decodeTokens(f, full, free, stop) }()
+	for batch := range full {
+		for i := range batch.entries {
+			e := &batch.entries[i]
+			if err := c.addToken(e.label, &e.tp, where); err != nil {
+				close(stop)
+				for range full { // let the decoder see stop and return
+				}
+				<-decoded
+				return err
+			}
+		}
+		select {
+		case free <- batch:
+		default:
+		}
+	}
+	return <-decoded
+}
+
+// entryBatch carries decoded entries from decodeTokens to the compiler.
+// Batches are recycled, and with them their TokenPolicy slices.
+type entryBatch struct {
+	entries []tokenEntry
+}
+
+type tokenEntry struct {
+	label string
+	tp    TokenPolicy
+}
+
+const entryBatchSize = 512
+
+// decodeTokens decodes a tokens file into batches sent on full, taking
+// empty ones from free, until the object ends, an error, or stop. It
+// closes full when done.
+func decodeTokens(r io.Reader, full chan<- *entryBatch, free chan *entryBatch, stop <-chan struct{}) error {
+	defer close(full)
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 1<<16))
 	dec.DisallowUnknownFields()
 	if t, err := dec.Token(); err != nil {
 		return jsonErr(err)
 	} else if t != json.Delim('{') {
 		return errors.New("want a JSON object of label to token")
 	}
-	where := fmt.Sprintf("tokens_file %q", path)
+	batch := &entryBatch{}
+	send := func() bool {
+		select {
+		case full <- batch:
+		case <-stop:
+			return false
+		}
+		select {
+		case batch = <-free:
+			batch.entries = batch.entries[:0]
+		default:
+			batch = &entryBatch{}
+		}
+		return true
+	}
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
 			return jsonErr(err)
 		}
 		label := t.(string)
-		var tp TokenPolicy
-		if err := dec.Decode(&tp); err != nil {
+		if len(batch.entries) < cap(batch.entries) {
+			batch.entries = batch.entries[:len(batch.entries)+1]
+		} else {
+			batch.entries = append(batch.entries, tokenEntry{})
+		}
+		e := &batch.entries[len(batch.entries)-1]
+		e.label, e.tp = label, TokenPolicy{Allow: e.tp.Allow[:0], Deny: e.tp.Deny[:0]}
+		if err := dec.Decode(&e.tp); err != nil {
 			return fmt.Errorf("token %q: %v", label, jsonErr(err))
 		}
-		if err := c.addToken(label, &tp, where); err != nil {
-			return err
+		if len(batch.entries) == entryBatchSize && !send() {
+			return nil
 		}
 	}
 	if _, err := dec.Token(); err != nil {
@@ -282,6 +411,9 @@ func (c *compiler) addTokensFile(path string) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("data after the JSON object")
+	}
+	if len(batch.entries) > 0 {
+		send()
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package ipallowlist
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,6 +157,25 @@ func TestTokensFile(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("error names the secret: %v", err)
+			}
+		})
+	}
+	// Errors far into a file, past the first batches the decoder hands over.
+	var many strings.Builder
+	many.WriteString("{")
+	for i := range 3000 {
+		fmt.Fprintf(&many, `"t%d": {"token_sha256": %q, "allow": ["192.0.2.1"]},`, i, digestHex(fmt.Sprint(i)))
+	}
+	for _, tt := range []struct{ name, tail, want string }{
+		{"bad range at entry 3001", `"late": {"token": "x-late", "allow": ["10.0.0.1/8"]}}`, `token "late": allow[0] "10.0.0.1/8"`},
+		{"syntax error at entry 3001", `"late": {"token": "x-late", "allow": [}}`, `invalid JSON at byte`},
+		{"duplicate label at entry 3001", `"t7": {"token": "x-late", "allow": ["any"]}}`, `token "t7": label defined twice, in tokens_file`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := write(strings.ReplaceAll(tt.name, " ", "_")+".json", many.String()+tt.tail)
+			err := provisionErr(&Handler{TokensFiles: []string{p}})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want %q", err, tt.want)
 			}
 		})
 	}

@@ -35,33 +35,39 @@ var (
 // IPv6 addresses and prefixes with host bits set are refused, each with an
 // error that says what to write instead.
 func ParseRange(s string) ([]netipx.IPRange, error) {
+	return appendRange(nil, s)
+}
+
+// appendRange is ParseRange appending to dst, so compiling a million tokens
+// does not allocate a slice per entry.
+func appendRange(dst []netipx.IPRange, s string) ([]netipx.IPRange, error) {
 	switch {
 	case s == "":
 		return nil, errors.New("empty range")
 	case len(s) > maxRangeLen:
 		return nil, fmt.Errorf("range is %d characters long; no address, prefix or range is longer than %d", len(s), maxRangeLen)
 	case s == KeywordAny:
-		return []netipx.IPRange{allIPv4, allIPv6}, nil
+		return append(dst, allIPv4, allIPv6), nil
 	case s == KeywordPrivateRanges:
-		return privateRanges()
+		return append(dst, privateRanges...), nil
 	case strings.Contains(s, "/"):
 		p, err := parsePrefix(s)
 		if err != nil {
 			return nil, err
 		}
-		return []netipx.IPRange{netipx.RangeOfPrefix(p)}, nil
+		return append(dst, netipx.RangeOfPrefix(p)), nil
 	case strings.Contains(s, "-"):
 		r, err := parseStartEnd(s)
 		if err != nil {
 			return nil, err
 		}
-		return []netipx.IPRange{r}, nil
+		return append(dst, r), nil
 	default:
 		a, err := parseAddr(s)
 		if err != nil {
 			return nil, err
 		}
-		return []netipx.IPRange{netipx.IPRangeFrom(a, a)}, nil
+		return append(dst, netipx.IPRangeFrom(a, a)), nil
 	}
 }
 
@@ -118,26 +124,19 @@ func parseStartEnd(s string) (netipx.IPRange, error) {
 
 // privateRanges is Caddy's private_ranges shorthand, as remote_ip expands it.
 // Caddy writes loopback as 127.0.0.1/8, which it tolerates; we mask it.
-func privateRanges() ([]netipx.IPRange, error) {
+var privateRanges = func() []netipx.IPRange {
 	cidrs := caddyhttp.PrivateRangesCIDR()
 	out := make([]netipx.IPRange, 0, len(cidrs))
 	for _, c := range cidrs {
 		if !strings.Contains(c, "/") {
-			a, err := netip.ParseAddr(c)
-			if err != nil {
-				return nil, err
-			}
+			a := netip.MustParseAddr(c)
 			out = append(out, netipx.IPRangeFrom(a, a))
 			continue
 		}
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, netipx.RangeOfPrefix(p.Masked()))
+		out = append(out, netipx.RangeOfPrefix(netip.MustParsePrefix(c).Masked()))
 	}
-	return out, nil
-}
+	return out
+}()
 
 // IsSetName reports whether s has the shape of an ip_set name: a letter or
 // underscore, then letters, digits, underscores and dashes. No address,

@@ -3,12 +3,11 @@ package ipallowlist
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
+	"slices"
 	"sort"
-	"strings"
 	"unsafe"
-
-	"go4.org/netipx"
 )
 
 // The compiled table is what Provision builds and ServeHTTP reads. It holds
@@ -100,7 +99,8 @@ func (t *table) contains(s setRef, a netip.Addr) bool {
 // ip_set used by many tokens, or "any") are stored once.
 type tableBuilder struct {
 	t    table
-	sets map[string]setRef
+	sets map[uint64]setRef // hash of a set's spans -> where they are
+	seed maphash.Seed
 }
 
 func newTableBuilder(tokens int) *tableBuilder {
@@ -110,58 +110,71 @@ func newTableBuilder(tokens int) *tableBuilder {
 			policies: make([]policy, 0, tokens),
 			labels:   []byte{0}, // the empty label
 		},
-		sets: make(map[string]setRef),
+		sets: make(map[uint64]setRef),
+		seed: maphash.MakeSeed(),
 	}
 }
 
-// addSet stores the merged ranges of s and returns where they are.
-func (b *tableBuilder) addSet(s *netipx.IPSet) setRef {
-	ranges := s.Ranges()
-	var key strings.Builder
-	for _, r := range ranges {
-		key.WriteString(r.String())
-		key.WriteByte(',')
-	}
-	if ref, ok := b.sets[key.String()]; ok {
+// addSet stores a normalized set and returns where it is; a set equal to one
+// stored before is not stored again.
+func (b *tableBuilder) addSet(s *spanLists) setRef {
+	h := b.hashSpans(s)
+	if ref, ok := b.sets[h]; ok && b.equal(ref, s) {
 		return ref
 	}
-	ref := setRef{v4Off: uint32(len(b.t.v4)), v6Off: uint32(len(b.t.v6))}
-	for _, r := range ranges {
-		from, to := r.From(), r.To()
-		if from.Is4() {
-			f, t := from.As4(), to.As4()
-			b.t.v4 = append(b.t.v4, v4Interval{binary.BigEndian.Uint32(f[:]), binary.BigEndian.Uint32(t[:])})
-			ref.v4Len++
-		} else {
-			f, t := from.As16(), to.As16()
-			b.t.v6 = append(b.t.v6, v6Interval{
-				u128{binary.BigEndian.Uint64(f[:8]), binary.BigEndian.Uint64(f[8:])},
-				u128{binary.BigEndian.Uint64(t[:8]), binary.BigEndian.Uint64(t[8:])},
-			})
-			ref.v6Len++
-		}
+	ref := setRef{
+		v4Off: uint32(len(b.t.v4)), v4Len: uint32(len(s.v4)),
+		v6Off: uint32(len(b.t.v6)), v6Len: uint32(len(s.v6)),
 	}
-	b.t.ranges += len(ranges)
-	b.sets[key.String()] = ref
+	for _, x := range s.v4 {
+		b.t.v4 = append(b.t.v4, v4Interval{uint32(x.lo.lo), uint32(x.hi.lo)})
+	}
+	for _, x := range s.v6 {
+		b.t.v6 = append(b.t.v6, v6Interval(x))
+	}
+	b.t.ranges += len(s.v4) + len(s.v6)
+	b.sets[h] = ref
 	return ref
 }
 
-// compilePolicy turns allow and deny sets into a policy labelled label.
-func (b *tableBuilder) compilePolicy(label string, allow, deny *netipx.IPSet) (policy, error) {
-	var eff, exc netipx.IPSetBuilder
-	eff.AddSet(allow)
-	eff.RemoveSet(deny)
-	exc.AddSet(allow)
-	exc.Intersect(deny)
-	effSet, err := eff.IPSet()
-	if err != nil {
-		return policy{}, err
+func (b *tableBuilder) hashSpans(s *spanLists) uint64 {
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	var buf [32]byte
+	for _, l := range [2][]span{s.v4, s.v6} {
+		for _, x := range l {
+			binary.LittleEndian.PutUint64(buf[0:], x.lo.hi)
+			binary.LittleEndian.PutUint64(buf[8:], x.lo.lo)
+			binary.LittleEndian.PutUint64(buf[16:], x.hi.hi)
+			binary.LittleEndian.PutUint64(buf[24:], x.hi.lo)
+			h.Write(buf[:])
+		}
+		h.WriteByte('|')
 	}
-	excSet, err := exc.IPSet()
-	if err != nil {
-		return policy{}, err
+	return h.Sum64()
+}
+
+func (b *tableBuilder) equal(ref setRef, s *spanLists) bool {
+	if int(ref.v4Len) != len(s.v4) || int(ref.v6Len) != len(s.v6) {
+		return false
 	}
-	p := policy{allowed: b.addSet(effSet), denied: b.addSet(excSet)}
+	for i, x := range s.v4 {
+		if b.t.v4[int(ref.v4Off)+i] != (v4Interval{uint32(x.lo.lo), uint32(x.hi.lo)}) {
+			return false
+		}
+	}
+	for i, x := range s.v6 {
+		if b.t.v6[int(ref.v6Off)+i] != v6Interval(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// addPolicy stores a policy whose allowed and denied sets are given, labelled
+// label, and returns it.
+func (b *tableBuilder) addPolicy(label string, allowed, denied *spanLists) (policy, error) {
+	p := policy{allowed: b.addSet(allowed), denied: b.addSet(denied)}
 	if label != "" {
 		if len(label) > 255 {
 			return policy{}, fmt.Errorf("label %q is longer than 255 bytes", label)
@@ -173,10 +186,36 @@ func (b *tableBuilder) compilePolicy(label string, allow, deny *netipx.IPSet) (p
 	return p, nil
 }
 
-// addToken appends a listed token's policy under its digest.
-func (b *tableBuilder) addToken(digest [32]byte, p policy) {
-	b.t.index[digest] = uint32(len(b.t.policies))
+// addToken appends a listed token's policy under its digest and returns
+// its index.
+func (b *tableBuilder) addToken(digest [32]byte, p policy) uint32 {
+	i := uint32(len(b.t.policies))
+	b.t.index[digest] = i
 	b.t.policies = append(b.t.policies, p)
+	return i
+}
+
+// grow makes room for up to n more tokens where that is cheap to know in
+// advance, so a large tokens file does not rehash the index repeatedly.
+func (b *tableBuilder) grow(n int) {
+	if n <= 0 {
+		return
+	}
+	index := make(map[[32]byte]uint32, len(b.t.index)+n)
+	for k, v := range b.t.index {
+		index[k] = v
+	}
+	b.t.index = index
+	b.t.policies = slices.Grow(b.t.policies, n)
+}
+
+// lookup returns the label of the token with digest, if one was added.
+func (b *tableBuilder) lookup(digest [32]byte) (string, bool) {
+	i, ok := b.t.index[digest]
+	if !ok {
+		return "", false
+	}
+	return b.t.label(&b.t.policies[i]).String(), true
 }
 
 func (b *tableBuilder) finish() *table {

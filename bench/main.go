@@ -1,0 +1,310 @@
+// Command bench measures the plugin in a real Caddy (make bench):
+//
+//  1. Load: the same respond route served by two Caddy processes, one bare
+//     and one behind ip_allowlist with -tokens tokens, driven in turn by wrk
+//     on loopback, alternating; prints requests/s of each and the ratio.
+//  2. Provisioning: Caddy started with a tokens_file of -provision tokens
+//     (two ranges each); prints the seconds until it serves and its peak
+//     resident memory, beside the same for a config with no tokens.
+//
+// It only talks to 127.0.0.1 and stops every process it starts.
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	caddyBin    = flag.String("caddy", "./caddy", "the xcaddy-built Caddy")
+	tokens      = flag.Int("tokens", 10_000, "tokens in the load test's config")
+	rounds      = flag.Int("rounds", 5, "wrk runs per server, alternating")
+	duration    = flag.Duration("duration", 5*time.Second, "length of one wrk run")
+	connections = flag.Int("connections", 32, "wrk connections")
+	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
+)
+
+const loadToken = "bench-load-token-4f0c2a"
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	dir, err := os.MkdirTemp("", "ipallowlist-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	if err := load(dir); err != nil {
+		log.Fatal(err)
+	}
+	if err := provisioning(dir); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func load(dir string) error {
+	tokensFile := filepath.Join(dir, "load-tokens.json")
+	// The load token is the last of the file, allowed from loopback.
+	if err := writeTokensFile(tokensFile, *tokens, func(i int) []string {
+		if i == *tokens-1 {
+			return []string{"127.0.0.1", "2001:db8::1"}
+		}
+		return twoRanges(i)
+	}); err != nil {
+		return err
+	}
+	route := "\trespond \"ok\"\n"
+	bare, err := start(dir, "bare", route)
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	allow, err := start(dir, "allowlist", "\tip_allowlist {\n\t\ttokens_file "+tokensFile+"\n\t\tunlisted_tokens none\n\t}\n"+route)
+	if err != nil {
+		return err
+	}
+	defer allow.stop()
+
+	// The allowlist must be enforcing, or the comparison means nothing.
+	if code := status(allow.url, loadToken); code != 200 {
+		return fmt.Errorf("allowlist server: listed token got %d, want 200", code)
+	}
+	if code := status(allow.url, "not-a-listed-token"); code != 401 {
+		return fmt.Errorf("allowlist server: unlisted token got %d, want 401", code)
+	}
+
+	fmt.Printf("load: wrk -t1 -c%d -d%s, %d rounds, Authorization: Bearer on every request; ip_allowlist with %d tokens\n",
+		*connections, *duration, *rounds, *tokens)
+	var bareRPS, allowRPS []float64
+	for r := 0; r < *rounds; r++ {
+		order := []*server{bare, allow}
+		if r%2 == 1 {
+			order = []*server{allow, bare}
+		}
+		for _, s := range order {
+			rps, err := wrk(s.url)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if s == bare {
+				bareRPS = append(bareRPS, rps)
+			} else {
+				allowRPS = append(allowRPS, rps)
+			}
+			fmt.Printf("  round %d %-9s %10.0f req/s\n", r+1, s.name, rps)
+		}
+	}
+	mb, ma := median(bareRPS), median(allowRPS)
+	fmt.Printf("load: median bare %.0f req/s, with ip_allowlist %.0f req/s, ratio %.3f (goal >= 0.97)\n", mb, ma, ma/mb)
+	return nil
+}
+
+func provisioning(dir string) error {
+	tokensFile := filepath.Join(dir, "provision-tokens.json")
+	began := time.Now()
+	if err := writeTokensFile(tokensFile, *provision, twoRanges); err != nil {
+		return err
+	}
+	info, err := os.Stat(tokensFile)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("provisioning: generated %d tokens (2 ranges each, %d MB) in %.1fs\n",
+		*provision, info.Size()>>20, time.Since(began).Seconds())
+	for _, c := range []struct{ name, route string }{
+		{"no tokens", "\trespond \"ok\"\n"},
+		{fmt.Sprintf("%d tokens", *provision), "\tip_allowlist {\n\t\ttokens_file " + tokensFile + "\n\t}\n\trespond \"ok\"\n"},
+	} {
+		s, err := start(dir, "provision", c.route)
+		if err != nil {
+			return err
+		}
+		hwm, err := peakRSS(s.cmd.Process.Pid)
+		s.stop()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("provisioning: %-16s serving after %5.2fs, peak RSS %4d MiB\n", c.name, s.ready.Seconds(), hwm>>20)
+	}
+	fmt.Println("provisioning: goal <= 5 s and <= 1 GiB for 1,000,000 tokens")
+	return nil
+}
+
+// twoRanges gives token i an IPv4 /32 and an IPv6 /64 of its own.
+func twoRanges(i int) []string {
+	return []string{
+		fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff),
+		fmt.Sprintf("2001:db8:%x:%x::/64", i>>16, i&0xffff),
+	}
+}
+
+func benchToken(i int) string {
+	if i == *tokens-1 {
+		return loadToken
+	}
+	return fmt.Sprintf("bench-token-%d", i)
+}
+
+// writeTokensFile writes n tokens, by digest, with the given ranges.
+func writeTokensFile(path string, n int, ranges func(int) []string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString("{\n")
+	for i := range n {
+		d := sha256.Sum256([]byte(benchToken(i)))
+		sep := ","
+		if i == n-1 {
+			sep = ""
+		}
+		fmt.Fprintf(w, "%q: {\"token_sha256\": %q, \"allow\": [%q, %q]}%s\n",
+			"t"+strconv.Itoa(i), hex.EncodeToString(d[:]), ranges(i)[0], ranges(i)[1], sep)
+	}
+	w.WriteString("}\n")
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+type server struct {
+	name  string
+	url   string
+	cmd   *exec.Cmd
+	ready time.Duration // from start until the site accepted a connection
+	done  chan struct{}
+}
+
+// start runs Caddy with one site on a free loopback port, no admin
+// endpoint and no access log, and waits until it accepts connections.
+func start(dir, name, route string) (*server, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, name+".Caddyfile")
+	body := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://%s {\n%s}\n", addr, route)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(*caddyBin, "run", "--config", cfg, "--adapter", "caddyfile")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{name: name, url: "http://" + addr + "/", cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
+	for time.Since(began) < 2*time.Minute {
+		select {
+		case <-s.done:
+			out, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("caddy (%s) exited while starting:\n%s", name, out)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			s.ready = time.Since(began)
+			return s, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.stop()
+	return nil, errors.New("caddy did not start within 2 minutes")
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func status(url, token string) int {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+var rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// wrk runs one load run and returns its requests/s. Any non-2xx response
+// or socket error fails the run: the numbers would not be comparable.
+func wrk(url string) (float64, error) {
+	out, err := exec.Command("wrk", "-t1", fmt.Sprintf("-c%d", *connections), "-d"+duration.String(),
+		"-H", "Authorization: Bearer "+loadToken, url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
+		return 0, fmt.Errorf("wrk saw errors:\n%s", out)
+	}
+	m := rpsLine.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no Requests/sec in wrk output:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// peakRSS reads the process's peak resident set size (VmHWM) in bytes.
+func peakRSS(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
