@@ -36,8 +36,11 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 # -p 1: the in-process caddytest servers bind fixed ports (admin 2999).
+# The real-binary tests run with -v, so their counts (reloads, requests,
+# goroutines, heap) are in the output.
 test: vet $(CADDY_BIN)
-	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 ./...
+	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 $$(go list ./... | grep -v '/examples$$')
+	CADDY_BIN=$(CADDY_BIN) go test -race -count=1 -v ./examples
 
 # make bench: the request-path benchmarks (go test -bench), then a real Caddy
 # under wrk with and without ip_allowlist, and provisioning 1,000,000 tokens.

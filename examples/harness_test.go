@@ -72,21 +72,30 @@ type caddy struct {
 // and sitePort replaced by free ports. env is added to Caddy's environment.
 func startCaddy(t *testing.T, example, sitePort string, env ...string) *caddy {
 	t.Helper()
-	bin := caddyBin(t)
 	raw, err := os.ReadFile(example)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startConfig(t, filepath.Base(example), func(admin, site string) string {
+		cfg := strings.ReplaceAll(string(raw), "127.0.0.1:2019", admin)
+		return strings.ReplaceAll(cfg, "127.0.0.1:"+sitePort, site)
+	}, env...)
+}
+
+// startConfig runs the config that config returns for a free admin and site
+// address, written to a file named name (".json" selects JSON, anything
+// else the Caddyfile adapter).
+func startConfig(t *testing.T, name string, config func(admin, site string) string, env ...string) *caddy {
+	t.Helper()
+	bin := caddyBin(t)
 	admin, site := freePort(t), freePort(t)
-	cfg := strings.ReplaceAll(string(raw), "127.0.0.1:2019", admin)
-	cfg = strings.ReplaceAll(cfg, "127.0.0.1:"+sitePort, site)
 	dir := t.TempDir()
-	path := filepath.Join(dir, filepath.Base(example))
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(config(admin, site)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"run", "--config", path}
-	if !strings.HasSuffix(example, ".json") {
+	if !strings.HasSuffix(name, ".json") {
 		args = append(args, "--adapter", "caddyfile")
 	}
 	cmd := exec.Command(bin, args...)

@@ -1,0 +1,229 @@
+package examples
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Tokens of the reload test. stable-ok is allowed from loopback in every
+// config and stable-deny in none, so their answers never change; rotating
+// is allowed in even generations only, which shows each reload took effect.
+const (
+	tokStableOK   = "stable-ok-token-a81"
+	tokStableDeny = "stable-deny-token-b92"
+	tokRotating   = "rotating-token-c03"
+)
+
+// reloadConfig is generation gen of the reload test's config. Each one
+// changes the allowlists and loads a tokens file of 10,000 tokens, so a
+// table kept alive by mistake after a reload shows in the heap. bad adds an
+// entry that must be refused.
+func reloadConfig(admin, site, tokensFile string, gen int, bad bool) string {
+	rotating := "192.0.2.1"
+	if gen%2 == 0 {
+		rotating = "127.0.0.1"
+	}
+	okAllow := fmt.Sprintf(`"127.0.0.1", "198.51.100.%d"`, gen%250)
+	if bad {
+		okAllow += `, "10.0.0.1/8"`
+	}
+	return fmt.Sprintf(`{
+	"admin": {"listen": %q},
+	"apps": {"http": {"servers": {"reload": {
+		"listen": [%q],
+		"routes": [{"handle": [
+			{
+				"handler": "ip_allowlist",
+				"tokens": {
+					"stable-ok":   {"token": %q, "allow": [%s]},
+					"stable-deny": {"token": %q, "allow": ["192.0.2.%d"]},
+					"rotating":    {"token": %q, "allow": [%q]}
+				},
+				"tokens_files": [%q],
+				"unlisted": {"allow": []}
+			},
+			{"handler": "static_response", "body": "gen %d"}
+		]}]
+	}}}}
+}`, admin, site, tokStableOK, okAllow, tokStableDeny, gen%250+1, tokRotating, rotating, tokensFile, gen)
+}
+
+func writeReloadTokens(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			w.WriteString(",")
+		}
+		fmt.Fprintf(w, "%q: {\"token_sha256\": %q, \"allow\": [\"10.%d.%d.0/24\"]}\n", "bulk-"+strconv.Itoa(i), digest(fmt.Sprint("bulk", i)), i>>8, i&0xff)
+	}
+	w.WriteString("}")
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+// TestReloadUnderLoad pushes 50 configs through POST /load, good and bad,
+// while 32 clients keep sending requests whose answers no config changes.
+func TestReloadUnderLoad(t *testing.T) {
+	const clients, reloads = 32, 50
+	tokensFile := writeReloadTokens(t, 10_000)
+	var admin, site string
+	c := startConfig(t, "reload.json", func(a, s string) string {
+		admin, site = a, s
+		return reloadConfig(a, s, tokensFile, 0, false)
+	})
+
+	baseGoroutines, baseHeap := c.goroutines(), c.heapAfterGC()
+
+	var (
+		stop                        atomic.Bool
+		sent, ok, denied, transport atomic.Int64
+		unexpected                  atomic.Int64
+		firstUnexpected             atomic.Value
+		wg                          sync.WaitGroup
+	)
+	clientTransport := &http.Transport{MaxIdleConnsPerHost: clients}
+	client := &http.Client{Transport: clientTransport, Timeout: 10 * time.Second}
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; !stop.Load(); n++ {
+				tok, want := tokStableOK, http.StatusOK
+				if (n+i)%2 == 1 {
+					tok, want = tokStableDeny, http.StatusUnauthorized
+				}
+				req, _ := http.NewRequest(http.MethodGet, c.site+"/", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				sent.Add(1)
+				resp, err := client.Do(req)
+				if err != nil {
+					transport.Add(1)
+					firstUnexpected.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode != want:
+					unexpected.Add(1)
+					firstUnexpected.CompareAndSwap(nil, fmt.Sprintf("%s: got %d, want %d", tok, resp.StatusCode, want))
+				case want == http.StatusOK:
+					ok.Add(1)
+				default:
+					denied.Add(1)
+				}
+			}
+		}()
+	}
+
+	// probe checks what the config in force says about the rotating token.
+	probe := func(step string, gen int) {
+		t.Helper()
+		got := c.do(request{header: bearer(tokRotating)})
+		wantStatus, wantBody := http.StatusUnauthorized, ""
+		if gen%2 == 0 {
+			wantStatus, wantBody = http.StatusOK, fmt.Sprintf("gen %d", gen)
+		}
+		if got.status != wantStatus || got.body != wantBody {
+			t.Errorf("%s: rotating token got %v, want %d %q (generation %d in force)", step, got, wantStatus, wantBody, gen)
+		}
+	}
+
+	gen, good, refused := 0, 0, 0
+	for i := 1; i <= reloads; i++ {
+		bad := i%5 == 0
+		next := gen + 1
+		status, body := c.adminDo(http.MethodPost, "/load", "application/json", reloadConfig(admin, site, tokensFile, next, bad))
+		switch {
+		case bad && status == http.StatusBadRequest && strings.Contains(body, `token \"stable-ok\": allow[2] \"10.0.0.1/8\"`):
+			refused++
+		case !bad && status == http.StatusOK:
+			gen = next
+			good++
+		default:
+			t.Fatalf("reload %d (bad=%v): %d %s", i, bad, status, body)
+		}
+		probe(fmt.Sprintf("after reload %d", i), gen)
+	}
+	stop.Store(true)
+	wg.Wait()
+	clientTransport.CloseIdleConnections()
+
+	t.Logf("reload under load: %d clients, %d reloads (%d good applied, %d bad refused), %d requests: %d allowed, %d denied, %d transport errors, %d unexpected statuses",
+		clients, reloads, good, refused, sent.Load(), ok.Load(), denied.Load(), transport.Load(), unexpected.Load())
+	if transport.Load() != 0 || unexpected.Load() != 0 {
+		t.Errorf("first problem: %v", firstUnexpected.Load())
+	}
+	if ok.Load() == 0 || denied.Load() == 0 {
+		t.Errorf("the clients did not exercise both answers")
+	}
+
+	// Back to baseline: goroutines once the client connections are gone,
+	// heap after a collection. Old configs (each with a 10,000-token table)
+	// must not be kept alive.
+	var goroutines int
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if goroutines = c.goroutines(); goroutines <= baseGoroutines+5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	heap := c.heapAfterGC()
+	t.Logf("after %d reloads: goroutines %d (baseline %d), heap %.1f MiB (baseline %.1f MiB)",
+		reloads, goroutines, baseGoroutines, float64(heap)/(1<<20), float64(baseHeap)/(1<<20))
+	if goroutines > baseGoroutines+5 {
+		t.Errorf("goroutines %d, baseline %d: something started per reload or connection is still running", goroutines, baseGoroutines)
+	}
+	if heap > baseHeap+16<<20 {
+		t.Errorf("heap %d bytes, baseline %d: more than 16 MiB kept after reloads", heap, baseHeap)
+	}
+}
+
+// goroutines reads the process's goroutine count from the admin endpoint.
+func (c *caddy) goroutines() int {
+	c.t.Helper()
+	status, body := c.adminDo(http.MethodGet, "/debug/pprof/goroutine?debug=1", "", "")
+	first, _, _ := strings.Cut(body, "\n")
+	n, err := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
+	if status != 200 || err != nil {
+		c.t.Fatalf("goroutine profile: %d %q", status, first)
+	}
+	return n
+}
+
+// heapAfterGC runs a collection and returns the live heap in bytes.
+func (c *caddy) heapAfterGC() uint64 {
+	c.t.Helper()
+	if status, _ := c.adminDo(http.MethodGet, "/debug/pprof/heap?gc=1", "", ""); status != 200 {
+		c.t.Fatalf("heap profile: %d", status)
+	}
+	status, body := c.adminDo(http.MethodGet, "/debug/vars", "", "")
+	var vars struct {
+		Memstats struct{ HeapAlloc uint64 } `json:"memstats"`
+	}
+	if status != 200 || json.Unmarshal([]byte(body), &vars) != nil || vars.Memstats.HeapAlloc == 0 {
+		c.t.Fatalf("debug/vars: %d", status)
+	}
+	return vars.Memstats.HeapAlloc
+}
