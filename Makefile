@@ -18,7 +18,7 @@ PARTNER_B_TOKEN ?= demo-partner-b-token
 # Root installs Debian packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test vet bench bench-go bench-caddy tools-bench clean
+.PHONY: build run test vet bench bench-go bench-caddy tools-bench fuzz clean
 
 build: $(CADDY_BIN)
 
@@ -54,6 +54,16 @@ bench-caddy: $(CADDY_BIN) tools-bench
 
 tools-bench:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+
+# make fuzz: each fuzz target for FUZZTIME. Seeds: testdata/fuzz/ and the
+# adapt golden files. An input a fuzzer finds failing is saved by Go under
+# the package's testdata/fuzz/<target>/; commit it, and it is replayed by
+# every go test from then on.
+FUZZTIME ?= 30s
+fuzz:
+	go test ./module -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzExtractToken$$' -fuzztime $(FUZZTIME)
+	go test ./caddyfile -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f $(CADDY_BIN) *.out *.prof *.test

@@ -31,6 +31,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add("ip_allowlist {\n\ttoken a\x00b any\n}")
 	f.Add("ip_allowlist {\n\ttoken \"a\r\nb\" 1.2.3.4\n}")
+	f.Add("ip_allowlist {\r\n\ttoken tok 010.0.0.1\r\n}")
+	f.Add("ip_allowlist {\n\ttoken tok " + strings.Repeat("1.2.3.4 ", 1<<15) + "\n}")
 	f.Fuzz(func(t *testing.T, input string) {
 		tokens, err := caddycfg.Tokenize([]byte(input), "Caddyfile")
 		if err != nil {

@@ -10,11 +10,10 @@ import (
 // FuzzExtractToken sends a in the Authorization header and b in the api_key
 // query parameter, and checks the outcome against the rule: one distinct
 // non-empty value is the token, none is missing, two are ambiguous.
-// Seeds: testdata/fuzz/tokens.txt, a tab-separated pair per line.
+// Seeds: testdata/fuzz/tokens.txt, a pair of quoted strings per line.
 func FuzzExtractToken(f *testing.F) {
 	for _, seed := range seedLines(f, "tokens.txt") {
-		a, b, _ := strings.Cut(seed, "\t")
-		f.Add(a, b)
+		f.Add(seed[0], seed[1])
 	}
 	f.Add("tok\x00en", "tok\x00en")
 	f.Add("tok\r\nX-Injected: 1", "")

@@ -1,12 +1,13 @@
 package ipallowlist
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -79,21 +80,27 @@ func serve(h *Handler, req *http.Request) result {
 	return res
 }
 
-// seedLines reads a fuzz seed file of testdata/fuzz, one seed per line.
-func seedLines(f *testing.F, name string) []string {
+// seedLines reads a fuzz seed file of testdata/fuzz: per line, one or more
+// Go-quoted strings separated by spaces, so seeds may hold NUL, CR and LF.
+func seedLines(f *testing.F, name string) [][]string {
 	f.Helper()
-	file, err := os.Open("../testdata/fuzz/" + name)
+	data, err := os.ReadFile("../testdata/fuzz/" + name)
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer file.Close()
-	var lines []string
-	sc := bufio.NewScanner(file)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
+	var seeds [][]string
+	for n, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		var fields []string
+		for rest := line; rest != ""; rest = strings.TrimLeft(rest, " ") {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				f.Fatalf("%s:%d: %v", name, n+1, err)
+			}
+			s, _ := strconv.Unquote(q)
+			fields = append(fields, s)
+			rest = rest[len(q):]
+		}
+		seeds = append(seeds, fields)
 	}
-	if err := sc.Err(); err != nil {
-		f.Fatal(err)
-	}
-	return lines
+	return seeds
 }

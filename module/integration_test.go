@@ -61,6 +61,19 @@ http://127.0.0.1:9080 {
 // loopback address local (the client's source address).
 func get(t *testing.T, local, token, xff string) (int, string, http.Header) {
 	t.Helper()
+	var header []string
+	if token != "" {
+		header = append(header, "Authorization", "Bearer "+token)
+	}
+	if xff != "" {
+		header = append(header, "X-Forwarded-For", xff)
+	}
+	return send(t, local, header...)
+}
+
+// send sends one request with header (name, value pairs) from local.
+func send(t *testing.T, local string, header ...string) (int, string, http.Header) {
+	t.Helper()
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
@@ -71,11 +84,8 @@ func get(t *testing.T, local, token, xff string) (int, string, http.Header) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if xff != "" {
-		req.Header.Set("X-Forwarded-For", xff)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -141,4 +151,65 @@ func TestInProcessWithTrustedProxies(t *testing.T) {
 
 func fingerprint(tok string) string {
 	return ipallowlist.Fingerprint(sha256.Sum256([]byte(tok)))
+}
+
+// Every header a client might use to claim an address, all claiming
+// remote's range.
+var spoofHeaders = []string{
+	"X-Forwarded-For", "203.0.113.7",
+	"X-Real-IP", "203.0.113.7",
+	"Forwarded", "for=203.0.113.7",
+	"True-Client-IP", "203.0.113.7",
+	"CF-Connecting-IP", "203.0.113.7",
+	"X-Client-IP", "203.0.113.7",
+	"X-Originating-IP", "203.0.113.7",
+}
+
+// TestInProcessSpoofing: no header a client sends moves the decision,
+// except the configured client_ip_headers from a trusted proxy, and with
+// trusted_proxies_strict only the entries that proxy appended.
+func TestInProcessSpoofing(t *testing.T) {
+	type tc struct {
+		name   string
+		local  string
+		header []string
+		status int
+	}
+	with := func(tok string, header ...string) []string {
+		return append([]string{"Authorization", "Bearer " + tok}, header...)
+	}
+	for _, server := range []struct {
+		name, options string
+		cases         []tc
+	}{
+		{"no trusted proxies", "", []tc{
+			{"every spoofing header, remote token", "127.0.0.1", with(tokRemote, spoofHeaders...), 401},
+			{"every spoofing header, loopback token still allowed", "127.0.0.1", with(tokLoopback, spoofHeaders...), 200},
+			{"every spoofing header from an untrusted address", "127.0.0.2", with(tokLoopback, spoofHeaders...), 401},
+		}},
+		{"trusted proxy", "trusted_proxies static 127.0.0.1/32", []tc{
+			{"X-Forwarded-For from the proxy moves it", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "203.0.113.7"), 200},
+			{"headers other than client_ip_headers do not", "127.0.0.1", with(tokRemote, spoofHeaders[2:]...), 401},
+			{"X-Forwarded-For from a non-proxy does not", "127.0.0.2", with(tokRemote, "X-Forwarded-For", "203.0.113.7"), 401},
+			{"non-strict takes the left-most entry", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "203.0.113.7, 198.51.100.1"), 200},
+		}},
+		{"trusted proxy, strict", "trusted_proxies static 127.0.0.1/32\n\t\ttrusted_proxies_strict", []tc{
+			{"a client-written left-most entry is ignored", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "203.0.113.7, 198.51.100.1"), 401},
+			{"the entry the proxy appended counts", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "198.51.100.1, 203.0.113.7"), 200},
+			{"a client-written header alone is the proxy's entry", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "203.0.113.7"), 200},
+			{"the deny exception still applies", "127.0.0.1", with(tokRemote, "X-Forwarded-For", "198.51.100.1, 203.0.113.66"), 401},
+		}},
+	} {
+		t.Run(server.name, func(t *testing.T) {
+			tester := caddytest.NewTester(t)
+			tester.InitServer(siteConfig(server.options), "caddyfile")
+			for _, c := range server.cases {
+				t.Run(c.name, func(t *testing.T) {
+					if status, body, _ := send(t, c.local, c.header...); status != c.status {
+						t.Errorf("got %d %q, want %d", status, body, c.status)
+					}
+				})
+			}
+		})
+	}
 }
