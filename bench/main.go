@@ -202,7 +202,7 @@ func start(dir, name, route string) (*server, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, name+".Caddyfile")
-	body := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://%s {\n%s}\n", addr, route)
+	body := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n%s}\n", addr, route)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return nil, err
 	}

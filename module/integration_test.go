@@ -29,6 +29,7 @@ func siteConfig(serverOptions string) string {
 	return `{
 	skip_install_trust
 	admin localhost:2999
+	default_bind 127.0.0.1
 	http_port 9080
 	servers {
 		` + serverOptions + `
