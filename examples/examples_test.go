@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -120,6 +121,39 @@ func TestExampleCaddyfile(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The control for "tokens never in output": the same config without its
+// log filters. Caddy's access log then records the custom header and the
+// query string as sent, so the filters are what keeps those tokens out,
+// and the scan above would see a leak.
+func TestExampleCaddyfileWithoutLogFilters(t *testing.T) {
+	raw, err := os.ReadFile("Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfiltered := strings.NewReplacer(
+		"\t\t\trequest>headers>X-Api-Key delete\n", "",
+		"\t\t\trequest>uri query {\n\t\t\t\tdelete api_key\n\t\t\t}\n", "",
+	).Replace(string(raw))
+	if unfiltered == string(raw) {
+		t.Fatal("the example's log filters were not found")
+	}
+	c := startConfig(t, "Caddyfile", func(admin, site string) string {
+		cfg := strings.ReplaceAll(unfiltered, "127.0.0.1:2019", admin)
+		return strings.ReplaceAll(cfg, "127.0.0.1:8080", site)
+	}, "PARTNER_B_TOKEN="+tokPartnerB)
+	c.do(request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}})
+	c.do(request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile})
+	c.do(request{header: bearer(tokPartnerA)})
+	out := c.out.String()
+	if n := strings.Count(out, tokMobile); n < 2 {
+		t.Errorf("without filters the token appears %d times; want it in the header and the query of the access log", n)
+	}
+	// Authorization is redacted by Caddy itself, filter or not.
+	if strings.Contains(out, tokPartnerA) {
+		t.Error("the Authorization token is in the output")
+	}
 }
 
 // The "Add More" flow: an address is appended to one token's allow list

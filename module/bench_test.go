@@ -110,6 +110,11 @@ func BenchmarkServeHTTP(b *testing.B) {
 			b.Run("denied", func(b *testing.B) {
 				benchServe(b, h, benchRequest(tok, netip.MustParseAddr("203.0.113.1")), false)
 			})
+			// An unknown token takes the same path as a known one: hashed
+			// and looked up, then decided by the unlisted policy.
+			b.Run("unlisted_allowed", func(b *testing.B) {
+				benchServe(b, h, benchRequest("not-a-listed-token-0123456789abcdef", nthAddr(s.ranges/2)), true)
+			})
 		})
 	}
 }
