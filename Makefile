@@ -41,6 +41,8 @@ vet:
 test: vet $(CADDY_BIN)
 	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 $$(go list ./... | grep -v '/examples$$')
 	CADDY_BIN=$(CADDY_BIN) go test -race -count=1 -v ./examples
+	@# Built without -race only: quic-go's 0-RTT client races (quic-go/quic-go#4303).
+	CADDY_BIN=$(CADDY_BIN) go test -count=1 -v -run '^TestEarlyDataGets425$$' ./examples
 
 # make bench: the request-path benchmarks (go test -bench), then a real Caddy
 # under wrk with and without ip_allowlist, and provisioning 1,000,000 tokens.

@@ -84,8 +84,11 @@ func TestExampleCaddyfile(t *testing.T) {
 	})
 
 	t.Run("one request denied log entry per denial", func(t *testing.T) {
+		out := c.waitOutput(func(out string) bool {
+			return strings.Count(out, `"msg":"request denied"`) >= len(denials)
+		})
 		var n int
-		for _, line := range strings.Split(c.out.String(), "\n") {
+		for _, line := range strings.Split(out, "\n") {
 			if !strings.Contains(line, `"msg":"request denied"`) {
 				continue
 			}
@@ -111,7 +114,10 @@ func TestExampleCaddyfile(t *testing.T) {
 	// Done-when 7: the planted tokens appear nowhere in Caddy's output,
 	// though they were sent in Authorization, X-Api-Key and the query.
 	t.Run("tokens never in output", func(t *testing.T) {
-		out := c.out.String()
+		// Every request's access log entry, so the scan covers them all.
+		out := c.waitOutput(func(out string) bool {
+			return strings.Count(out, `"msg":"handled request"`) >= len(cases)
+		})
 		if !strings.Contains(out, `"ip_allowlist_token_label":"mobile-backend"`) {
 			t.Fatalf("the access log did not record the requests; the scan would prove nothing:\n%s", out)
 		}
@@ -146,7 +152,7 @@ func TestExampleCaddyfileWithoutLogFilters(t *testing.T) {
 	c.do(request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}})
 	c.do(request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile})
 	c.do(request{header: bearer(tokPartnerA)})
-	out := c.out.String()
+	out := c.waitOutput(func(out string) bool { return strings.Count(out, `"msg":"handled request"`) >= 3 })
 	if n := strings.Count(out, tokMobile); n < 2 {
 		t.Errorf("without filters the token appears %d times; want it in the header and the query of the access log", n)
 	}
@@ -280,7 +286,9 @@ func TestExampleReportMode(t *testing.T) {
 	if got := c.do(request{header: bearer(tok)}); got.status != 200 || got.body != "hello" {
 		t.Fatalf("report mode: %v, want 200 hello", got)
 	}
-	out := c.out.String()
+	out := c.waitOutput(func(out string) bool {
+		return strings.Contains(out, `"msg":"request would be denied"`) && strings.Contains(out, `"msg":"handled request"`)
+	})
 	for _, want := range []string{
 		`"msg":"request would be denied"`, `"reason":"ip_not_allowed"`, `"token_label":"partner-a"`,
 		`"ip_allowlist_decision":"deny"`, `"ip_allowlist_token_label":"partner-a"`,

@@ -132,6 +132,20 @@ func (c *caddy) waitReady() {
 	c.t.Fatalf("caddy did not start listening within 30s:\n%s", c.out)
 }
 
+// waitOutput waits up to 5 seconds for Caddy's output to satisfy ok, and
+// returns it. Caddy writes a log entry before it answers, but the entry
+// reaches us through a pipe and may arrive after the response.
+func (c *caddy) waitOutput(ok func(string) bool) string {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := c.out.String()
+		if ok(out) || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (c *caddy) running() bool {
 	select {
 	case <-c.done:
