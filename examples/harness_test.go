@@ -228,7 +228,10 @@ func (c *caddy) adminDo(method, path, contentType, body string) (int, string) {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	// A connection per request: after a refused /load Caddy may close the
+	// admin connection, and a POST on a reused one would fail unretried.
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
 	if err != nil {
 		c.t.Fatalf("admin %s %s: %v", method, path, err)
 	}
