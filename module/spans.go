@@ -17,6 +17,9 @@ import (
 // are kept in the low 32 bits; the families are kept in separate lists.
 type span struct{ lo, hi u128 }
 
+// v4 is an IPv4 span as the table stores it.
+func (s span) v4() v4Interval { return v4Interval{uint32(s.lo.lo), uint32(s.hi.lo)} }
+
 func addrKey(a netip.Addr) u128 {
 	if a.Is4() {
 		b := a.As4()
