@@ -180,6 +180,11 @@ func TestExampleAdminAPI(t *testing.T) {
 	if got := c.do(from2); got.status != 200 || got.body != "hello, partner-a" {
 		t.Fatalf("after Add More: %v, want 200", got)
 	}
+	const check = "/ip-allowlist/check?label=partner-a&ip=127.0.0.2"
+	const allowed = `{"results":[{"label":"partner-a","ip":"127.0.0.2","decision":"allow","reason":"allowed","mode":"enforce"}]}`
+	if status, body := c.adminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
+		t.Fatalf("check route after Add More: %d %s", status, body)
+	}
 	if !c.running() || c.cmd.Process.Pid != pid {
 		t.Fatal("caddy restarted")
 	}
@@ -205,9 +210,13 @@ func TestExampleAdminAPI(t *testing.T) {
 	if status != http.StatusBadRequest || !strings.Contains(body, `leading zero, at Caddyfile:3`) {
 		t.Fatalf("POST /load with a bad Caddyfile: %d %s", status, body)
 	}
-	// The old config, with the added address, keeps serving.
+	// The old config, with the added address, keeps serving, and is what
+	// the check route answers from.
 	if got := c.do(from2); got.status != 200 {
 		t.Fatalf("after refused loads: %v, want 200", got)
+	}
+	if status, body := c.adminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
+		t.Fatalf("check route after refused loads: %d %s", status, body)
 	}
 	if got := c.do(request{local: "127.0.0.6", header: bearer(tokPartnerA)}); got.status != 401 {
 		t.Fatalf("after refused loads, elsewhere: %v, want 401", got)

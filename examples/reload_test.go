@@ -168,6 +168,14 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
+
+	// Only the handler of the config in force answers the check route: the
+	// 49 configs replaced or refused have left it.
+	status, body := c.adminDo(http.MethodGet, "/ip-allowlist/check?label=rotating&ip=127.0.0.1", "", "")
+	if want := fmt.Sprintf(`"decision":"%s"`, map[bool]string{true: "allow", false: "deny"}[gen%2 == 0]); status != 200 ||
+		strings.Count(body, `"label":"rotating"`) != 1 || !strings.Contains(body, want) {
+		t.Errorf("check route after the reloads: %d %s, want one result with %s", status, body, want)
+	}
 	clientTransport.CloseIdleConnections()
 
 	t.Logf("reload under load: %d clients, %d reloads (%d good applied, %d bad refused), %d requests: %d allowed, %d denied, %d transport errors, %d unexpected statuses",

@@ -99,11 +99,7 @@ func (h *Handler) decide(r *http.Request) decision {
 		return d
 	}
 	if !listed {
-		if t.contains(t.unlisted.allowed, addr) {
-			d.reason = reasonAllowed
-		} else {
-			d.reason = reasonUnlistedToken
-		}
+		d.reason = t.checkUnlisted(addr)
 		return d
 	}
 	p := &t.policies[i]
@@ -121,6 +117,14 @@ func (t *table) check(p *policy, addr netip.Addr) reason {
 		return reasonIPDenied
 	}
 	return reasonIPNotAllowed
+}
+
+// checkUnlisted applies the unlisted policy to addr.
+func (t *table) checkUnlisted(addr netip.Addr) reason {
+	if t.contains(t.unlisted.allowed, addr) {
+		return reasonAllowed
+	}
+	return reasonUnlistedToken
 }
 
 // clientAddr parses Caddy's client_ip: zones dropped, IPv4-mapped unmapped.

@@ -142,6 +142,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.table = t
+	h.register()
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),

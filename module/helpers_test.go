@@ -26,6 +26,7 @@ func provisioned(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
+	t.Cleanup(func() { _ = h.Cleanup() })
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.logger = zap.New(core)
 	return h, logs

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,5 +213,46 @@ func TestInProcessSpoofing(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestInProcessCheckRoute asks the admin endpoint what the config in force
+// decides, and checks it against the requests themselves.
+func TestInProcessCheckRoute(t *testing.T) {
+	tester := caddytest.NewTester(t)
+	tester.InitServer(siteConfig(""), "caddyfile")
+	for _, tc := range []struct {
+		name, query string
+		status      int
+		body        string
+	}{
+		{"listed, allowed", "label=remote&ip=203.0.113.7", 200,
+			`{"results":[{"label":"remote","ip":"203.0.113.7","decision":"allow","reason":"allowed","mode":"enforce"}]}`},
+		{"listed, deny exception", "label=remote&ip=203.0.113.66", 200,
+			`{"results":[{"label":"remote","ip":"203.0.113.66","decision":"deny","reason":"ip_denied","mode":"enforce"}]}`},
+		{"listed, outside", "label=second&ip=127.0.0.1", 200,
+			`{"results":[{"label":"second","ip":"127.0.0.1","decision":"deny","reason":"ip_not_allowed","mode":"enforce"}]}`},
+		{"mapped address unmapped", "label=second&ip=::ffff:127.0.0.2", 200,
+			`{"results":[{"label":"second","ip":"127.0.0.2","decision":"allow","reason":"allowed","mode":"enforce"}]}`},
+		{"unlisted", "ip=127.0.0.1", 200,
+			`{"results":[{"ip":"127.0.0.1","decision":"deny","reason":"unlisted_token","mode":"enforce"}]}`},
+		{"unknown label", "label=nobody&ip=127.0.0.1", 404, `no token labelled \"nobody\"`},
+		{"bad address", "label=remote&ip=010.0.0.1", 400, `ip \"010.0.0.1\": not an IP address`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Get("http://localhost:2999/ip-allowlist/check?" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.body) {
+				t.Errorf("got %d %s, want %d %s", resp.StatusCode, body, tc.status, tc.body)
+			}
+		})
+	}
+	// The route agrees with the requests it describes.
+	if status, _, _ := send(t, "127.0.0.2", "Authorization", "Bearer "+tokSecond); status != 200 {
+		t.Errorf("second from 127.0.0.2: %d, want 200 as the route says", status)
 	}
 }

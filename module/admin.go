@@ -1,0 +1,122 @@
+package ipallowlist
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI adds the ip_allowlist routes to Caddy's admin endpoint:
+//
+//	GET /ip-allowlist/check?label=<label>&ip=<address>
+//
+// answers what the config in force decides for that token label used from
+// that address. Without label it answers for an unlisted token.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.ip_allowlist",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/ip-allowlist/check", Handler: caddy.AdminHandlerFunc(handleCheck)}}
+}
+
+// live holds the handlers of the configs in force. The admin routes live
+// outside any one config, so, like caddy.UsagePool, this is the one piece of
+// process-wide state: handlers join it when provisioned and leave it when
+// cleaned up, so after a reload it holds the new config's handlers, and
+// after a refused load the old ones.
+var live = struct {
+	sync.RWMutex
+	handlers map[*Handler]struct{}
+}{handlers: map[*Handler]struct{}{}}
+
+func (h *Handler) register() {
+	live.Lock()
+	live.handlers[h] = struct{}{}
+	live.Unlock()
+}
+
+// Cleanup takes the handler out of the admin routes' view. It is safe on a
+// handler that was never provisioned.
+func (h *Handler) Cleanup() error {
+	live.Lock()
+	delete(live.handlers, h)
+	live.Unlock()
+	return nil
+}
+
+// checkResult is one handler's answer.
+type checkResult struct {
+	Label    string `json:"label,omitempty"`
+	IP       string `json:"ip"`
+	Decision string `json:"decision"`
+	Reason   string `json:"reason"`
+	Mode     string `json:"mode"`
+}
+
+func handleCheck(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	q := r.URL.Query()
+	label, ipText := q.Get("label"), q.Get("ip")
+	addr, ok := clientAddr(ipText)
+	if !ok {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ip %q: not an IP address", ipText)}
+	}
+	results := []checkResult{}
+	live.RLock()
+	for h := range live.handlers {
+		t := h.table
+		var res reason
+		if label == "" {
+			res = t.checkUnlisted(addr)
+		} else if p := t.byLabel(label); p != nil {
+			res = t.check(p, addr)
+		} else {
+			continue
+		}
+		decision := decisionAllow
+		if res != reasonAllowed {
+			decision = decisionDeny
+		}
+		results = append(results, checkResult{label, addr.String(), decision, res.String(), h.modeName()})
+	}
+	live.RUnlock()
+	if len(results) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no token labelled %q in the config in force", label)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(map[string]any{"results": results})
+}
+
+// byLabel finds the policy labelled label. It scans: the admin route is
+// rare, and an index would cost memory per token on every config.
+func (t *table) byLabel(label string) *policy {
+	for i := range t.policies {
+		if p := &t.policies[i]; t.label(p).String() == label {
+			return p
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter  = adminAPI{}
+	_ caddy.CleanerUpper = (*Handler)(nil)
+)
