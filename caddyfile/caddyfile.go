@@ -40,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		unlisted_tokens <range>...|none
 //		missing_token allow|deny
 //		mode enforce|report
+//		metrics_per_token
 //		admin_id <id>
 //	}
 //
@@ -131,6 +132,11 @@ func (p *parser) parse() error {
 				return err
 			}
 			h.Mode = v
+		case "metrics_per_token":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.MetricsPerToken = true
 		case "admin_id":
 			if !d.Args(&h.AdminID) || d.NextArg() {
 				return d.ArgErr()

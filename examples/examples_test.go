@@ -83,6 +83,16 @@ func TestExampleCaddyfile(t *testing.T) {
 		}
 	})
 
+	t.Run("decisions counted in metrics", func(t *testing.T) {
+		const name = "caddy_http_ip_allowlist_requests_total"
+		allowed, _ := c.metric(name, `decision="allow"`)
+		denied, _ := c.metric(name, `decision="deny"`)
+		notAllowed, found := c.metric(name, `reason="ip_not_allowed"`)
+		if int(allowed) != len(cases)-len(denials) || int(denied) != len(denials) || !found || notAllowed < 1 {
+			t.Errorf("metrics: %v allowed, %v denied (%v ip_not_allowed); want %d and %d", allowed, denied, notAllowed, len(cases)-len(denials), len(denials))
+		}
+	})
+
 	t.Run("one request denied log entry per denial", func(t *testing.T) {
 		out := c.waitOutput(func(out string) bool {
 			return strings.Count(out, `"msg":"request denied"`) >= len(denials)

@@ -243,3 +243,33 @@ func (c *caddy) adminDo(method, path, contentType, body string) (int, string) {
 func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 
 func (r reply) String() string { return fmt.Sprintf("%d %q", r.status, r.body) }
+
+// metric sums the samples of name whose labels contain every labelPair
+// (like `reason="allowed"`) in the admin endpoint's /metrics.
+func (c *caddy) metric(name string, labelPairs ...string) (float64, bool) {
+	c.t.Helper()
+	status, body := c.adminDo(http.MethodGet, "/metrics", "", "")
+	if status != 200 {
+		c.t.Fatalf("GET /metrics: %d", status)
+	}
+	var sum float64
+	found := false
+lines:
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		for _, p := range labelPairs {
+			if !strings.Contains(line, p) {
+				continue lines
+			}
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v); err != nil {
+			c.t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}

@@ -152,7 +152,10 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	gen, good, refused := 0, 0, 0
 	for i := 1; i <= reloads; i++ {
-		bad := i%5 == 0
+		// Every fifth load is bad, the last one good: after a refused load
+		// Caddy's admin endpoint serves the refused config's (empty) metrics
+		// registry until the next good load, so /metrics is read after one.
+		bad := i%5 == 4
 		next := gen + 1
 		status, body := c.adminDo(http.MethodPost, "/load", "application/json", reloadConfig(admin, site, tokensFile, next, bad))
 		switch {
@@ -168,6 +171,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
+
+	// The metrics of the config in force are served, and count its traffic
+	// (each config has its own registry, so counts start at its load).
+	if n, found := c.metric("caddy_http_ip_allowlist_requests_total", `reason="allowed"`); !found || n < 1 {
+		t.Errorf("after the reloads: allowed requests counted %v (found %v), want some", n, found)
+	}
 
 	// Only the handler of the config in force answers the check route: the
 	// 49 configs replaced or refused have left it.

@@ -61,11 +61,17 @@ type Handler struct {
 	// "request would be denied" and passes them on.
 	Mode string `json:"mode,omitempty"`
 
+	// Also count requests per listed token, in a series labelled with the
+	// token's label (caddy_http_ip_allowlist_token_requests_total). Off by
+	// default: it adds two series per listed token.
+	MetricsPerToken bool `json:"metrics_per_token,omitempty"`
+
 	sources []source
 	bearer  bool // a source is Authorization with the Bearer scheme
 	report  bool
 	table   *table
 	logger  *zap.Logger
+	metrics *metrics
 }
 
 // TokenSource says where a token is read: a header, optionally after an
@@ -142,6 +148,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.table = t
+	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	h.register()
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
@@ -186,6 +195,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	d := h.decide(r)
 	label := h.table.label(d.policy)
+	h.metrics.count(d, label)
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow
 	if !d.allowed() {

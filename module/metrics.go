@@ -1,0 +1,82 @@
+package ipallowlist
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics counts decisions in the config's metrics registry, which Caddy
+// serves at the admin endpoint's /metrics. Each config has its own registry,
+// so a reload starts fresh counters and leaves no stale ones behind.
+type metrics struct {
+	// byReason is resolved at provision, so counting a request is one
+	// atomic add, with no label lookup or allocation.
+	byReason [len(reasonNames)]prometheus.Counter
+	// perToken is nil unless metrics_per_token is set: it has a series per
+	// listed token (two, allow and deny), so its cardinality grows with the
+	// token list.
+	perToken *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, perToken bool) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	requests, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "http_ip_allowlist",
+		Name:      "requests_total",
+		Help:      "Requests decided by ip_allowlist, by decision and reason (in report mode, what enforce mode would decide).",
+	}, []string{"decision", "reason"}))
+	if err != nil {
+		return nil, err
+	}
+	m := &metrics{}
+	for r := range m.byReason {
+		decision := decisionDeny
+		if reason(r) == reasonAllowed {
+			decision = decisionAllow
+		}
+		m.byReason[r] = requests.WithLabelValues(decision, reasonNames[r])
+	}
+	if perToken {
+		if m.perToken, err = registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "http_ip_allowlist",
+			Name:      "token_requests_total",
+			Help:      "Requests with a listed token, by token label and decision (only with metrics_per_token).",
+		}, []string{"token_label", "decision"})); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// registerOrReuse registers c, or returns the same collector that another
+// ip_allowlist handler of this config registered first.
+func registerOrReuse(reg *prometheus.Registry, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
+	err := reg.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(*prometheus.CounterVec); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+// count records one decision.
+func (m *metrics) count(d decision, label *labelRef) {
+	if m == nil {
+		return
+	}
+	m.byReason[d.reason].Inc()
+	if m.perToken != nil && d.policy != nil {
+		decision := decisionAllow
+		if !d.allowed() {
+			decision = decisionDeny
+		}
+		m.perToken.WithLabelValues(label.String(), decision).Inc()
+	}
+}
