@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			deny  <range>...
 //		}
 //		tokens_file <path>
+//		watch [<interval>]
 //		unlisted_tokens <range>...|none
 //		missing_token allow|deny
 //		mode enforce|report
@@ -132,6 +135,19 @@ func (p *parser) parse() error {
 				return err
 			}
 			h.Mode = v
+		case "watch":
+			// watch [<interval>]: default 2s
+			h.Watch = caddy.Duration(2 * time.Second)
+			if d.NextArg() {
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("watch %q: want a positive duration such as 2s", d.Val())
+				}
+				h.Watch = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "metrics_per_token":
 			if d.NextArg() {
 				return d.ArgErr()

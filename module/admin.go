@@ -81,7 +81,7 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 	results := []checkResult{}
 	live.RLock()
 	for h := range live.handlers {
-		t := h.table
+		t := h.current.Load()
 		var res reason
 		if label == "" {
 			res = t.checkUnlisted(addr)

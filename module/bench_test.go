@@ -154,7 +154,7 @@ func BenchmarkVersusRemoteIP(b *testing.B) {
 	// and looked up in the token's ranges.
 	b.Run("ip_allowlist_address_check", func(b *testing.B) {
 		h := benchHandler(b, benchShape{1, n})
-		t := h.table
+		t := h.current.Load()
 		p := &t.policies[0]
 		req := benchRequest(benchTokenN(0), client)
 		b.ReportAllocs()
@@ -177,7 +177,8 @@ func BenchmarkRangeLookup(b *testing.B) {
 		client := nthAddr(n / 2)
 		b.Run(fmt.Sprintf("intervals/ranges=%d", n), func(b *testing.B) {
 			h := benchHandler(b, benchShape{1, n})
-			t, p := h.table, &h.table.policies[0]
+			t := h.current.Load()
+			p := &t.policies[0]
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

@@ -65,14 +65,13 @@ type decision struct {
 
 func (d decision) allowed() bool { return d.reason == reasonAllowed }
 
-// decide applies the compiled table to r.
-func (h *Handler) decide(r *http.Request) decision {
+// decide applies the compiled table t to r.
+func (h *Handler) decide(r *http.Request, t *table) decision {
 	raw, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	d := decision{clientIP: raw}
 	addr, ok := clientAddr(raw)
 
 	tok, res := extractToken(r, h.sources)
-	t := h.table
 	switch res {
 	case tokenAmbiguous:
 		d.reason = reasonAmbiguousToken

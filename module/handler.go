@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -61,6 +63,12 @@ type Handler struct {
 	// "request would be denied" and passes them on.
 	Mode string `json:"mode,omitempty"`
 
+	// How often to look for changes to the tokens files; 0 (default) never.
+	// A changed file is compiled beside the table in force and swapped in
+	// without a reload; a file that does not compile is refused and logged,
+	// and the table in force keeps serving.
+	Watch caddy.Duration `json:"watch,omitempty"`
+
 	// Also count requests per listed token, in a series labelled with the
 	// token's label (caddy_http_ip_allowlist_token_requests_total). Off by
 	// default: it adds two series per listed token.
@@ -69,7 +77,7 @@ type Handler struct {
 	sources []source
 	bearer  bool // a source is Authorization with the Bearer scheme
 	report  bool
-	table   *table
+	current *atomic.Pointer[table] // swapped whole when watched files change
 	logger  *zap.Logger
 	metrics *metrics
 }
@@ -147,7 +155,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.table = t
+	h.current = new(atomic.Pointer[table])
+	h.current.Store(t)
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -156,6 +165,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
 		zap.String("mode", h.modeName()))
+	if h.Watch > 0 && len(h.TokensFiles) > 0 {
+		go h.watch(ctx, time.Duration(h.Watch))
+	}
 	return nil
 }
 
@@ -193,8 +205,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		return caddyhttp.Error(http.StatusTooEarly, errEarlyData)
 	}
-	d := h.decide(r)
-	label := h.table.label(d.policy)
+	// One table for the whole request: a watched file may swap it meanwhile.
+	t := h.current.Load()
+	d := h.decide(r, t)
+	label := t.label(d.policy)
 	h.metrics.count(d, label)
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow

@@ -1,0 +1,81 @@
+package ipallowlist
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// fileStamp is what watching compares: a file is taken as changed when its
+// size or modification time is. Polling, unlike inotify, also sees the
+// symlink swap that Kubernetes uses to update a mounted ConfigMap.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+	err     string
+}
+
+func stamps(paths []string) []fileStamp {
+	out := make([]fileStamp, len(paths))
+	for i, p := range paths {
+		if info, err := os.Stat(p); err != nil {
+			out[i].err = err.Error()
+		} else {
+			out[i] = fileStamp{size: info.Size(), modTime: info.ModTime()}
+		}
+	}
+	return out
+}
+
+func sameStamps(a, b []fileStamp) bool {
+	for i := range a {
+		if a[i].size != b[i].size || !a[i].modTime.Equal(b[i].modTime) || a[i].err != b[i].err {
+			return false
+		}
+	}
+	return true
+}
+
+// watch recompiles the table when a tokens file changes, until ctx (the
+// config's) is done. The new table is built beside the one in force and
+// swapped in whole; one that does not compile is logged and dropped, and
+// the same files are not tried again until they change again.
+func (h *Handler) watch(ctx caddy.Context, every time.Duration) {
+	seen := stamps(h.TokensFiles)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := stamps(h.TokensFiles)
+		if sameStamps(seen, now) {
+			continue
+		}
+		seen = now
+		h.reloadTokens(ctx)
+	}
+}
+
+func (h *Handler) reloadTokens(ctx context.Context) {
+	began := time.Now()
+	t, err := compile(h, caddy.NewReplacer())
+	if err != nil {
+		h.logger.Error("tokens files refused; the tokens in force keep serving",
+			zap.Strings("tokens_files", h.TokensFiles), zap.Error(err))
+		return
+	}
+	if ctx.Err() != nil {
+		return // the config was unloaded while compiling
+	}
+	h.current.Store(t)
+	h.logger.Info("tokens files reloaded",
+		zap.Int("tokens", len(t.policies)),
+		zap.Int("ranges", t.ranges),
+		zap.Duration("took", time.Since(began)))
+}
