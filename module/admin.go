@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -31,7 +32,49 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/ip-allowlist/check", Handler: caddy.AdminHandlerFunc(handleCheck)}}
+	return []caddy.AdminRoute{
+		{Pattern: "/ip-allowlist/check", Handler: caddy.AdminHandlerFunc(handleCheck)},
+		{Pattern: "/ip-allowlist/observed", Handler: caddy.AdminHandlerFunc(handleObserved)},
+		{Pattern: "/ip-allowlist/observed/", Handler: caddy.AdminHandlerFunc(handleObserved)},
+	}
+}
+
+// handleObserved answers GET /ip-allowlist/observed (every label) and
+// /ip-allowlist/observed/<label>, as JSON, or for one label with
+// ?format=caddyfile as an allow line listing its addresses.
+func handleObserved(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	label := strings.Trim(strings.TrimPrefix(r.URL.Path, "/ip-allowlist/observed"), "/")
+	var seen map[string][]ObservedAddress
+	observers.Range(func(_, v any) bool {
+		seen = v.(*observedStore).snapshot(label)
+		return false
+	})
+	if label != "" && len(seen[label]) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no address observed for token %q", label)}
+	}
+	if r.URL.Query().Get("format") == "caddyfile" {
+		if label == "" {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format=caddyfile needs a label: /ip-allowlist/observed/<label>")}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		line := "allow"
+		for _, a := range seen[label] {
+			line += " " + a.IP
+		}
+		_, err := fmt.Fprintln(w, line)
+		return err
+	}
+	if seen == nil {
+		seen = map[string][]ObservedAddress{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if label != "" {
+		return json.NewEncoder(w).Encode(seen[label])
+	}
+	return json.NewEncoder(w).Encode(seen)
 }
 
 // live holds the handlers of the configs in force. The admin routes live
@@ -54,8 +97,13 @@ func (h *Handler) register() {
 // handler that was never provisioned.
 func (h *Handler) Cleanup() error {
 	live.Lock()
+	_, provisioned := live.handlers[h]
 	delete(live.handlers, h)
 	live.Unlock()
+	if provisioned && h.observer != nil {
+		_, err := observers.Delete(observerKey)
+		return err
+	}
 	return nil
 }
 

@@ -61,6 +61,8 @@ type decision struct {
 	reason   reason
 	policy   *policy
 	clientIP string
+	addr     netip.Addr // the parsed client address, when there is one
+	token    bool       // a token was presented, listed or not
 }
 
 func (d decision) allowed() bool { return d.reason == reasonAllowed }
@@ -70,6 +72,7 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 	raw, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	d := decision{clientIP: raw}
 	addr, ok := clientAddr(raw)
+	d.addr = addr
 
 	tok, res := extractToken(r, h.sources)
 	switch res {
@@ -86,8 +89,9 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 		return d
 	}
 
-	// Every presented token is hashed and looked up, known or not, so the
-	// time taken says nothing about which tokens exist.
+	// Every presented token is hashed, looked up and observed, known or
+	// not, so the time taken says nothing about which tokens exist.
+	d.token = true
 	digest := sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))
 	i, listed := t.index[digest]
 	if !ok {

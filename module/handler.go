@@ -74,12 +74,13 @@ type Handler struct {
 	// default: it adds two series per listed token.
 	MetricsPerToken bool `json:"metrics_per_token,omitempty"`
 
-	sources []source
-	bearer  bool // a source is Authorization with the Bearer scheme
-	report  bool
-	current *atomic.Pointer[table] // swapped whole when watched files change
-	logger  *zap.Logger
-	metrics *metrics
+	sources  []source
+	bearer   bool // a source is Authorization with the Bearer scheme
+	report   bool
+	current  *atomic.Pointer[table] // swapped whole when watched files change
+	logger   *zap.Logger
+	metrics  *metrics
+	observer *observedStore
 }
 
 // TokenSource says where a token is read: a header, optionally after an
@@ -160,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	if h.observer, err = loadObserver(); err != nil {
+		return err
+	}
 	h.register()
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
@@ -210,6 +214,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	d := h.decide(r, t)
 	label := t.label(d.policy)
 	h.metrics.count(d, label)
+	if d.token && d.addr.IsValid() {
+		observed := label
+		if d.policy == nil {
+			observed = (*labelRef)(&t.labels[t.unlistedLabel])
+		}
+		h.observer.record(observed, d.addr, d.allowed(), time.Now().UnixNano())
+	}
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow
 	if !d.allowed() {

@@ -46,6 +46,9 @@ type table struct {
 
 	unlisted     policy
 	missingAllow bool
+	// unlistedLabel is the observer's name for unlisted tokens. It is not a
+	// label a token can have, and never shows in placeholders or logs.
+	unlistedLabel uint32
 
 	ranges int // merged intervals, for the provision summary
 }
@@ -220,7 +223,13 @@ func (b *tableBuilder) lookup(digest [32]byte) (string, bool) {
 	return b.t.label(&b.t.policies[i]).String(), true
 }
 
+// unlistedObservedLabel is the observed-addresses entry of unlisted tokens.
+const unlistedObservedLabel = "(unlisted)"
+
 func (b *tableBuilder) finish() *table {
+	b.t.unlistedLabel = uint32(len(b.t.labels))
+	b.t.labels = append(b.t.labels, byte(len(unlistedObservedLabel)))
+	b.t.labels = append(b.t.labels, unlistedObservedLabel...)
 	b.sets = nil
 	return &b.t
 }
