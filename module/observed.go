@@ -3,6 +3,7 @@ package ipallowlist
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,7 +95,10 @@ func (o *observedStore) record(label *labelRef, addr netip.Addr, allowed bool, n
 			o.evictOldestLabel()
 		}
 		s = &labelSummary{}
-		o.labels[label.String()] = s
+		// A copy: label.String() points into a compiled table, which the
+		// store outlives; as a key it would keep that table's labels alive
+		// after every reload.
+		o.labels[strings.Clone(label.String())] = s
 	}
 	s.lastSeen = now
 	e := s.find(key)

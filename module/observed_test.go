@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -118,5 +119,20 @@ func TestObservedUnlisted(t *testing.T) {
 	res := serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-1")...))
 	if res.placeholder(placeholderLabel) != "" {
 		t.Error("the unlisted entry's name leaked into the token_label placeholder")
+	}
+}
+
+// TestObservedKeysDoNotPinTables: the store outlives the tables whose labels
+// it is given, so its keys must be copies, not views into a table's blob.
+func TestObservedKeysDoNotPinTables(t *testing.T) {
+	o := &observedStore{labels: map[string]*labelSummary{}}
+	blob := append([]byte{9}, "partner-a"...)
+	o.record((*labelRef)(&blob[0]), netip.MustParseAddr("203.0.113.7"), true, 1)
+	for key := range o.labels {
+		start := uintptr(unsafe.Pointer(unsafe.StringData(key)))
+		lo := uintptr(unsafe.Pointer(&blob[0]))
+		if start >= lo && start < lo+uintptr(len(blob)) {
+			t.Error("the observed key points into the table's label blob")
+		}
 	}
 }
