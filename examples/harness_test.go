@@ -237,7 +237,64 @@ func (c *caddy) adminDo(method, path, contentType, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if method != http.MethodGet {
+		c.settle()
+	}
 	return resp.StatusCode, string(b)
+}
+
+// settle waits until the old config's sockets are closed after a config
+// change. Caddy (v2.11) binds each config's listeners with SO_REUSEPORT and
+// answers the admin request once the old servers have started shutting
+// down, not once their sockets are closed. A connection the kernel queues
+// on an old socket in that window is reset when the socket closes, so a
+// request sent right after a reload can fail with EOF or "connection reset
+// by peer" (seen on a loaded CI machine). settle waits until the site and
+// admin ports have one listening socket each, as Linux reports them in
+// /proc/net/tcp.
+func (c *caddy) settle() {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		site, admin := listening(c.t, c.site), listening(c.t, c.admin)
+		if site <= 1 && admin <= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after a config change: %d sockets still listen on the site port and %d on the admin port after 5s", site, admin)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// listening counts the TCP sockets in the LISTEN state on the port of url
+// (http://127.0.0.1:port), from /proc/net/tcp and /proc/net/tcp6.
+func listening(t *testing.T, url string) int {
+	t.Helper()
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf(":%04X", p)
+	n := 0
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			continue // no IPv6, or not Linux
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			// sl local_address rem_address st ...; st 0A is LISTEN.
+			f := strings.Fields(line)
+			if len(f) > 3 && strings.HasSuffix(f[1], local) && f[3] == "0A" {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
@@ -272,4 +329,21 @@ lines:
 		found = true
 	}
 	return sum, found
+}
+
+// settle relies on listening; it must see a socket that listens, and stop
+// seeing it once closed.
+func TestListeningCountsSockets(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	if n := listening(t, url); n != 1 {
+		t.Errorf("listening(%s) = %d with one listener, want 1", url, n)
+	}
+	l.Close()
+	if n := listening(t, url); n != 0 {
+		t.Errorf("listening(%s) = %d after closing, want 0", url, n)
+	}
 }
