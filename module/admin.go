@@ -2,6 +2,7 @@ package ipallowlist
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -100,11 +101,12 @@ func (h *Handler) Cleanup() error {
 	_, provisioned := live.handlers[h]
 	delete(live.handlers, h)
 	live.Unlock()
+	err := h.closeStore()
 	if provisioned && h.observer != nil {
-		_, err := observers.Delete(observerKey)
-		return err
+		_, oerr := observers.Delete(observerKey)
+		err = errors.Join(err, oerr)
 	}
-	return nil
+	return err
 }
 
 // checkResult is one handler's answer.

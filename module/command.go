@@ -21,7 +21,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "ip-allowlist",
-		Usage: "hash-token | new-token",
+		Usage: "hash-token | new-token | tokens put|allow|delete|list|import",
 		Short: "Makes tokens and digests for ip_allowlist",
 		Long: `
 Tools for ip_allowlist tokens, so that no secret has to be written into a
@@ -29,6 +29,7 @@ config: only its digest.
 
   caddy ip-allowlist hash-token   reads a token and prints sha256:<hex>
   caddy ip-allowlist new-token    prints a new random token and its digest
+  caddy ip-allowlist tokens ...   lists and changes the tokens of a Redis store
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(&cobra.Command{
@@ -58,6 +59,7 @@ the digest in the config.
 				Args: cobra.NoArgs,
 				RunE: caddycmd.WrapCommandFuncForCobra(cmdNewToken),
 			})
+			cmd.AddCommand(tokensCommand())
 		},
 	})
 }
@@ -66,31 +68,9 @@ the digest in the config.
 const maxTokenInput = 1 << 20
 
 func cmdHashToken(caddycmd.Flags) (int, error) {
-	var tok string
-	fd := int(os.Stdin.Fd())
-	if term.IsTerminal(fd) {
-		// Restore the terminal if interrupted while echo is off.
-		state, _ := term.GetState(fd)
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, os.Interrupt)
-		go func() {
-			<-c
-			_ = term.Restore(fd, state)
-			os.Exit(caddy.ExitCodeFailedStartup)
-		}()
-		defer signal.Stop(c)
-		fmt.Fprint(os.Stderr, "Token: ")
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
-		if err != nil {
-			return caddy.ExitCodeFailedStartup, err
-		}
-		tok = string(b)
-	} else {
-		var err error
-		if tok, err = readToken(os.Stdin); err != nil {
-			return caddy.ExitCodeFailedStartup, err
-		}
+	tok, err := readTokenInput()
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
 	}
 	digest, err := hashToken(tok)
 	if err != nil {
@@ -98,6 +78,29 @@ func cmdHashToken(caddycmd.Flags) (int, error) {
 	}
 	fmt.Println(digest)
 	return caddy.ExitCodeSuccess, nil
+}
+
+// readTokenInput reads a token from standard input: at a terminal, asked
+// for without echo; from a pipe, as readToken.
+func readTokenInput() (string, error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return readToken(os.Stdin)
+	}
+	// Restore the terminal if interrupted while echo is off.
+	state, _ := term.GetState(fd)
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, os.Interrupt)
+	go func() {
+		<-c
+		_ = term.Restore(fd, state)
+		os.Exit(caddy.ExitCodeFailedStartup)
+	}()
+	defer signal.Stop(c)
+	fmt.Fprint(os.Stderr, "Token: ")
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(os.Stderr)
+	return string(b), err
 }
 
 // readToken reads a token from a pipe: everything, less one trailing

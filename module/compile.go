@@ -36,6 +36,13 @@ type compiler struct {
 // compile validates h and builds its table. Placeholders in tokens are
 // resolved with repl.
 func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
+	return compileWith(h, repl, nil, nil)
+}
+
+// compileWith is compile with the tokens of a shared store (redis) added
+// last. The store is written by others, so one bad entry must not stop the
+// rest: an entry that does not compile is left out and passed to skip.
+func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error)) (*table, error) {
 	c := &compiler{
 		repl: repl,
 		b:    newTableBuilder(len(h.Tokens)),
@@ -81,6 +88,21 @@ func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
 	for _, path := range h.TokensFiles {
 		if err := c.addTokensFile(path); err != nil {
 			return nil, fmt.Errorf("tokens_file %q: %w", path, err)
+		}
+	}
+	if len(shared) > 0 {
+		c.from("redis")
+		c.b.grow(len(shared))
+		for _, e := range shared {
+			err := e.err
+			if err != nil {
+				err = fmt.Errorf("token %q: %w", e.label, err)
+			} else {
+				err = c.addToken(e.label, &e.tp, "redis")
+			}
+			if err != nil && skip != nil {
+				skip(e.label, err)
+			}
 		}
 	}
 	return c.b.finish(), nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,11 @@ type Handler struct {
 	// and the table in force keeps serving.
 	Watch caddy.Duration `json:"watch,omitempty"`
 
+	// A Redis token store shared with other nodes. Its tokens are added
+	// to those of tokens and tokens_files; a label may appear only once
+	// across all of them (a Redis entry whose label is taken is skipped).
+	Redis *RedisSource `json:"redis,omitempty"`
+
 	// Also count requests per listed token, in a series labelled with the
 	// token's label (caddy_http_ip_allowlist_token_requests_total). Off by
 	// default: it adds two series per listed token.
@@ -81,6 +87,13 @@ type Handler struct {
 	logger   *zap.Logger
 	metrics  *metrics
 	observer *observedStore
+
+	store     *redisStore   // of Redis, shared with other configs' handlers
+	storeKey  string        // its key in redisStores
+	storeSubs chan struct{} // tells this handler the store changed
+	storeLeft bool          // closeStore ran
+	rebuild   *sync.Mutex   // one rebuild (watch or store) at a time
+	skipped   map[string]string
 }
 
 // TokenSource says where a token is read: a header, optionally after an
@@ -136,7 +149,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision compiles the configuration into an immutable table.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
+	return h.provisionWithLogger(ctx, ctx.Logger())
+}
+
+func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) error {
+	h.logger = logger
 	switch h.Mode {
 	case "", ModeEnforce:
 	case ModeReport:
@@ -152,7 +169,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, s := range sources {
 		h.bearer = h.bearer || s.header == "Authorization" && equalFoldASCII(s.scheme, "Bearer")
 	}
-	t, err := compile(h, caddy.NewReplacer())
+	h.rebuild = new(sync.Mutex)
+	if h.Redis != nil {
+		if err := h.openStore(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+	}
+	t, err := h.build()
 	if err != nil {
 		return err
 	}
@@ -171,6 +194,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		zap.String("mode", h.modeName()))
 	if h.Watch > 0 && len(h.TokensFiles) > 0 {
 		go h.watch(ctx, time.Duration(h.Watch))
+	}
+	if h.store != nil {
+		go h.followStore(ctx)
 	}
 	return nil
 }

@@ -63,8 +63,10 @@ func (h *Handler) watch(ctx caddy.Context, every time.Duration) {
 }
 
 func (h *Handler) reloadTokens(ctx context.Context) {
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
 	began := time.Now()
-	t, err := compile(h, caddy.NewReplacer())
+	t, err := h.build()
 	if err != nil {
 		h.logger.Error("tokens files refused; the tokens in force keep serving",
 			zap.Strings("tokens_files", h.TokensFiles), zap.Error(err))
@@ -78,4 +80,26 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
 		zap.Duration("took", time.Since(began)))
+}
+
+// build compiles the handler's table from its config and, with a redis
+// source, the store's tokens as they are now. Callers hold h.rebuild, or
+// are Provision.
+func (h *Handler) build() (*table, error) {
+	var shared []labeledEntry
+	if h.store != nil {
+		shared, _ = h.store.list()
+	}
+	skipped := map[string]string{}
+	t, err := compileWith(h, caddy.NewReplacer(), shared, func(label string, err error) {
+		msg := err.Error()
+		skipped[label] = msg
+		if h.skipped[label] != msg { // each bad entry is logged once
+			h.logger.Error("redis token entry skipped; fix or delete it", zap.String("token_label", label), zap.Error(err))
+		}
+	})
+	if err == nil {
+		h.skipped = skipped
+	}
+	return t, err
 }

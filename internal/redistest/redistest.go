@@ -1,0 +1,132 @@
+// Package redistest runs a real redis-server on loopback for tests and
+// benchmarks: a free port, its own folder, persistence to that folder so
+// it can be stopped and started again with its data, and stopped with the
+// test.
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process, restartable on the same port.
+type Server struct {
+	Addr string // 127.0.0.1:port
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+// New starts a server for t, stopped when t ends. Without redis-server on
+// the PATH the test is skipped, or fails when CI is set (make test
+// installs it).
+func New(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is not installed: run the tests with make test, which installs it")
+		}
+		t.Skip("redis-server is not installed (make test installs it)")
+	}
+	s, err := Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// Start runs redis-server on a free loopback port, keeping its data and
+// log in dir.
+func Start(dir string) (*Server, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &Server{Addr: addr, dir: dir}
+	return s, s.Start()
+}
+
+// Start starts the server again after Stop, with the data it saved.
+func (s *Server) Start() error {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	log, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	s.log = log
+	s.cmd = exec.Command("redis-server",
+		"--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
+		"--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb",
+		"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	s.done = make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	c := s.Client()
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.done:
+			b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			return fmt.Errorf("redis-server exited: %s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return errors.New("redis-server did not answer PING within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop saves the data (so Start brings it back) and stops the server.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	default:
+		c := s.Client()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.ShutdownSave(ctx).Err() // the connection drops: an error is expected
+		cancel()
+		c.Close()
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	s.log.Close()
+	s.cmd = nil
+}
+
+// Client returns a client of the server; the caller closes it.
+func (s *Server) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
+}

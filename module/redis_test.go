@@ -1,0 +1,271 @@
+package ipallowlist
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// putToken writes an entry the way the CLI does.
+func putToken(t *testing.T, srv *redistest.Server, label, tok string, allow ...string) {
+	t.Helper()
+	c := srv.Client()
+	defer c.Close()
+	s := &tokenStore{c: c, keys: Keys("")}
+	err := s.update(context.Background(), label, func(*TokenPolicy) (*TokenPolicy, error) {
+		return &TokenPolicy{TokenSHA256: digestHex(tok), Allow: allow}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually waits up to 5 s for ok.
+func eventually(t *testing.T, what string, ok func() bool) time.Duration {
+	t.Helper()
+	began := time.Now()
+	for !ok() {
+		if time.Since(began) > 5*time.Second {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(began)
+}
+
+// redisHandler provisions a handler on srv whose log entries (the store's
+// included) are observed.
+func redisHandler(t *testing.T, src *RedisSource) (*Handler, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.InfoLevel)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	h := &Handler{Redis: src, Unlisted: &Policy{Allow: []string{}}}
+	if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return h, logs
+}
+
+func status(h *Handler, remote, tok string) int {
+	return serve(h, newRequest(remote+":1234", "/", "Authorization", "Bearer "+tok)).status
+}
+
+func TestRedisSourceFollowsChanges(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "a", "token-a", "192.0.2.1")
+	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)})
+
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("token in redis at start: %d, want 200", got)
+	}
+	if got := status(h, "192.0.2.2", "token-a"); got != 401 {
+		t.Fatalf("from elsewhere: %d, want 401", got)
+	}
+	// Published changes: no resync (an hour) is involved.
+	putToken(t, srv, "b", "token-b", "198.51.100.0/24")
+	took := eventually(t, "added token", func() bool { return status(h, "198.51.100.9", "token-b") == 200 })
+	t.Logf("an added token took effect after %v", took)
+
+	c := srv.Client()
+	defer c.Close()
+	s := &tokenStore{c: c, keys: Keys("")}
+	ctx := context.Background()
+	if err := s.update(ctx, "a", func(cur *TokenPolicy) (*TokenPolicy, error) {
+		cur.Allow = append(cur.Allow, "192.0.2.2")
+		return cur, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "allowed address", func() bool { return status(h, "192.0.2.2", "token-a") == 200 })
+	if err := s.update(ctx, "b", func(*TokenPolicy) (*TokenPolicy, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted token", func() bool { return status(h, "198.51.100.9", "token-b") == 401 })
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("the other token after a delete: %d", got)
+	}
+	if n := logs.FilterMessage("tokens from redis applied").Len(); n < 3 {
+		t.Errorf("%d 'tokens from redis applied' entries, want one a change", n)
+	}
+}
+
+// A change whose message was missed (written without PUBLISH) is picked up
+// by the resync; a bad entry is skipped, logged once, and the rest serve.
+func TestRedisResyncAndBadEntries(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "a", "token-a", "192.0.2.1")
+	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(100 * time.Millisecond)})
+
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	keys := Keys("")
+	entry := `{"token_sha256":"` + digestHex("token-c") + `","allow":["203.0.113.5"]}`
+	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keys.Tokens, "c", entry)
+		p.HSet(ctx, keys.Tokens, "bad", `{"token_sha256":"`+digestHex("token-bad")+`","allow":["10.0.0.1/8"]}`)
+		p.HSet(ctx, keys.Tokens, "worse", `{"token":"secret-in-bad-json", "allow": [`)
+		p.Incr(ctx, keys.Version)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "resync", func() bool { return status(h, "203.0.113.5", "token-c") == 200 })
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("a good token beside bad entries: %d", got)
+	}
+	// Another change: the bad entries are not logged again.
+	putToken(t, srv, "d", "token-d", "203.0.113.6")
+	eventually(t, "change after bad entries", func() bool { return status(h, "203.0.113.6", "token-d") == 200 })
+	skipped := logs.FilterMessage("redis token entry skipped; fix or delete it")
+	if skipped.Len() != 2 {
+		t.Fatalf("%d skipped entries logged, want 2 (each bad entry once): %v", skipped.Len(), skipped.All())
+	}
+	for _, e := range skipped.All() {
+		msg := e.ContextMap()["error"].(string)
+		if strings.Contains(msg, "secret-in-bad-json") {
+			t.Errorf("the log quotes a token: %s", msg)
+		}
+	}
+	if !strings.Contains(skipped.All()[0].ContextMap()["error"].(string)+skipped.All()[1].ContextMap()["error"].(string), `host bits set`) {
+		t.Errorf("the skipped entries do not say why: %v", skipped.All())
+	}
+}
+
+// Redis goes away: the tokens in force keep serving, the outage is logged
+// once, the recovery once, and a change made meanwhile is picked up.
+func TestRedisOutage(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "a", "token-a", "192.0.2.1")
+	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
+	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Snapshot: snapshot, Resync: caddy.Duration(50 * time.Millisecond)})
+
+	srv.Stop()
+	eventually(t, "outage logged", func() bool {
+		return logs.FilterMessage("redis unreachable; the tokens in force keep serving until it returns").Len() > 0
+	})
+	for range 20 {
+		if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+			t.Fatalf("during the outage: %d, want 200", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := logs.FilterMessage("redis unreachable; the tokens in force keep serving until it returns").Len(); n != 1 {
+		t.Errorf("outage logged %d times, want once", n)
+	}
+	// The snapshot holds the store: a node could start from it.
+	entries, err := readSnapshot(snapshot)
+	if err != nil || len(entries) != 1 || entries["a"] == nil || entries["a"].err != nil {
+		t.Fatalf("snapshot: %v %v", entries, err)
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	keys := Keys("")
+	// Written without a message, as if published while this node was
+	// cut off.
+	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keys.Tokens, "b", `{"token_sha256":"`+digestHex("token-b")+`","allow":["192.0.2.9"]}`)
+		p.Incr(ctx, keys.Version)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "change made during the outage", func() bool { return status(h, "192.0.2.9", "token-b") == 200 })
+	eventually(t, "recovery logged", func() bool {
+		return logs.FilterMessage("redis reachable again; tokens resynced").Len() > 0
+	})
+	time.Sleep(200 * time.Millisecond)
+	for _, msg := range []string{"redis unreachable; the tokens in force keep serving until it returns", "redis reachable again; tokens resynced"} {
+		if n := logs.FilterMessage(msg).Len(); n != 1 {
+			t.Errorf("%q logged %d times, want once", msg, n)
+			for _, e := range logs.All() {
+				t.Logf("%s %v", e.Message, e.ContextMap())
+			}
+		}
+	}
+}
+
+// Redis reachable but empty, with no version key, where the node has
+// tokens: its data was lost. The node keeps its tokens.
+func TestRedisDataLossKeepsTokens(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "a", "token-a", "192.0.2.1")
+	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(50 * time.Millisecond)})
+	c := srv.Client()
+	defer c.Close()
+	if err := c.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "data loss logged", func() bool {
+		return logs.FilterMessageSnippet("redis holds no tokens and no version key").Len() == 1
+	})
+	time.Sleep(200 * time.Millisecond)
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("after the store was emptied: %d, want 200 (tokens kept)", got)
+	}
+	// The store is written again: it is followed again.
+	putToken(t, srv, "b", "token-b", "192.0.2.2")
+	eventually(t, "after data loss", func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
+	eventually(t, "a token no longer in the store", func() bool { return status(h, "192.0.2.1", "token-a") == 401 })
+}
+
+func TestRedisStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+
+	h := &Handler{Redis: &RedisSource{Address: dead}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err = h.Provision(ctx)
+	_ = h.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), "redis "+dead+" unreachable at start") || !strings.Contains(err.Error(), "snapshot") {
+		t.Fatalf("no redis, no snapshot: %v", err)
+	}
+
+	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
+	h = &Handler{Redis: &RedisSource{Address: dead, Snapshot: snapshot}}
+	err = h.Provision(ctx)
+	_ = h.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), "the snapshot file") {
+		t.Fatalf("no redis, missing snapshot file: %v", err)
+	}
+
+	entry := `{"a": {"token_sha256":"` + digestHex("token-a") + `","allow":["192.0.2.1"]}}`
+	if err := os.WriteFile(snapshot, []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	h = &Handler{Redis: &RedisSource{Address: dead, Snapshot: snapshot}}
+	if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+		t.Fatalf("no redis, with a snapshot: %v", err)
+	}
+	defer h.Cleanup()
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("started from the snapshot: %d, want 200", got)
+	}
+	if logs.FilterMessage("redis unreachable at start; serving the snapshot file until it returns").Len() != 1 {
+		t.Errorf("starting from the snapshot is not logged: %v", logs.All())
+	}
+}
