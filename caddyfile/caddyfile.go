@@ -39,6 +39,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			deny  <range>...
 //		}
 //		tokens_file <path>
+//		redis [<host:port>] {
+//			username <name>
+//			password <password>
+//			db <number>
+//			key_prefix <prefix>
+//			tls
+//			tls_server_name <name>
+//			tls_ca <file>
+//			snapshot <file>
+//			resync <interval>
+//		}
 //		watch [<interval>]
 //		unlisted_tokens <range>...|none
 //		missing_token allow|deny
@@ -102,6 +113,15 @@ func (p *parser) parse() error {
 				return d.ArgErr()
 			}
 			h.TokensFiles = append(h.TokensFiles, path)
+		case "redis":
+			if h.Redis != nil {
+				return d.Err("redis given twice; a handler follows one store")
+			}
+			src, err := p.redis()
+			if err != nil {
+				return err
+			}
+			h.Redis = src
 		case "unlisted_tokens":
 			if h.Unlisted != nil {
 				return d.Err("unlisted_tokens given twice")
@@ -167,6 +187,79 @@ func (p *parser) parse() error {
 		}
 	}
 	return nil
+}
+
+// redis reads the redis subdirective and its block.
+func (p *parser) redis() (*ipallowlist.RedisSource, error) {
+	d := p.d
+	src := &ipallowlist.RedisSource{}
+	if d.NextArg() {
+		src.Address = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	one := func() (string, error) {
+		var v string
+		if !d.Args(&v) || d.NextArg() {
+			return "", d.ArgErr()
+		}
+		return v, nil
+	}
+	tls := func() *ipallowlist.RedisTLS {
+		if src.TLS == nil {
+			src.TLS = &ipallowlist.RedisTLS{}
+		}
+		return src.TLS
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		var err error
+		switch sub {
+		case "username":
+			src.Username, err = one()
+		case "password":
+			src.Password, err = one()
+		case "db":
+			var v string
+			if v, err = one(); err == nil {
+				if _, serr := fmt.Sscanf(v, "%d", &src.DB); serr != nil || fmt.Sprint(src.DB) != v || src.DB < 0 {
+					return nil, d.Errf("redis db %q: want a database number, 0 or more", v)
+				}
+			}
+		case "key_prefix":
+			src.KeyPrefix, err = one()
+		case "tls":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			tls()
+		case "tls_server_name":
+			tls().ServerName, err = one()
+		case "tls_ca":
+			tls().CAFile, err = one()
+		case "snapshot":
+			src.Snapshot, err = one()
+		case "resync":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur <= 0 {
+					return nil, d.Errf("redis resync %q: want a positive duration such as 30s", v)
+				}
+				src.Resync = caddy.Duration(dur)
+			}
+		default:
+			return nil, d.Errf("unrecognized redis subdirective %q", sub)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := ipallowlist.CheckRedisSource(src); err != nil {
+		return nil, d.Errf("redis: %v", err)
+	}
+	return src, nil
 }
 
 func (p *parser) tokenFrom() (ipallowlist.TokenSource, error) {

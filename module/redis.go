@@ -87,20 +87,15 @@ func Keys(prefix string) RedisKeys {
 // RedisOptions returns the client options for src after resolving its
 // password with repl. It checks the source but does not connect.
 func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error) {
+	if err := CheckRedisSource(src); err != nil {
+		return nil, err
+	}
 	addr := src.Address
 	if addr == "" {
 		addr = DefaultRedisAddress
 	}
-	host, _, err := splitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("address %q: %w", addr, err)
-	}
-	if src.DB < 0 {
-		return nil, fmt.Errorf("db %d: must be 0 or more", src.DB)
-	}
-	if src.Resync < 0 {
-		return nil, errors.New("resync: must be positive")
-	}
+	host, _, _ := splitHostPort(addr)
+	var err error
 	password := src.Password
 	if strings.Contains(password, "{") && repl != nil {
 		if password, err = repl.ReplaceOrErr(password, true, true); err != nil {
@@ -140,6 +135,23 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 		opts.TLSConfig = cfg
 	}
 	return opts, nil
+}
+
+// CheckRedisSource checks what can be checked of src without placeholders,
+// files or the network.
+func CheckRedisSource(src *RedisSource) error {
+	if src.Address != "" {
+		if _, _, err := splitHostPort(src.Address); err != nil {
+			return fmt.Errorf("address %q: %w", src.Address, err)
+		}
+	}
+	if src.DB < 0 {
+		return fmt.Errorf("db %d: must be 0 or more", src.DB)
+	}
+	if src.Resync < 0 {
+		return errors.New("resync: must be positive")
+	}
+	return nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
