@@ -18,7 +18,7 @@ PARTNER_B_TOKEN ?= demo-partner-b-token
 # Root installs Debian packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test vet bench bench-go bench-caddy tools-bench fuzz clean
+.PHONY: build run test vet bench bench-go bench-caddy tools-bench tools-test fuzz clean
 
 build: $(CADDY_BIN)
 
@@ -38,7 +38,7 @@ vet:
 # -p 1: the in-process caddytest servers bind fixed ports (admin 2999).
 # The real-binary tests run with -v, so their counts (reloads, requests,
 # goroutines, heap) are in the output.
-test: vet $(CADDY_BIN)
+test: vet $(CADDY_BIN) tools-test
 	CADDY_BIN=$(CADDY_BIN) go test -race -p 1 -count=1 $$(go list ./... | grep -v '/examples$$')
 	CADDY_BIN=$(CADDY_BIN) go test -race -count=1 -v ./examples
 	@# Built without -race only: quic-go's 0-RTT client races (quic-go/quic-go#4303).
@@ -54,8 +54,12 @@ bench-go:
 bench-caddy: $(CADDY_BIN) tools-bench
 	go run ./bench -caddy $(CADDY_BIN)
 
-tools-bench:
+tools-bench: tools-test
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+
+# The fleet tests run a real redis-server on loopback (internal/redistest).
+tools-test:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
 
 # make fuzz: each fuzz target for FUZZTIME. Seeds: testdata/fuzz/ and the
 # adapt golden files. An input a fuzzer finds failing is saved by Go under

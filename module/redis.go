@@ -98,7 +98,8 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 	var err error
 	password := src.Password
 	if strings.Contains(password, "{") && repl != nil {
-		if password, err = repl.ReplaceOrErr(password, true, true); err != nil {
+		// An unset variable is no password; an unknown placeholder is a mistake.
+		if password, err = repl.ReplaceOrErr(password, false, true); err != nil {
 			return nil, fmt.Errorf("password: %w", err)
 		}
 	}

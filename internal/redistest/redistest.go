@@ -130,3 +130,24 @@ func (s *Server) Stop() {
 func (s *Server) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
 }
+
+// Elsewhere runs fn against the server's data while the server is
+// stopped: on another free port, saved again afterwards, so the next Start
+// brings back what fn wrote. It models a change made while the clients of
+// Addr cannot reach Redis.
+func (s *Server) Elsewhere(fn func(addr string) error) error {
+	if s.cmd != nil {
+		return errors.New("redistest: Elsewhere needs a stopped server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	other := &Server{Addr: l.Addr().String(), dir: s.dir}
+	l.Close()
+	if err := other.Start(); err != nil {
+		return err
+	}
+	defer other.Stop()
+	return fn(other.Addr)
+}
