@@ -6,6 +6,9 @@
 //  2. Provisioning: Caddy started with a tokens_file of -provision tokens
 //     (two ranges each); prints the seconds until it serves and its peak
 //     resident memory, beside the same for a config with no tokens.
+//  3. Fleet: -fleet tokens imported into a redis-server on loopback, two
+//     Caddy nodes following it; prints each node's start-up time and how
+//     long a change made with the CLI takes to reach both.
 //
 // It only talks to 127.0.0.1 and stops every process it starts.
 package main
@@ -29,6 +32,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
 )
 
 var (
@@ -38,6 +43,9 @@ var (
 	duration    = flag.Duration("duration", 5*time.Second, "length of one wrk run")
 	connections = flag.Int("connections", 32, "wrk connections")
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
+	fleetTokens = flag.Int("fleet", 100_000, "tokens in the fleet test's Redis store")
+	changes     = flag.Int("changes", 10, "changes timed in the fleet test")
+	parts       = flag.String("parts", "load,provisioning,fleet", "which parts to run, comma-separated")
 )
 
 const loadToken = "bench-load-token-4f0c2a"
@@ -51,11 +59,16 @@ func main() {
 	}
 	defer os.RemoveAll(dir)
 
-	if err := load(dir); err != nil {
-		log.Fatal(err)
-	}
-	if err := provisioning(dir); err != nil {
-		log.Fatal(err)
+	for _, part := range []struct {
+		name string
+		run  func(string) error
+	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}} {
+		if !slices.Contains(strings.Split(*parts, ","), part.name) {
+			continue
+		}
+		if err := part.run(dir); err != nil {
+			log.Fatal(err)
+		}
 	}
 }
 
@@ -307,4 +320,81 @@ func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// fleet: a Redis store of -fleet tokens, two nodes following it.
+func fleet(dir string) error {
+	rdir := filepath.Join(dir, "redis")
+	if err := os.Mkdir(rdir, 0o700); err != nil {
+		return err
+	}
+	srv, err := redistest.Start(rdir)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	tokensFile := filepath.Join(dir, "fleet-tokens.json")
+	if err := writeTokensFile(tokensFile, *fleetTokens, twoRanges); err != nil {
+		return err
+	}
+	began := time.Now()
+	if out, err := exec.Command(*caddyBin, "ip-allowlist", "tokens", "--redis", srv.Addr, "import", tokensFile).CombinedOutput(); err != nil {
+		return fmt.Errorf("tokens import: %v\n%s", err, out)
+	}
+	fmt.Printf("fleet: imported %d tokens into Redis with the CLI in %.2fs\n", *fleetTokens, time.Since(began).Seconds())
+
+	route := "\tip_allowlist {\n\t\tunlisted_tokens none\n\t\tredis " + srv.Addr + "\n\t}\n\trespond \"ok\"\n"
+	var nodes []*server
+	for i := range 2 {
+		s, err := start(dir, fmt.Sprintf("fleet-node-%d", i), route)
+		if err != nil {
+			return err
+		}
+		defer s.stop()
+		hwm, err := peakRSS(s.cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("fleet: node %d with %d tokens from Redis serving after %.2fs, peak RSS %d MiB\n", i+1, *fleetTokens, s.ready.Seconds(), hwm>>20)
+		nodes = append(nodes, s)
+	}
+
+	// Each change: a new token, allowed from 127.0.0.1, then deleted.
+	var added, deleted, cli []float64
+	for i := range *changes {
+		tok := fmt.Sprintf("fleet-bench-token-%d", i)
+		label := fmt.Sprintf("fleet-bench-%d", i)
+		for _, step := range []struct {
+			args []string
+			want int
+			into *[]float64
+		}{
+			{[]string{"put", label, "--allow", "127.0.0.1"}, http.StatusOK, &added},
+			{[]string{"delete", label}, http.StatusUnauthorized, &deleted},
+		} {
+			cmd := exec.Command(*caddyBin, append([]string{"ip-allowlist", "tokens", "--redis", srv.Addr}, step.args...)...)
+			cmd.Stdin = strings.NewReader(tok)
+			began := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("tokens %s: %v\n%s", step.args[0], err, out)
+			}
+			written := time.Now()
+			cli = append(cli, written.Sub(began).Seconds()*1000)
+			for _, n := range nodes {
+				for status(n.url, tok) != step.want {
+					if time.Since(written) > 30*time.Second {
+						return fmt.Errorf("a change did not reach %s within 30s", n.name)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			*step.into = append(*step.into, time.Since(written).Seconds()*1000)
+		}
+	}
+	fmt.Printf("fleet: propagation to both nodes with %d tokens, %d changes each (from the CLI's exit to both answering):\n", *fleetTokens, *changes)
+	fmt.Printf("fleet:   token added:   median %6.1f ms, max %6.1f ms\n", median(added), slices.Max(added))
+	fmt.Printf("fleet:   token deleted: median %6.1f ms, max %6.1f ms\n", median(deleted), slices.Max(deleted))
+	fmt.Printf("fleet:   the CLI itself (process start to exit): median %.1f ms\n", median(cli))
+	fmt.Println("fleet: goal: a change on both nodes within 1 s")
+	return nil
 }
