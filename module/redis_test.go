@@ -269,3 +269,55 @@ func TestRedisStart(t *testing.T) {
 		t.Errorf("starting from the snapshot is not logged: %v", logs.All())
 	}
 }
+
+// The CLI's writes: import stores digests, list never prints a token, and
+// an entry no node would take is refused before it is written.
+func TestTokensCommands(t *testing.T) {
+	srv := redistest.New(t)
+	c := srv.Client()
+	defer c.Close()
+	s := &tokenStore{c: c, keys: Keys("")}
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "tokens.json")
+	if err := os.WriteFile(file, []byte(`{"a": {"token": "literal-secret-a", "allow": ["192.0.2.1"]}, "b": {"token_sha256": "`+digestHex("tok-b")+`", "allow": ["office"]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.importFile(ctx, file); err != nil || n != 2 {
+		t.Fatalf("import: %d %v", n, err)
+	}
+	raw, err := c.HGetAll(ctx, Keys("").Tokens).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for label, v := range raw {
+		if strings.Contains(v, "literal-secret-a") || !strings.Contains(v, "token_sha256") {
+			t.Errorf("stored %s: %s, want a digest only", label, v)
+		}
+	}
+	if v, _ := c.Get(ctx, Keys("").Version).Result(); v != "1" {
+		t.Errorf("version after import: %q, want 1", v)
+	}
+	// A literal token written by hand is listed as its digest.
+	c.HSet(ctx, Keys("").Tokens, "c", `{"token": "literal-secret-c", "allow": ["any"]}`)
+	var out strings.Builder
+	if err := s.list(ctx, &out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "literal-secret") || !strings.Contains(out.String(), digestHex("literal-secret-c")) {
+		t.Errorf("list:\n%s", out.String())
+	}
+	for _, bad := range []*TokenPolicy{
+		{TokenSHA256: digestHex("x"), Allow: []string{"10.0.0.1/8"}},
+		{TokenSHA256: digestHex("x")},
+		{TokenSHA256: "abc", Allow: []string{"any"}},
+		{Allow: []string{"any"}},
+	} {
+		err := s.update(ctx, "d", func(*TokenPolicy) (*TokenPolicy, error) { return bad, nil })
+		if err == nil {
+			t.Errorf("update with %+v was written", bad)
+		}
+	}
+	if n, _ := c.HLen(ctx, Keys("").Tokens).Result(); n != 3 {
+		t.Errorf("%d entries after refused updates, want 3", n)
+	}
+}
