@@ -320,43 +320,36 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	defer f.Close()
-	full := make(chan *entryBatch, 2)
-	free := make(chan *entryBatch, 4)
-	stop := make(chan struct{})
-	decoded := make(chan error, 1)
-	go func() { decoded <- decodeTokens(f, full, free, stop) }()
-	fail := func(err error) (int, error) {
-		close(stop)
-		for range full {
-		}
-		<-decoded
-		return 0, err
-	}
 	n := 0
-	for batch := range full {
-		args := make([]any, 0, 2*len(batch.entries))
-		for i := range batch.entries {
-			e := &batch.entries[i]
-			tp := e.tp
-			if tp.Token != "" && !IsPlaceholder(tp.Token) {
-				if err := CheckToken(tp.Token); err != nil {
-					return fail(fmt.Errorf("token %q: %w", e.label, err))
-				}
-				d := sha256.Sum256([]byte(tp.Token))
-				tp.Token, tp.TokenSHA256 = "", hex.EncodeToString(d[:])
+	var written error // an entry refused or a write failed, not the decoding
+	err = eachTokenBatch(f, func(entries []tokenEntry) error {
+		args := make([]any, 0, 2*len(entries))
+		for i := range entries {
+			e := &entries[i]
+			tp, err := digestOnly(e.tp)
+			if err != nil {
+				err = fmt.Errorf("token %q: %w", e.label, err)
+			} else {
+				err = checkEntry(e.label, &tp)
 			}
-			if err := checkEntry(e.label, &tp); err != nil {
-				return fail(err)
+			if err != nil {
+				written = err
+				return err
 			}
 			b, _ := json.Marshal(&tp)
 			args = append(args, e.label, string(b))
 		}
 		if err := s.c.HSet(ctx, s.keys.Tokens, args...).Err(); err != nil {
-			return fail(err)
+			written = err
+			return err
 		}
-		n += len(batch.entries)
+		n += len(entries)
+		return nil
+	})
+	if written != nil {
+		return 0, written
 	}
-	if err := <-decoded; err != nil {
+	if err != nil {
 		return n, fmt.Errorf("%s: %w (%d tokens were imported before it)", path, err, n)
 	}
 	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -365,6 +358,19 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// digestOnly returns tp with a literal token replaced by its SHA-256, so
+// that no secret is written to the store or printed, and CheckToken's
+// verdict on the token. Placeholders stay: each node resolves them.
+func digestOnly(tp TokenPolicy) (TokenPolicy, error) {
+	if tp.Token == "" || IsPlaceholder(tp.Token) {
+		return tp, nil
+	}
+	err := CheckToken(tp.Token)
+	d := sha256.Sum256([]byte(tp.Token))
+	tp.Token, tp.TokenSHA256 = "", hex.EncodeToString(d[:])
+	return tp, err
 }
 
 // list prints entries as a tokens_file, every token as its digest.
@@ -406,11 +412,7 @@ func (s *tokenStore) list(ctx context.Context, w io.Writer, labels []string) err
 			fmt.Fprintf(out, "\n  %s: {\"error\": %q}", name, e.err.Error())
 			continue
 		}
-		tp := e.tp
-		if tp.Token != "" && !IsPlaceholder(tp.Token) {
-			d := sha256.Sum256([]byte(tp.Token))
-			tp.Token, tp.TokenSHA256 = "", hex.EncodeToString(d[:])
-		}
+		tp, _ := digestOnly(e.tp) // listed as is, even a token no node takes
 		b, _ := json.Marshal(&tp)
 		fmt.Fprintf(out, "\n  %s: %s", name, b)
 	}

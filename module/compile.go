@@ -344,21 +344,33 @@ func (c *compiler) addTokensFile(path string) error {
 		c.b.grow(int(info.Size() / 100))
 	}
 
+	return eachTokenBatch(f, func(entries []tokenEntry) error {
+		for i := range entries {
+			if err := c.addToken(entries[i].label, &entries[i].tp, where); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachTokenBatch decodes a tokens file from r in a goroutine of its own
+// (decodeTokens) and calls fn with each batch of entries, which are reused
+// once fn returns. It stops at fn's first error and returns it, or returns
+// the decoder's.
+func eachTokenBatch(r io.Reader, fn func([]tokenEntry) error) error {
 	full := make(chan *entryBatch, 2)
 	free := make(chan *entryBatch, 4)
 	stop := make(chan struct{})
 	decoded := make(chan error, 1)
-	go func() { decoded <- decodeTokens(f, full, free, stop) }()
+	go func() { decoded <- decodeTokens(r, full, free, stop) }()
 	for batch := range full {
-		for i := range batch.entries {
-			e := &batch.entries[i]
-			if err := c.addToken(e.label, &e.tp, where); err != nil {
-				close(stop)
-				for range full { // let the decoder see stop and return
-				}
-				<-decoded
-				return err
+		if err := fn(batch.entries); err != nil {
+			close(stop)
+			for range full { // let the decoder see stop and return
 			}
+			<-decoded
+			return err
 		}
 		select {
 		case free <- batch:

@@ -156,15 +156,15 @@ func CheckRedisSource(src *RedisSource) error {
 }
 
 func splitHostPort(addr string) (string, int, error) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
 		return "", 0, errors.New("want host:port")
 	}
-	port, err := strconv.Atoi(addr[i+1:])
+	port, err := strconv.Atoi(p)
 	if err != nil || port < 1 || port > 65535 {
 		return "", 0, errors.New("want host:port with a port from 1 to 65535")
 	}
-	return strings.Trim(addr[:i], "[]"), port, nil
+	return host, port, nil
 }
 
 // redisEntry is one token of the store: its JSON as stored, and decoded.
