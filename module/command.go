@@ -120,7 +120,7 @@ func readToken(r io.Reader) (string, error) {
 // hashToken returns the sha256:<hex> form of tok, refusing tokens the
 // handler would refuse.
 func hashToken(tok string) (string, error) {
-	if err := CheckToken(tok); err != nil {
+	if err := checkSecret(tok); err != nil {
 		return "", err
 	}
 	d := sha256.Sum256([]byte(tok))

@@ -13,9 +13,9 @@ func TestReadAndHashToken(t *testing.T) {
 	for _, tt := range []struct {
 		name, input, want, err string
 	}{
-		{"one trailing newline dropped", "secret\n", "secret", ""},
-		{"CRLF dropped", "secret\r\n", "secret", ""},
-		{"no newline", "secret", "secret", ""},
+		{"one trailing newline dropped", "secret-0123456789\n", "secret-0123456789", ""},
+		{"CRLF dropped", "secret-0123456789\r\n", "secret-0123456789", ""},
+		{"no newline", "secret-0123456789", "secret-0123456789", ""},
 		{"only one newline dropped", "secret\n\n", "", "white space"},
 		{"leading space refused", " secret", "", "white space"},
 		{"empty refused", "\n", "", "empty token"},

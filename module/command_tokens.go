@@ -361,13 +361,16 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 }
 
 // digestOnly returns tp with a literal token replaced by its SHA-256, so
-// that no secret is written to the store or printed, and CheckToken's
+// that no secret is written to the store or printed, and checkSecret's
 // verdict on the token. Placeholders stay: each node resolves them.
 func digestOnly(tp TokenPolicy) (TokenPolicy, error) {
 	if tp.Token == "" || IsPlaceholder(tp.Token) {
 		return tp, nil
 	}
-	err := CheckToken(tp.Token)
+	err := checkTokenText(tp.Token)
+	if err == nil {
+		err = checkSecret(tp.Token)
+	}
 	d := sha256.Sum256([]byte(tp.Token))
 	tp.Token, tp.TokenSHA256 = "", hex.EncodeToString(d[:])
 	return tp, err

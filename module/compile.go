@@ -2,8 +2,6 @@ package ipallowlist
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,16 +12,20 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"go4.org/netipx"
 )
 
 // compiler holds what compile needs while it turns a Handler's configuration
 // into a table.
 type compiler struct {
-	sets   map[string][]netipx.IPRange
-	repl   *caddy.Replacer
+	sets   map[string]*setDef
+	repl   *caddy.Replacer // nil: placeholders are checked, not resolved (Checker)
+	origin entryOrigin     // of the entries being added
 	b      *tableBuilder
 	labels labelIndex
+
+	// unknownSet is told of a set name a store entry uses that this node
+	// does not define.
+	unknownSet func(name string)
 
 	// origins says where tokens came from: tokens from policy index
 	// origins[i].start on were defined in origins[i].where.
@@ -39,48 +41,69 @@ func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
 	return compileWith(h, repl, nil, nil)
 }
 
-// compileWith is compile with the tokens of a shared store (redis) added
-// last. The store is written by others, so one bad entry must not stop the
-// rest: an entry that does not compile is left out and passed to skip.
-func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error)) (*table, error) {
+// newCompiler applies the rules of h that are not its tokens: modes, token
+// sources, sets and the unlisted policy.
+func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error) {
 	c := &compiler{
 		repl: repl,
-		b:    newTableBuilder(len(h.Tokens)),
+		b:    newTableBuilder(tokens),
 		labels: labelIndex{
-			byHash:  make(map[uint64]uint32, len(h.Tokens)),
+			byHash:  make(map[uint64]uint32, tokens),
 			collide: map[string]uint32{},
 			seed:    maphash.MakeSeed(),
 		},
 	}
+	if err := checkModes(h); err != nil {
+		return nil, err
+	}
+	if _, err := compileSources(h.TokenSources); err != nil {
+		return nil, err
+	}
 	if err := c.compileSets(h.IPSets); err != nil {
 		return nil, err
 	}
-
-	switch h.MissingToken {
-	case "", MissingAllow:
-		c.b.t.missingAllow = true
-	case MissingDeny:
-	default:
-		return nil, fmt.Errorf("missing_token %q: must be %s or %s", h.MissingToken, MissingAllow, MissingDeny)
-	}
-
+	c.b.t.missingAllow = h.MissingToken != MissingDeny
 	unlisted := h.Unlisted
 	if unlisted == nil {
 		unlisted = &Policy{Allow: []string{KeywordAny}}
 	}
-	p, err := c.policy("", unlisted.Allow, unlisted.Deny)
+	p, err := c.policy("", unlisted.Allow, unlisted.Deny, true)
 	if err != nil {
-		return nil, fmt.Errorf("unlisted: %w", err)
+		return nil, &ConfigError{Field: "unlisted", Err: err}
 	}
 	c.b.t.unlisted = p
+	return c, nil
+}
 
-	labels := make([]string, 0, len(h.Tokens))
-	for label := range h.Tokens {
-		labels = append(labels, label)
+// checkModes checks the fields that take one of a few words.
+func checkModes(h *Handler) error {
+	switch h.Mode {
+	case "", ModeEnforce, ModeReport:
+	default:
+		return fmt.Errorf("mode %q: must be %s or %s", h.Mode, ModeEnforce, ModeReport)
 	}
-	slices.Sort(labels)
+	switch h.MissingToken {
+	case "", MissingAllow, MissingDeny:
+	default:
+		return fmt.Errorf("missing_token %q: must be %s or %s", h.MissingToken, MissingAllow, MissingDeny)
+	}
+	if h.Watch > 0 && len(h.TokensFiles) == 0 {
+		return errors.New("watch: there is no tokens_file to watch")
+	}
+	return nil
+}
+
+// compileWith is compile with the tokens of a shared store (redis) added
+// last. The store is written by others, so one bad entry must not stop the
+// rest: an entry that does not compile is refused (its token, where known,
+// is refused on every request) and passed to skip.
+func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error)) (*table, error) {
+	c, err := newCompiler(h, repl, len(h.Tokens))
+	if err != nil {
+		return nil, err
+	}
 	c.from("tokens")
-	for _, label := range labels {
+	for _, label := range sortedKeys(h.Tokens) {
 		if err := c.addToken(label, h.Tokens[label], "tokens"); err != nil {
 			return nil, err
 		}
@@ -92,79 +115,54 @@ func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip f
 	}
 	if len(shared) > 0 {
 		c.from("redis")
+		c.origin = originStore
 		c.b.grow(len(shared))
 		for _, e := range shared {
 			err := e.err
 			if err != nil {
-				err = fmt.Errorf("token %q: %w", e.label, err)
+				err = &ConfigError{Token: e.label, Err: err}
 			} else {
 				err = c.addToken(e.label, &e.tp, "redis")
 			}
-			if err != nil && skip != nil {
-				skip(e.label, err)
+			if err != nil {
+				c.refuse(e)
+				if skip != nil {
+					skip(e.label, err)
+				}
 			}
 		}
 	}
 	return c.b.finish(), nil
 }
 
-func (c *compiler) compileSets(sets map[string][]string) error {
-	c.sets = make(map[string][]netipx.IPRange, len(sets))
-	names := make([]string, 0, len(sets))
-	for name := range sets {
-		names = append(names, name)
+// refuse makes a store entry that does not compile fail closed: its token,
+// where its digest is known, is refused instead of becoming unlisted. A
+// digest listed already (by the config, or an earlier entry) keeps its
+// policy.
+func (c *compiler) refuse(e labeledEntry) {
+	digest, ok := e.digest()
+	if !ok {
+		return
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		if !IsSetName(name) {
-			return fmt.Errorf("ip_set %q: a set name starts with a letter or _ and has only letters, digits, _ and -, and is not any, private_ranges or none", name)
-		}
-		var all []netipx.IPRange
-		for i, entry := range sets[name] {
-			if _, isSet := sets[entry]; isSet {
-				return fmt.Errorf("ip_set %q: [%d] %q: a set cannot contain another set; list its ranges", name, i, entry)
-			}
-			rs, err := ParseRange(entry)
-			if err != nil {
-				return fmt.Errorf("ip_set %q: [%d] %q: %w", name, i, entry, err)
-			}
-			all = append(all, rs...)
-		}
-		c.sets[name] = all
+	if _, listed := c.b.t.index[digest]; listed {
+		return
 	}
-	return nil
-}
-
-// collect resolves entries (ranges and set names) into dst, normalized.
-func (c *compiler) collect(dst *spanLists, field string, entries []string) error {
-	dst.reset()
-	var one [2]netipx.IPRange
-	for i, entry := range entries {
-		rs, ok := c.sets[entry]
-		if !ok {
-			if IsSetName(entry) {
-				return fmt.Errorf("%s[%d] %q: unknown ip_set", field, i, entry)
-			}
-			var err error
-			if rs, err = appendRange(one[:0], entry); err != nil {
-				return fmt.Errorf("%s[%d] %q: %w", field, i, entry, err)
-			}
-		}
-		for _, r := range rs {
-			dst.add(r)
-		}
+	// Not in the label index: a config token of the same label keeps it.
+	p, err := c.b.addPolicy(e.label, &spanLists{}, &spanLists{})
+	if err != nil {
+		p, _ = c.b.addPolicy("", &spanLists{}, &spanLists{})
 	}
-	dst.normalize()
-	return nil
+	p.state = stateInvalid
+	c.b.addToken(digest, p)
 }
 
 // policy compiles allow and deny: the table keeps allow minus deny, and the
 // part of deny inside allow, which tells ip_denied from ip_not_allowed.
-func (c *compiler) policy(label string, allow, deny []string) (policy, error) {
-	if err := c.collect(&c.allow, "allow", allow); err != nil {
+func (c *compiler) policy(label string, allow, deny []string, broad bool) (policy, error) {
+	if err := c.collect(&c.allow, "allow", allow, broad); err != nil {
 		return policy{}, err
 	}
-	if err := c.collect(&c.deny, "deny", deny); err != nil {
+	if err := c.collect(&c.deny, "deny", deny, true); err != nil {
 		return policy{}, err
 	}
 	c.allowed.v4 = subtractSpans(c.allowed.v4[:0], c.allow.v4, c.deny.v4)
@@ -174,33 +172,46 @@ func (c *compiler) policy(label string, allow, deny []string) (policy, error) {
 	return c.b.addPolicy(label, &c.allowed, &c.denied)
 }
 
-// addToken validates and compiles one listed token. where says where it was
-// defined ("tokens" or a file), for the duplicate-label error.
+// addToken applies every entry rule to one listed token and compiles it.
+// where says where it was defined ("tokens" or a file), for the
+// duplicate-label error. Errors are *ConfigError naming the label.
 func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err := CheckLabel(label); err != nil {
-		return err
-	}
-	if i, dup := c.labels.find(c.b, label); dup {
-		return fmt.Errorf("token %q: label defined twice, in %s and in %s", label, c.originOf(i), where)
+		return &ConfigError{Token: label, Err: errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("token label %q: ", label)))}
 	}
 	if tp == nil {
-		return fmt.Errorf("token %q: no token or token_sha256 given", label)
+		return &ConfigError{Token: label, Err: errors.New("no token or token_sha256 given")}
 	}
-	digest, err := c.digest(tp)
+	digest, known, err := c.tokenDigest(tp)
 	if err != nil {
-		return fmt.Errorf("token %q: %w", label, err)
+		return &ConfigError{Token: label, Err: err}
 	}
-	if other, dup := c.b.lookup(digest); dup {
-		return fmt.Errorf("token %q: same token as %q; a token can have one label only", label, other)
+	if known {
+		if other, dup := c.b.lookup(digest); dup {
+			return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q; a token can have one label only", other)}
+		}
 	}
-	if len(tp.Allow) == 0 {
-		return fmt.Errorf("token %q: allow is empty; list where the token may be used from (use any for everywhere)", label)
+	if i, dup := c.labels.find(c.b, label); dup {
+		if first := c.originOf(i); first != where {
+			return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice, in %s and in %s", first, where)}
+		}
+		return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice in %s", where)}
 	}
-	p, err := c.policy(label, tp.Allow, tp.Deny)
+	if err := checkAllow(tp); err != nil {
+		return &ConfigError{Token: label, Err: err}
+	}
+	p, err := c.policy(label, tp.Allow, tp.Deny, tp.AllowBroad)
 	if err != nil {
-		return fmt.Errorf("token %q: %w", label, err)
+		return &ConfigError{Token: label, Err: err}
 	}
-	c.labels.add(c.b, label, c.b.addToken(digest, p))
+	if tp.Revoked {
+		p.state = stateRevoked
+	}
+	if known {
+		c.labels.add(c.b, label, c.b.addToken(digest, p))
+	} else {
+		c.labels.add(c.b, label, c.b.addUnindexed(p))
+	}
 	return nil
 }
 
@@ -251,81 +262,52 @@ func (x *labelIndex) add(b *tableBuilder, label string, i uint32) {
 	x.byHash[h] = i
 }
 
-// digest returns the SHA-256 of the policy's token, resolving a placeholder
-// first. Errors never include the token.
-func (c *compiler) digest(tp *TokenPolicy) ([32]byte, error) {
-	if tp.Token != "" && tp.TokenSHA256 != "" {
-		return [32]byte{}, errors.New("set token or token_sha256, not both")
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	if tp.TokenSHA256 != "" {
-		return ParseDigest(tp.TokenSHA256)
-	}
-	tok := tp.Token
-	if IsPlaceholder(tok) {
-		v, err := c.repl.ReplaceOrErr(tok, true, true)
-		if err != nil {
-			return [32]byte{}, fmt.Errorf("token %s: %w", tok, err)
-		}
-		tok = v
-	} else if strings.HasPrefix(tok, DigestPrefix) {
-		return [32]byte{}, errors.New("token starts with sha256:; put a digest in token_sha256 without the prefix")
-	}
-	if err := CheckToken(tok); err != nil {
-		return [32]byte{}, err
-	}
-	return sha256.Sum256([]byte(tok)), nil
+	slices.Sort(keys)
+	return keys
 }
 
-// DigestPrefix marks a token given as its SHA-256 in the Caddyfile.
-const DigestPrefix = "sha256:"
+// Checker applies every rule of Provision that needs no placeholder, file
+// or network, so an adapter can report each error at the line it is about.
+// Tokens are added one at a time, in the order they were written.
+type Checker struct{ c *compiler }
 
-// CheckToken refuses tokens that cannot be what the user meant.
-func CheckToken(tok string) error {
-	switch {
-	case tok == "":
-		return errors.New("empty token")
-	case strings.TrimSpace(tok) != tok:
-		return errors.New("the token has leading or trailing white space; tokens are compared byte for byte")
+// NewChecker checks everything of h but its tokens: modes, token sources,
+// ip_sets and the unlisted policy. A *ConfigError names the set or field.
+func NewChecker(h *Handler) (*Checker, error) {
+	c, err := newCompiler(h, nil, 0)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	c.from(checkerWhere)
+	return &Checker{c}, nil
 }
 
-// ParseDigest parses 64 hex digits.
-func ParseDigest(s string) ([32]byte, error) {
-	var d [32]byte
-	if len(s) != 64 {
-		return d, fmt.Errorf("malformed sha256 digest: want 64 hex digits, got %d characters", len(s))
-	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		return d, errors.New("malformed sha256 digest: not hex")
-	}
-	return d, nil
+// Token checks one token entry and adds it, so that a later token with the
+// same label or token is refused. Errors are *ConfigError.
+func (k *Checker) Token(label string, tp *TokenPolicy) error {
+	return k.c.addToken(label, tp, checkerWhere)
 }
 
-// IsPlaceholder reports whether s is exactly one placeholder, such as
-// {env.PARTNER_A}. A token with braces elsewhere is taken literally.
-func IsPlaceholder(s string) bool {
-	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.Count(s, "{") == 1 && strings.Count(s, "}") == 1
-}
+const checkerWhere = "this block"
 
-// Fingerprint is the default label of a token given in the Caddyfile
-// without one: sha256: and the first 12 hex digits of its SHA-256.
-func Fingerprint(digest [32]byte) string {
-	return DigestPrefix + hex.EncodeToString(digest[:6])
-}
-
-// CheckLabel refuses labels that would not be a plain admin API path segment.
-func CheckLabel(label string) error {
-	if label == "" || len(label) > 128 {
-		return fmt.Errorf("token label %q: a label has 1 to 128 characters", label)
+// CheckStoreEntry applies the rules a store entry must pass where it is
+// written, before any node sees it: set names are the nodes' and are not
+// checked, placeholders are refused.
+func CheckStoreEntry(label string, tp *TokenPolicy) error {
+	c, err := newCompiler(&Handler{}, nil, 1)
+	if err != nil {
+		return err
 	}
-	for i := 0; i < len(label); i++ {
-		c := label[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
-			return fmt.Errorf("token label %q: use letters, digits, _ . : and - only, so the label is a plain admin API path segment", label)
-		}
+	c.origin = originWriter
+	if tp != nil && isPlaceholder(tp.Token) {
+		return &ConfigError{Token: label, Err: errors.New("the token is a placeholder; store entries are data and hold token_sha256")}
 	}
-	return nil
+	return c.addToken(label, tp, "the store")
 }
 
 // addTokensFile streams a JSON object of label -> TokenPolicy, so a file of
@@ -339,12 +321,18 @@ func (c *compiler) addTokensFile(path string) error {
 	defer f.Close()
 	where := fmt.Sprintf("tokens_file %q", path)
 	c.from(where)
+	// An entry takes 100 bytes or more, so the size bounds the tokens to
+	// come. Room is made once the first entries decode, and for at most
+	// maxPresize tokens: a file of zeros or a sparse one costs nothing.
+	var presize int
 	if info, err := f.Stat(); err == nil {
-		// An entry takes 100 bytes or more, so this bounds the tokens to come.
-		c.b.grow(int(info.Size() / 100))
+		presize = int(min(info.Size()/100, maxPresize))
 	}
-
 	return eachTokenBatch(f, func(entries []tokenEntry) error {
+		if presize > 0 {
+			c.b.grow(presize)
+			presize = 0
+		}
 		for i := range entries {
 			if err := c.addToken(entries[i].label, &entries[i].tp, where); err != nil {
 				return err
@@ -353,6 +341,9 @@ func (c *compiler) addTokensFile(path string) error {
 		return nil
 	})
 }
+
+// maxPresize bounds the tokens a tokens file makes room for in advance.
+const maxPresize = 2_000_000
 
 // eachTokenBatch decodes a tokens file from r in a goroutine of its own
 // (decodeTokens) and calls fn with each batch of entries, which are reused

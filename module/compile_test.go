@@ -73,7 +73,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unset env placeholder", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: "{env.IPAL_SURELY_UNSET}", Allow: []string{"any"}}}},
 			`token "partner-a": token {env.IPAL_SURELY_UNSET}:`},
 		{"bad label", &Handler{Tokens: map[string]*TokenPolicy{"a/b": {Token: secret, Allow: []string{"any"}}}},
-			`token label "a/b": use letters, digits`},
+			`token "a/b": use letters, digits`},
 		{"bad set entry", &Handler{IPSets: map[string][]string{"office": {"203.0.113.0/24", "1.2.3"}}},
 			`ip_set "office": [1] "1.2.3":`},
 		{"nested set", &Handler{IPSets: map[string][]string{"a": {"1.2.3.4"}, "b": {"a"}}},
@@ -167,9 +167,9 @@ func TestTokensFile(t *testing.T) {
 		fmt.Fprintf(&many, `"t%d": {"token_sha256": %q, "allow": ["192.0.2.1"]},`, i, digestHex(fmt.Sprint(i)))
 	}
 	for _, tt := range []struct{ name, tail, want string }{
-		{"bad range at entry 3001", `"late": {"token": "x-late", "allow": ["10.0.0.1/8"]}}`, `token "late": allow[0] "10.0.0.1/8"`},
-		{"syntax error at entry 3001", `"late": {"token": "x-late", "allow": [}}`, `invalid JSON at byte`},
-		{"duplicate label at entry 3001", `"t7": {"token": "x-late", "allow": ["any"]}}`, `token "t7": label defined twice, in tokens_file`},
+		{"bad range at entry 3001", `"late": {"token": "x-late-0123456789ab", "allow": ["10.0.0.1/8"]}}`, `token "late": allow[0] "10.0.0.1/8"`},
+		{"syntax error at entry 3001", `"late": {"token": "x-late-0123456789ab", "allow": [}}`, `invalid JSON at byte`},
+		{"duplicate label at entry 3001", `"t7": {"token": "x-late-0123456789ab", "allow": ["any"]}}`, `token "t7": label defined twice in tokens_file`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := write(strings.ReplaceAll(tt.name, " ", "_")+".json", many.String()+tt.tail)
@@ -187,7 +187,7 @@ func TestTokensFile(t *testing.T) {
 func TestSharedSetsStoredOnce(t *testing.T) {
 	tokens := map[string]*TokenPolicy{}
 	for _, l := range []string{"a", "b", "c", "d"} {
-		tokens[l] = &TokenPolicy{Token: "token-" + l, Allow: []string{"office"}}
+		tokens[l] = &TokenPolicy{Token: "token-0123456789-" + l, Allow: []string{"office"}}
 	}
 	h, _ := provisioned(t, &Handler{IPSets: map[string][]string{"office": {"203.0.113.0/24", "2001:db8::/48"}}, Tokens: tokens})
 	// one v4 and one v6 interval for office, one each for the default unlisted any

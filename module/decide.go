@@ -18,6 +18,8 @@ const (
 	ReasonMissingToken   = "missing_token"
 	ReasonAmbiguousToken = "ambiguous_token"
 	ReasonNoClientIP     = "no_client_ip"
+	ReasonTokenRevoked   = "token_revoked"
+	ReasonInvalidEntry   = "invalid_entry"
 )
 
 // reason is a Reason* as a small number, so the request path can index
@@ -33,6 +35,8 @@ const (
 	reasonMissingToken
 	reasonAmbiguousToken
 	reasonNoClientIP
+	reasonTokenRevoked
+	reasonInvalidEntry
 )
 
 var reasonNames = [...]string{
@@ -43,6 +47,8 @@ var reasonNames = [...]string{
 	reasonMissingToken:   ReasonMissingToken,
 	reasonAmbiguousToken: ReasonAmbiguousToken,
 	reasonNoClientIP:     ReasonNoClientIP,
+	reasonTokenRevoked:   ReasonTokenRevoked,
+	reasonInvalidEntry:   ReasonInvalidEntry,
 }
 
 // reasonValues holds each reason boxed once, for placeholders.
@@ -114,6 +120,10 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 // check applies a listed token's policy to addr.
 func (t *table) check(p *policy, addr netip.Addr) reason {
 	switch {
+	case p.state == stateRevoked:
+		return reasonTokenRevoked
+	case p.state == stateInvalid:
+		return reasonInvalidEntry
 	case t.contains(p.allowed, addr):
 		return reasonAllowed
 	case t.contains(p.denied, addr):

@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	tokA = "tok-a-3f9c1e"
-	tokB = "tok-b-77d0aa"
+	tokA = "tok-a-3f9c1e-5d2b8a"
+	tokB = "tok-b-77d0aa-90c4e1"
 	tokC = "tok-c-digest"
 )
 

@@ -112,15 +112,25 @@ type TokenSource struct {
 type TokenPolicy struct {
 	// The token itself, or one placeholder resolved at provision, such
 	// as {env.PARTNER_A} or {file./run/secrets/partner_a} (one trailing
-	// newline of the file is dropped). Compared byte for byte.
+	// newline of the file is dropped). Compared byte for byte. At least
+	// 16 bytes; braces only as one whole placeholder.
 	Token string `json:"token,omitempty"`
-	// The SHA-256 of the token, as 64 hex digits, instead of the token.
+	// The SHA-256 of the token, as 64 hex digits (sha256: in front is
+	// accepted), instead of the token.
 	TokenSHA256 string `json:"token_sha256,omitempty"`
 	// Where the token may be used from: addresses, CIDR prefixes, start-end
 	// ranges, ip_set names, any, private_ranges. Required.
 	Allow []string `json:"allow,omitempty"`
 	// Exceptions inside allow: addresses the token may not be used from.
 	Deny []string `json:"deny,omitempty"`
+	// Refuse the token on every request (reason token_revoked). Deleting
+	// a token instead would make it unlisted, usable wherever the unlisted
+	// policy allows. allow may then be empty. Default: false.
+	Revoked bool `json:"revoked,omitempty"`
+	// Accept allow entries that admit more than an IPv4 /8 or an IPv6 /32
+	// (any and private_ranges are always accepted). Default: false, and
+	// such entries are refused as likely mistakes.
+	AllowBroad bool `json:"allow_broad,omitempty"`
 }
 
 // Policy is where unlisted tokens may be used from.
@@ -154,13 +164,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) error {
 	h.logger = logger
-	switch h.Mode {
-	case "", ModeEnforce:
-	case ModeReport:
-		h.report = true
-	default:
-		return fmt.Errorf("mode %q: must be %s or %s", h.Mode, ModeEnforce, ModeReport)
+	if err := checkModes(h); err != nil {
+		return err
 	}
+	h.report = h.Mode == ModeReport
 	sources, err := compileSources(h.TokenSources)
 	if err != nil {
 		return err

@@ -21,9 +21,9 @@ import (
 // package; make test runs go test with -p 1.
 
 const (
-	tokLoopback = "tok-loopback-1"
-	tokRemote   = "tok-remote-2"
-	tokSecond   = "tok-second-3"
+	tokLoopback = "tok-loopback-1-aaaaaaa"
+	tokRemote   = "tok-remote-2-bbbbbbbbb"
+	tokSecond   = "tok-second-3-ccccccccc"
 )
 
 func siteConfig(serverOptions string) string {

@@ -192,6 +192,13 @@ type labeledEntry struct {
 	*redisEntry
 }
 
+// digest is the entry's token digest, where it can be known: from the
+// entry itself, even one that is otherwise bad.
+func (e labeledEntry) digest() ([32]byte, bool) {
+	d, err := ParseDigest(e.tp.TokenSHA256)
+	return d, err == nil
+}
+
 // redisStore is one node's copy of a Redis token store. Handlers of every
 // loaded config that name the same store share it (it lives in a
 // caddy.UsagePool), so a reload neither reloads the store nor needs Redis

@@ -35,7 +35,17 @@ type setRef struct {
 type policy struct {
 	label           uint32 // offset of the label's entry in table.labels
 	allowed, denied setRef
+	state           policyState
 }
+
+// policyState says whether a listed token is refused whatever its address.
+type policyState uint8
+
+const (
+	stateListed  policyState = iota
+	stateRevoked             // revoked: refused everywhere
+	stateInvalid             // a store entry this node cannot use: refused, never unlisted
+)
 
 type table struct {
 	index    map[[32]byte]uint32 // token digest -> index into policies
@@ -198,6 +208,13 @@ func (b *tableBuilder) addToken(digest [32]byte, p policy) uint32 {
 	b.t.index[digest] = i
 	b.t.policies = append(b.t.policies, p)
 	return i
+}
+
+// addUnindexed appends a policy whose token is not known (a placeholder
+// that a Checker does not resolve) and returns its index.
+func (b *tableBuilder) addUnindexed(p policy) uint32 {
+	b.t.policies = append(b.t.policies, p)
+	return uint32(len(b.t.policies) - 1)
 }
 
 // grow makes room for up to n more tokens where that is cheap to know in

@@ -1,0 +1,397 @@
+package ipallowlist
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"go4.org/netipx"
+)
+
+// The rules a token entry obeys, whatever its source: the Caddyfile (through
+// Checker), JSON config, tokens files, Redis entries, the tokens CLI and the
+// admin routes all compile entries through compiler.addToken, which applies
+// the rules below. Each rule lives here once.
+
+// origin says who wrote the entries a compiler takes, since a few rules
+// differ by it.
+type entryOrigin uint8
+
+const (
+	// originConfig: Caddyfile, JSON, tokens files. Placeholders are
+	// resolved at provision; an unknown set name is an error.
+	originConfig entryOrigin = iota
+	// originStore: a shared store, written by others. Entries are data: a
+	// placeholder is refused, and an unknown set name matches nothing
+	// (nodes may define different sets).
+	originStore
+	// originWriter: the machine writing a store (the tokens CLI). Set
+	// names are the nodes', so they cannot be checked here.
+	originWriter
+)
+
+// DigestPrefix marks a token given as its SHA-256 in the Caddyfile.
+const DigestPrefix = "sha256:"
+
+// minTokenLen is the shortest literal token accepted. A shorter one can be
+// found by trying, for instance from its default label (12 hex digits of
+// its SHA-256).
+const minTokenLen = 16
+
+// Limits of the over-broad rule: an allow entry of a listed token may admit
+// at most an IPv4 /8 or an IPv6 /32, unless the token says allow_broad.
+const (
+	broadV4 = 1 << 24
+	broadV6 = 1 << 96 // as a float64, exact
+)
+
+// checkSecret refuses a token (the secret itself, after any placeholder is
+// resolved) that cannot be what the user meant. Its errors never include
+// the token.
+func checkSecret(tok string) error {
+	switch {
+	case tok == "":
+		return errors.New("empty token")
+	case strings.TrimSpace(tok) != tok:
+		return errors.New("the token has leading or trailing white space; tokens are compared byte for byte")
+	case looksLikeRange(tok):
+		return errors.New("the token is an IP address, range or keyword, not a secret; " +
+			"if it was written as {$VAR}, that variable is unset and the next argument took its place: " +
+			"write {env.VAR}, which is refused when unset")
+	case len(tok) < minTokenLen:
+		return fmt.Errorf("the token is %d bytes; tokens shorter than %d bytes can be guessed: make one with caddy ip-allowlist new-token", len(tok), minTokenLen)
+	}
+	return nil
+}
+
+func looksLikeRange(s string) bool {
+	if s == KeywordAny || s == KeywordPrivateRanges || s == KeywordNone {
+		return true
+	}
+	_, err := ParseRange(s)
+	return err == nil
+}
+
+// checkTokenText refuses a literal token written where a placeholder may
+// stand: braces are kept for exactly one whole placeholder.
+func checkTokenText(tok string) error {
+	if strings.ContainsAny(tok, "{}") && !isPlaceholder(tok) {
+		return errors.New("the token has { or }: only one whole placeholder, {env.NAME} or {file.PATH}, is resolved; a token with braces elsewhere is refused")
+	}
+	if strings.HasPrefix(tok, DigestPrefix) {
+		return errors.New("token starts with sha256:; put a digest in token_sha256")
+	}
+	return nil
+}
+
+// isPlaceholder reports whether s is exactly one placeholder that a token
+// may be: {env.NAME} or {file.PATH}.
+func isPlaceholder(s string) bool {
+	if len(s) < 3 || s[0] != '{' || s[len(s)-1] != '}' || strings.Count(s, "{") != 1 || strings.Count(s, "}") != 1 {
+		return false
+	}
+	inner := s[1 : len(s)-1]
+	return strings.HasPrefix(inner, "env.") && len(inner) > len("env.") ||
+		strings.HasPrefix(inner, "file.") && len(inner) > len("file.")
+}
+
+// IsPlaceholder reports whether a token is one placeholder, resolved at
+// provision, rather than the secret itself.
+func IsPlaceholder(s string) bool { return isPlaceholder(s) }
+
+// ParseDigest parses a token's SHA-256: 64 hex digits, with or without
+// sha256: in front, as hash-token prints it.
+func ParseDigest(s string) ([32]byte, error) {
+	var d [32]byte
+	s = strings.TrimPrefix(s, DigestPrefix)
+	if len(s) != 64 {
+		return d, fmt.Errorf("malformed sha256 digest: want 64 hex digits, got %d characters", len(s))
+	}
+	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
+		return d, errors.New("malformed sha256 digest: not hex")
+	}
+	return d, nil
+}
+
+// Fingerprint is the default label of a token given in the Caddyfile
+// without one: sha256: and the first 12 hex digits of its SHA-256.
+func Fingerprint(digest [32]byte) string {
+	return DigestPrefix + hex.EncodeToString(digest[:6])
+}
+
+// CheckLabel refuses labels that would not be a plain admin API path segment.
+func CheckLabel(label string) error {
+	if label == "" || len(label) > 128 {
+		return fmt.Errorf("token label %q: a label has 1 to 128 characters", label)
+	}
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
+			return fmt.Errorf("token label %q: use letters, digits, _ . : and - only, so the label is a plain admin API path segment", label)
+		}
+	}
+	return nil
+}
+
+// tokenDigest applies the token rules to tp and returns its digest. known is
+// false for a placeholder the compiler does not resolve (Checker).
+func (c *compiler) tokenDigest(tp *TokenPolicy) (digest [32]byte, known bool, err error) {
+	switch {
+	case tp.Token != "" && tp.TokenSHA256 != "":
+		return digest, false, errors.New("set token or token_sha256, not both")
+	case tp.TokenSHA256 != "":
+		digest, err = ParseDigest(tp.TokenSHA256)
+		return digest, err == nil, err
+	case tp.Token == "":
+		return digest, false, errors.New("empty token: set token or token_sha256")
+	}
+	tok := tp.Token
+	if err := checkTokenText(tok); err != nil {
+		return digest, false, err
+	}
+	if isPlaceholder(tok) {
+		switch {
+		case c.origin == originStore:
+			return digest, false, errors.New("the token is a placeholder; store entries are data and hold token_sha256 (tokens import resolves placeholders before writing)")
+		case c.repl == nil:
+			return digest, false, nil
+		}
+		v, err := c.repl.ReplaceOrErr(tok, true, true)
+		if err != nil {
+			return digest, false, fmt.Errorf("token %s: %w", tok, err)
+		}
+		if err := checkSecret(v); err != nil {
+			return digest, false, fmt.Errorf("token %s: %w", tok, err)
+		}
+		return sha256.Sum256([]byte(v)), true, nil
+	}
+	if err := checkSecret(tok); err != nil {
+		return digest, false, err
+	}
+	return sha256.Sum256([]byte(tok)), true, nil
+}
+
+// checkAllow is the rule that a token says where it may be used from.
+func checkAllow(tp *TokenPolicy) error {
+	if len(tp.Allow) == 0 && !tp.Revoked {
+		return errors.New("allow is empty; list where the token may be used from (use any for everywhere), or set revoked to refuse it")
+	}
+	return nil
+}
+
+// setDef is a compiled ip_set.
+type setDef struct {
+	ranges []netipx.IPRange
+	// What the set admits, less any and private_ranges, for the
+	// over-broad rule: IPv4 addresses, and IPv6 addresses as a float64.
+	v4 uint64
+	v6 float64
+}
+
+// compileSets applies the set rules: names look like names, entries are
+// ranges, and sets do not nest.
+func (c *compiler) compileSets(sets map[string][]string) error {
+	c.sets = make(map[string]*setDef, len(sets))
+	for _, name := range sortedKeys(sets) {
+		if !IsSetName(name) {
+			return &ConfigError{Set: name, Err: errors.New("a set name starts with a letter or _ and has only letters, digits, _ and -, and is not any, private_ranges or none")}
+		}
+		def := &setDef{}
+		var counted spanLists
+		for i, entry := range sets[name] {
+			if _, isSet := sets[entry]; isSet {
+				return &ConfigError{Set: name, Err: fmt.Errorf("[%d] %q: a set cannot contain another set; list its ranges", i, entry)}
+			}
+			rs, err := ParseRange(entry)
+			if err != nil {
+				return &ConfigError{Set: name, Err: fmt.Errorf("[%d] %s: %w", i, quoteEntry(entry), err)}
+			}
+			def.ranges = append(def.ranges, rs...)
+			if entry != KeywordAny && entry != KeywordPrivateRanges {
+				for _, r := range rs {
+					counted.add(r)
+				}
+			}
+		}
+		if len(def.ranges) == 0 {
+			return &ConfigError{Set: name, Err: errors.New("no ranges")}
+		}
+		counted.normalize()
+		def.v4, def.v6 = counted.size()
+		c.sets[name] = def
+	}
+	return nil
+}
+
+// collect applies the range rules to entries (ranges and set names) and
+// resolves them into dst, normalized. With broad false, an allow entry may
+// admit at most an IPv4 /8 or an IPv6 /32.
+func (c *compiler) collect(dst *spanLists, field string, entries []string, broad bool) error {
+	dst.reset()
+	var one [2]netipx.IPRange
+	for i, entry := range entries {
+		var rs []netipx.IPRange
+		var v4 uint64
+		var v6 float64
+		if def, ok := c.sets[entry]; ok {
+			rs, v4, v6 = def.ranges, def.v4, def.v6
+		} else if IsSetName(entry) {
+			switch c.origin {
+			case originWriter:
+				continue // the nodes' sets: not known here
+			case originStore:
+				if c.unknownSet != nil {
+					c.unknownSet(entry)
+				}
+				continue // matches nothing on this node
+			}
+			return &EntryError{field, i, entry, fmt.Errorf("unknown ip_set%s", noneHint(entry))}
+		} else {
+			var err error
+			if rs, err = appendRange(one[:0], entry); err != nil {
+				if hint := noneHint(entry); hint != "" {
+					err = fmt.Errorf("%w%s", err, hint)
+				}
+				return &EntryError{field, i, entry, err}
+			}
+			if entry != KeywordAny && entry != KeywordPrivateRanges {
+				v4, v6 = rangeSize(rs[0])
+			}
+		}
+		if !broad && (v4 > broadV4 || v6 > broadV6) {
+			return &EntryError{field, i, entry, fmt.Errorf("admits %s, more than an IPv4 /8 or an IPv6 /32; narrow it, or set allow_broad on the token if that is meant",
+				addressCount(v4, v6))}
+		}
+		for _, r := range rs {
+			dst.add(r)
+		}
+	}
+	dst.normalize()
+	return nil
+}
+
+// noneHint helps with a word used where a range is, as in unlisted_tokens deny.
+func noneHint(entry string) string {
+	switch entry {
+	case KeywordNone, "deny", "nowhere":
+		return "; to allow nowhere, write unlisted_tokens none in the Caddyfile, or an empty allow list in JSON"
+	}
+	return ""
+}
+
+// rangeSize is how many addresses r admits, by family.
+func rangeSize(r netipx.IPRange) (v4 uint64, v6 float64) {
+	if r.From().Is4() {
+		return addrKey(r.To()).lo - addrKey(r.From()).lo + 1, 0
+	}
+	return 0, spanSize6(addrKey(r.From()), addrKey(r.To()))
+}
+
+// spanSize6 is hi-lo+1 as a float64.
+func spanSize6(lo, hi u128) float64 {
+	d := u128{hi.hi - lo.hi, hi.lo - lo.lo}
+	if hi.lo < lo.lo {
+		d.hi--
+	}
+	return float64(d.hi)*(1<<64) + float64(d.lo) + 1
+}
+
+// size is how many addresses normalized lists admit, by family.
+func (l *spanLists) size() (v4 uint64, v6 float64) {
+	for _, s := range l.v4 {
+		v4 += s.hi.lo - s.lo.lo + 1
+	}
+	for _, s := range l.v6 {
+		v6 += spanSize6(s.lo, s.hi)
+	}
+	return v4, v6
+}
+
+func addressCount(v4 uint64, v6 float64) string {
+	if v6 > 0 {
+		return fmt.Sprintf("about 2^%.0f IPv6 addresses", math.Log2(v6))
+	}
+	return fmt.Sprintf("%s IPv4 addresses", thousands(v4))
+}
+
+func thousands(n uint64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// quoteEntry quotes a range entry for an error message, unless it may be a
+// token written in the wrong place (as in token 203.0.113.7 <secret>): an
+// entry that is not shaped like an address, and a set name as long as a
+// token, are shown by their length only.
+func quoteEntry(s string) string {
+	if IsSetName(s) {
+		if len(s) < minTokenLen {
+			return fmt.Sprintf("%q", s)
+		}
+		return fmt.Sprintf("(an entry of %d characters, not shown in case it is a token)", len(s))
+	}
+	if len(s) <= maxRangeLen && addressShaped(s) {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("(an entry of %d characters that is no address, not shown in case it is a token)", len(s))
+}
+
+// addressShaped reports whether s is made of what addresses, prefixes and
+// ranges are made of (hex digits, . : / -, and a %zone), with a . or a :.
+func addressShaped(s string) bool {
+	addr, _, _ := strings.Cut(s, "%")
+	if !strings.ContainsAny(addr, ".:") {
+		return false
+	}
+	for i := 0; i < len(addr); i++ {
+		c := addr[i]
+		if !(c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f' || strings.IndexByte(".:/-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// ConfigError is a configuration error about one named part of a config,
+// so that an adapter can point at the line that defined it.
+type ConfigError struct {
+	Token string // the label of the token it is about
+	Set   string // or the name of the ip_set
+	Field string // or the field: unlisted, token_sources[i], ...
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	switch {
+	case e.Token != "":
+		return fmt.Sprintf("token %q: %v", e.Token, e.Err)
+	case e.Set != "":
+		return fmt.Sprintf("ip_set %q: %v", e.Set, e.Err)
+	case e.Field != "":
+		return fmt.Sprintf("%s: %v", e.Field, e.Err)
+	}
+	return e.Err.Error()
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// EntryError is an error about one entry of a list of ranges, such as
+// allow[2], so that an adapter can point at the line that holds it.
+type EntryError struct {
+	Field string // allow or deny
+	Index int
+	Entry string // quoted in Error only where it cannot be a token
+	Err   error
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("%s[%d] %s: %v", e.Field, e.Index, quoteEntry(e.Entry), e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
