@@ -100,6 +100,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if m := p.Masked(); m != p {
 		return netip.Prefix{}, fmt.Errorf("prefix %q has host bits set; did you mean %s (the whole network) or %s (the one address)?", s, m, p.Addr())
 	}
+	if p.Bits() == 0 {
+		return netip.Prefix{}, fmt.Errorf("%s admits every %s address; write any (every IPv4 and IPv6 address) if that is meant", s, map[bool]string{true: "IPv4", false: "IPv6"}[p.Addr().Is4()])
+	}
 	return p, nil
 }
 

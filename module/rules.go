@@ -203,11 +203,11 @@ func (c *compiler) compileSets(sets map[string][]string) error {
 		var counted spanLists
 		for i, entry := range sets[name] {
 			if _, isSet := sets[entry]; isSet {
-				return &ConfigError{Set: name, Err: fmt.Errorf("[%d] %q: a set cannot contain another set; list its ranges", i, entry)}
+				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, errors.New("a set cannot contain another set; list its ranges")}}
 			}
 			rs, err := ParseRange(entry)
 			if err != nil {
-				return &ConfigError{Set: name, Err: fmt.Errorf("[%d] %s: %w", i, quoteEntry(entry), err)}
+				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, err}}
 			}
 			def.ranges = append(def.ranges, rs...)
 			if entry != KeywordAny && entry != KeywordPrivateRanges {
@@ -391,7 +391,13 @@ type EntryError struct {
 }
 
 func (e *EntryError) Error() string {
-	return fmt.Sprintf("%s[%d] %s: %v", e.Field, e.Index, quoteEntry(e.Entry), e.Err)
+	q := quoteEntry(e.Entry)
+	msg := e.Err.Error()
+	if !strings.HasPrefix(q, `"`) {
+		// The parser's own words may repeat the entry.
+		msg = strings.ReplaceAll(msg, e.Entry, "(the entry)")
+	}
+	return fmt.Sprintf("%s[%d] %s: %s", e.Field, e.Index, q, msg)
 }
 
 func (e *EntryError) Unwrap() error { return e.Err }

@@ -1,0 +1,176 @@
+package ipallowlist
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// badEntry is one case of testdata/bad_entries.json: an entry every source
+// must refuse with the same error, naming the token's label.
+type badEntry struct {
+	Name   string          `json:"name"`
+	Label  string          `json:"label"`
+	Entry  json.RawMessage `json:"entry"`
+	Want   string          `json:"want"`
+	Secret string          `json:"secret"` // must appear in no error
+	Not    []string        `json:"not"`    // sources that cannot carry it
+	Only   []string        `json:"only"`   // or the only ones that can
+}
+
+// BadEntries reads the shared table; the caddyfile and examples packages
+// read the same file.
+func readBadEntries(t *testing.T) []badEntry {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/bad_entries.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []badEntry
+	if err := json.Unmarshal(b, &cases); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cases {
+		if cases[i].Label == "" {
+			cases[i].Label = "partner-a"
+		}
+	}
+	return cases
+}
+
+func (c badEntry) carriedBy(source string) bool {
+	if len(c.Only) > 0 {
+		return slices.Contains(c.Only, source)
+	}
+	return !slices.Contains(c.Not, source)
+}
+
+func (c badEntry) policy(t *testing.T) *TokenPolicy {
+	t.Helper()
+	var tp TokenPolicy
+	if err := json.Unmarshal(c.Entry, &tp); err != nil {
+		t.Fatal(err)
+	}
+	return &tp
+}
+
+// Every bad entry is refused by every source that can carry it, with the
+// same words, naming the label; nothing else in the config is affected.
+func TestBadEntriesEverySource(t *testing.T) {
+	good := &TokenPolicy{Token: "good-token-0123456789", Allow: []string{"192.0.2.1"}}
+	sources := map[string]func(t *testing.T, c badEntry) error{
+		"json": func(t *testing.T, c badEntry) error {
+			return provisionErr(&Handler{Tokens: map[string]*TokenPolicy{c.Label: c.policy(t), "good": good}})
+		},
+		"tokens_file": func(t *testing.T, c badEntry) error {
+			p := filepath.Join(t.TempDir(), "tokens.json")
+			body := `{"good": {"token": "good-token-0123456789", "allow": ["192.0.2.1"]}, ` + jsonString(c.Label) + `: ` + string(c.Entry) + `}`
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return provisionErr(&Handler{TokensFiles: []string{p}})
+		},
+		"store": func(t *testing.T, c badEntry) error {
+			// A store entry is refused alone: the rest of the store and the
+			// config still compile, and its token, where its digest is
+			// known, is refused rather than unlisted.
+			var skipped error
+			shared := []labeledEntry{{c.Label, decodeEntry(string(c.Entry))}, {"good-store", decodeEntry(`{"token_sha256":"` + digestHex("good-store-token-01") + `","allow":["192.0.2.2"]}`)}}
+			tb, err := compileWith(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), shared,
+				func(label string, err error) {
+					if label != c.Label {
+						t.Errorf("entry %q skipped too: %v", label, err)
+					}
+					skipped = err
+				})
+			if err != nil {
+				t.Fatalf("the whole table was refused: %v", err)
+			}
+			if len(tb.policies) < 2 {
+				t.Errorf("the good tokens were dropped with the bad entry")
+			}
+			if d, ok := shared[0].digest(); ok {
+				i, listed := tb.index[d]
+				if !listed || tb.check(&tb.policies[i], mustAddr("192.0.2.1")) == reasonAllowed {
+					t.Errorf("the bad entry's token is not refused: listed %v", listed)
+				}
+			}
+			return skipped
+		},
+		"cli": func(t *testing.T, c badEntry) error {
+			return CheckStoreEntry(c.Label, c.policy(t))
+		},
+	}
+	for _, c := range readBadEntries(t) {
+		for name, source := range sources {
+			if !c.carriedBy(name) {
+				continue
+			}
+			t.Run(c.Name+"/"+name, func(t *testing.T) {
+				err := source(t, c)
+				if err == nil {
+					t.Fatalf("accepted; want an error containing %q", c.Want)
+				}
+				if !strings.Contains(err.Error(), `token "`+c.Label+`"`) || !strings.Contains(err.Error(), c.Want) {
+					t.Errorf("error:\n  %v\nwant it to name token %q and contain:\n  %s", err, c.Label, c.Want)
+				}
+				if c.Secret != "" && strings.Contains(err.Error(), c.Secret) {
+					t.Errorf("error shows what may be a token: %v", err)
+				}
+			})
+		}
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func TestAllowBroadAcceptsWideEntries(t *testing.T) {
+	h, _ := provisioned(t, &Handler{Tokens: map[string]*TokenPolicy{
+		"wide": {Token: "wide-token-0123456789", Allow: []string{"10.0.0.0/7", "2001::/16"}, AllowBroad: true},
+		// a /8 and a /32 are the widest accepted without it; the
+		// shorthands are always accepted
+		"edge": {Token: "edge-token-0123456789", Allow: []string{"10.0.0.0/8", "2001:db8::/32", "any", "private_ranges"}},
+	}})
+	for _, tt := range []struct{ tok, remote, want string }{
+		{"wide-token-0123456789", "11.1.2.3:1", ReasonAllowed},
+		{"wide-token-0123456789", "12.1.2.3:1", ReasonIPNotAllowed},
+		{"edge-token-0123456789", "203.0.113.9:1", ReasonAllowed},
+	} {
+		res := serve(h, newRequest(tt.remote, "/", bearer(tt.tok)...))
+		if got := res.placeholder(placeholderReason); got != tt.want {
+			t.Errorf("%s from %s: %s, want %s", tt.tok, tt.remote, got, tt.want)
+		}
+	}
+	// A set counts whole: two /9s in one set are a /8's worth (accepted),
+	// three are more.
+	if err := provisionErr(&Handler{
+		IPSets: map[string][]string{"wide": {"10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/9"}},
+		Tokens: map[string]*TokenPolicy{"t": {Token: "set-token-0123456789", Allow: []string{"wide"}}},
+	}); err == nil || !strings.Contains(err.Error(), `token "t": allow[0] "wide": admits 25,165,824 IPv4 addresses`) {
+		t.Errorf("a set wider than a /8: %v", err)
+	}
+}
+
+func TestRevokedTokenIsRefusedEverywhere(t *testing.T) {
+	h, _ := provisioned(t, &Handler{Tokens: map[string]*TokenPolicy{
+		"gone":         {Token: "gone-token-0123456789", Revoked: true},
+		"gone-but-had": {Token: "gone-token-with-allow", Allow: []string{"any"}, Revoked: true},
+	}})
+	for _, tok := range []string{"gone-token-0123456789", "gone-token-with-allow"} {
+		res := serve(h, newRequest("192.0.2.1:1", "/", bearer(tok)...))
+		if res.status != 401 || res.placeholder(placeholderReason) != ReasonTokenRevoked {
+			t.Errorf("revoked %s: %d %s, want 401 %s", tok, res.status, res.placeholder(placeholderReason), ReasonTokenRevoked)
+		}
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
