@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -333,4 +335,39 @@ func asHandlerError(err error, he *caddyhttp.HandlerError) bool {
 		*he = h
 	}
 	return ok
+}
+
+// A listed token that passes becomes the request's user id, as basic_auth's
+// users do, with a variable saying ip_allowlist set it; an id set by an
+// authentication handler before is kept, and nothing else sets one.
+func TestUserID(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	for _, tt := range []struct {
+		name, remote, tok, before, want, wantVar string
+	}{
+		{"listed and allowed", "203.0.113.1:1", tokA, "", "a", "a"},
+		{"listed but refused", "198.51.100.1:1", tokA, "", "", ""},
+		{"unlisted", "203.0.113.1:1", "unlisted-token-0123456789", "", "", ""},
+		{"after basic_auth", "203.0.113.1:1", tokA, "alice", "alice", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := newRequest(tt.remote, "/", bearer(tt.tok)...)
+			repl := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			if tt.before != "" {
+				repl.Set("http.auth.user.id", tt.before)
+			}
+			res := serve(h, req)
+			if got := res.placeholder("http.auth.user.id"); got != tt.want {
+				t.Errorf("user id %q, want %q", got, tt.want)
+			}
+			v, _ := caddyhttp.GetVar(req.Context(), UserIDVar).(fmt.Stringer)
+			got := ""
+			if v != nil {
+				got = v.String()
+			}
+			if got != tt.wantVar {
+				t.Errorf("%s = %q, want %q", UserIDVar, got, tt.wantVar)
+			}
+		})
+	}
 }

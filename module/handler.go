@@ -3,6 +3,7 @@
 package ipallowlist
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -80,6 +81,7 @@ type Handler struct {
 	// default: it adds two series per listed token.
 	MetricsPerToken bool `json:"metrics_per_token,omitempty"`
 
+	config   context.Context // of the config this handler belongs to
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
@@ -188,6 +190,8 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.current = new(atomic.Pointer[table])
 	h.current.Store(t)
+	h.config = ctx.Context
+	h.warnUnlisted(h.previousTable(), t)
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -261,7 +265,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// Reasons are boxed once, and the label is a pointer into the table,
 	// so no value here allocates.
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
 		repl.Set(placeholderDecision, decision)
 		repl.Set(placeholderReason, reasonValues[d.reason])
 		repl.Set(placeholderLabel, label)
@@ -271,6 +276,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		extra.Set(zap.Stringer("ip_allowlist_token_label", label))
 	}
 	if d.allowed() {
+		if d.policy != nil {
+			h.setUser(r, repl, label)
+		}
 		return next.ServeHTTP(w, r)
 	}
 	msg := "request denied"
@@ -300,6 +308,76 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	return caddyhttp.Error(http.StatusUnauthorized, errDenied)
 }
+
+// previousTable is the table in force of the config being replaced, when
+// it has one ip_allowlist handler: with several, which one this handler
+// replaces cannot be told.
+func (h *Handler) previousTable() *table {
+	live.RLock()
+	defer live.RUnlock()
+	var prev *table
+	n := 0
+	for o := range live.handlers {
+		if o.config != h.config {
+			prev = o.current.Load()
+			n++
+		}
+	}
+	if n != 1 {
+		return nil
+	}
+	return prev
+}
+
+// maxUnlistedWarnings bounds the WARN lines of one change; the rest are
+// counted in one more.
+const maxUnlistedWarnings = 20
+
+// warnUnlisted logs one WARN per token listed in old that t no longer
+// lists, when t's unlisted policy admits addresses: removing a token from
+// a config source does not revoke it, it makes it usable wherever unlisted
+// tokens are.
+func (h *Handler) warnUnlisted(old, t *table) {
+	if old == nil || t.unlisted.allowed.v4Len == 0 && t.unlisted.allowed.v6Len == 0 {
+		return
+	}
+	n := 0
+	for digest, i := range old.index {
+		if _, still := t.index[digest]; still {
+			continue
+		}
+		if n++; n <= maxUnlistedWarnings {
+			h.logger.Warn("token no longer listed: it is now usable wherever unlisted_tokens allows; set revoked on it to refuse it",
+				zap.Stringer("token_label", old.label(&old.policies[i])),
+				zap.String("unlisted_tokens", t.unlistedSummary()))
+		}
+	}
+	if n > maxUnlistedWarnings {
+		h.logger.Warn("more tokens no longer listed", zap.Int("tokens", n-maxUnlistedWarnings))
+	}
+}
+
+// UserIDVar is the Caddy variable ({http.vars.ip_allowlist.user_id}) set
+// to the label ip_allowlist put in {http.auth.user.id}. The label names an
+// API token, not a person who logged in: a handler that takes
+// {http.auth.user.id} as a login must refuse it when the two are equal.
+const UserIDVar = "ip_allowlist.user_id"
+
+// setUser makes an allowed listed token's label the request's user id, as
+// basic_auth does for its users, so the access log shows it as user_id. An
+// id an authentication handler set before is kept.
+func (h *Handler) setUser(r *http.Request, repl *caddy.Replacer, label *labelRef) {
+	if repl == nil {
+		return
+	}
+	if id, _ := repl.Get(placeholderUserID); id != nil && id != "" {
+		return
+	}
+	repl.Set(placeholderUserID, label)
+	caddyhttp.SetVar(r.Context(), UserIDVar, label)
+}
+
+const placeholderUserID = "http.auth.user.id"
 
 // accessLogged reports whether the server writes access logs, so the
 // extra fields are added only where someone will read them.

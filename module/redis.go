@@ -685,7 +685,7 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		began := time.Now()
 		t, err := h.build()
 		if err == nil && ctx.Err() == nil {
-			h.current.Store(t)
+			h.warnUnlisted(h.current.Swap(t), t)
 		}
 		h.rebuild.Unlock()
 		if err != nil {

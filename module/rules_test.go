@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // badEntry is one case of testdata/bad_entries.json: an entry every source
@@ -174,3 +178,70 @@ func TestRevokedTokenIsRefusedEverywhere(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// Removing a token from a config source does not revoke it: when the
+// unlisted policy admits addresses, the new config says so, once per token.
+func TestRemovedTokenWarns(t *testing.T) {
+	tokens := func(labels ...string) map[string]*TokenPolicy {
+		m := map[string]*TokenPolicy{}
+		for _, l := range labels {
+			m[l] = &TokenPolicy{Token: "token-of-" + l + "-0123456789", Allow: []string{"192.0.2.1"}}
+		}
+		return m
+	}
+	load := func(h *Handler) (*Handler, *observer.ObservedLogs) {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		core, logs := observer.New(zapcore.WarnLevel)
+		if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+			t.Fatal(err)
+		}
+		return h, logs
+	}
+	for _, tt := range []struct {
+		name     string
+		unlisted *Policy
+		want     []string
+	}{
+		{"under unlisted any", nil, []string{"partner-b"}},
+		{"under unlisted ranges", &Policy{Allow: []string{"10.0.0.0/8"}}, []string{"partner-b"}},
+		{"under unlisted none", &Policy{Allow: []string{}}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old, _ := load(&Handler{Tokens: tokens("partner-a", "partner-b"), Unlisted: tt.unlisted})
+			next, logs := load(&Handler{Tokens: tokens("partner-a"), Unlisted: tt.unlisted})
+			_ = old.Cleanup()
+			defer next.Cleanup()
+			var got []string
+			for _, e := range logs.FilterMessageSnippet("no longer listed").All() {
+				got = append(got, e.ContextMap()["token_label"].(string))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("warned for %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// A watched tokens file that loses a token says so too.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tokens.json")
+	write := func(labels ...string) {
+		b, _ := json.Marshal(tokens(labels...))
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("partner-a", "partner-b")
+	h, logs := load(&Handler{TokensFiles: []string{file}})
+	defer h.Cleanup()
+	write("partner-a")
+	h.reloadTokens(context.Background())
+	n := 0
+	for _, e := range logs.FilterMessageSnippet("no longer listed").All() {
+		if e.ContextMap()["token_label"] == "partner-b" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d warnings for the token the file lost, want 1", n)
+	}
+}

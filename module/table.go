@@ -240,6 +240,16 @@ func (b *tableBuilder) lookup(digest [32]byte) (string, bool) {
 	return b.t.label(&b.t.policies[i]).String(), true
 }
 
+// unlistedSummary says where unlisted tokens may be used from, for logs.
+func (t *table) unlistedSummary() string {
+	u := t.unlisted.allowed
+	if u.v4Len == 1 && u.v6Len == 1 && t.v4[u.v4Off] == (v4Interval{0, ^uint32(0)}) &&
+		t.v6[u.v6Off] == (v6Interval{u128{}, u128{^uint64(0), ^uint64(0)}}) {
+		return KeywordAny
+	}
+	return fmt.Sprintf("%d ranges", u.v4Len+u.v6Len)
+}
+
 // unlistedObservedLabel is the observed-addresses entry of unlisted tokens.
 const unlistedObservedLabel = "(unlisted)"
 

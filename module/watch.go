@@ -75,7 +75,7 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the config was unloaded while compiling
 	}
-	h.current.Store(t)
+	h.warnUnlisted(h.current.Swap(t), t)
 	h.logger.Info("tokens files reloaded",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
