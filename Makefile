@@ -13,6 +13,7 @@ CADDY_BIN     := $(CURDIR)/caddy
 GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*') go.mod go.sum
 
 # Demo tokens for make run; see examples/Caddyfile.
+PARTNER_A_TOKEN ?= demo-partner-a-token
 PARTNER_B_TOKEN ?= demo-partner-b-token
 
 # Root installs Debian packages directly; anyone else through sudo.
@@ -28,7 +29,7 @@ $(CADDY_BIN): $(GO_SOURCES)
 	$(CADDY_BIN) list-modules | grep -qx 'http.handlers.ip_allowlist'
 
 run: $(CADDY_BIN)
-	PARTNER_B_TOKEN='$(PARTNER_B_TOKEN)' $(CADDY_BIN) run --config examples/Caddyfile --adapter caddyfile
+	PARTNER_A_TOKEN='$(PARTNER_A_TOKEN)' PARTNER_B_TOKEN='$(PARTNER_B_TOKEN)' $(CADDY_BIN) run --config examples/Caddyfile --adapter caddyfile
 
 vet:
 	go vet ./...

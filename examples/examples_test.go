@@ -22,7 +22,7 @@ const (
 )
 
 func startExample(t *testing.T) *caddy {
-	return startCaddy(t, "Caddyfile", "8080", "PARTNER_B_TOKEN="+tokPartnerB)
+	return startCaddy(t, "Caddyfile", "8080", "PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB)
 }
 
 func TestExampleCaddyfile(t *testing.T) {
@@ -158,7 +158,7 @@ func TestExampleCaddyfileWithoutLogFilters(t *testing.T) {
 	c := startConfig(t, "Caddyfile", func(admin, site string) string {
 		cfg := strings.ReplaceAll(unfiltered, "127.0.0.1:2019", admin)
 		return strings.ReplaceAll(cfg, "127.0.0.1:8080", site)
-	}, "PARTNER_B_TOKEN="+tokPartnerB)
+	}, "PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB)
 	c.do(request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}})
 	c.do(request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile})
 	c.do(request{header: bearer(tokPartnerA)})
@@ -216,7 +216,7 @@ func TestExampleAdminAPI(t *testing.T) {
 		t.Error("the error names a token")
 	}
 	// A bad Caddyfile: refused with file and line.
-	status, body = c.adminDo(http.MethodPost, "/load", "text/caddyfile", "http://127.0.0.1:1 {\n\tip_allowlist {\n\t\ttoken x 010.0.0.1\n\t}\n}\n")
+	status, body = c.adminDo(http.MethodPost, "/load", "text/caddyfile", "http://127.0.0.1:1 {\n\tip_allowlist {\n\t\ttoken x-0123456789abcdef 010.0.0.1\n\t}\n}\n")
 	if status != http.StatusBadRequest || !strings.Contains(body, `leading zero, at Caddyfile:3`) {
 		t.Fatalf("POST /load with a bad Caddyfile: %d %s", status, body)
 	}
@@ -300,7 +300,7 @@ func TestExampleJSON(t *testing.T) {
 }
 
 func TestExampleReportMode(t *testing.T) {
-	const tok = "report-token-91"
+	const tok = "report-token-91-abcdef"
 	c := startCaddy(t, "report-mode.Caddyfile", "8082", "PARTNER_A_TOKEN="+tok)
 	if got := c.do(request{header: bearer(tok)}); got.status != 200 || got.body != "hello" {
 		t.Fatalf("report mode: %v, want 200 hello", got)

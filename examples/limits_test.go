@@ -23,7 +23,7 @@ func TestExampleLogFlood(t *testing.T) {
 		cfg := strings.ReplaceAll(string(raw), "127.0.0.1:2019", admin)
 		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8083", site)
 		return strings.ReplaceAll(cfg, "/var/log/caddy/", logDir+"/")
-	}, "PARTNER_A_TOKEN=flood-token-6d1")
+	}, "PARTNER_A_TOKEN=flood-token-6d1-abcdef")
 
 	const requests, workers = 1000, 8
 	began := time.Now()
