@@ -188,6 +188,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	}
 	if known {
 		if other, dup := c.b.lookup(digest); dup {
+			if other == label {
+				return &ConfigError{Token: label, Err: errors.New("the same token is listed twice")}
+			}
 			return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q; a token can have one label only", other)}
 		}
 	}

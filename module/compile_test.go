@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -193,5 +194,39 @@ func TestSharedSetsStoredOnce(t *testing.T) {
 	// one v4 and one v6 interval for office, one each for the default unlisted any
 	if got := len(h.current.Load().v4) + len(h.current.Load().v6); got != 4 {
 		t.Errorf("stored %d intervals, want 4: identical sets are stored once", got)
+	}
+}
+
+// A huge sparse tokens file (finding 14) is refused without first making
+// room for the tokens its size suggests: 2 GiB of zeros once took 2 GB.
+func TestSparseTokensFileIsCheap(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sparse.json")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(2 << 30); err != nil {
+		t.Skipf("cannot make a sparse file here: %v", err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = provisionErr(&Handler{TokensFiles: []string{p}})
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "invalid JSON") {
+		t.Errorf("error = %v, want invalid JSON", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("refusing the file allocated %d MiB", grew>>20)
+	}
+}
+
+// hash-token prints sha256:<hex>; token_sha256 takes it as printed.
+func TestDigestWithPrefixAccepted(t *testing.T) {
+	h, _ := provisioned(t, &Handler{Tokens: map[string]*TokenPolicy{
+		"a": {TokenSHA256: "sha256:" + strings.ToUpper(digestHex(tokA)), Allow: []string{"192.0.2.1"}},
+	}})
+	if res := serve(h, newRequest("192.0.2.1:1", "/", bearer(tokA)...)); res.status != 200 {
+		t.Errorf("token given as sha256:<HEX>: %d, want 200", res.status)
 	}
 }
