@@ -71,6 +71,9 @@ func looksLikeRange(s string) bool {
 	if s == KeywordAny || s == KeywordPrivateRanges || s == KeywordNone {
 		return true
 	}
+	if !addressShaped(s) {
+		return false // most tokens: no parse, no error to allocate
+	}
 	_, err := ParseRange(s)
 	return err == nil
 }
