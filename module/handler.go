@@ -245,7 +245,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if d.policy == nil {
 			observed = (*labelRef)(&t.labels[t.unlistedLabel])
 		}
-		h.observer.record(observed, d.addr, d.allowed(), time.Now().UnixNano())
+		h.observer.record(observed, d.addr, h.observedOutcome(d), time.Now().UnixNano())
 	}
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow
