@@ -256,14 +256,13 @@ func compareIP(a, b string) int {
 func observedCaddyfile(list []ObservedAddress) string {
 	var allow, refused, notListed strings.Builder
 	for _, a := range list {
-		switch {
-		case a.Denied > 0:
+		if a.Denied > 0 {
 			fmt.Fprintf(&refused, "# refused in enforce mode, not listed above: %s (%s)\n", a.IP, countsText(a))
-		default:
-			allow.WriteString(" " + a.IP)
-			if a.WouldDeny > 0 {
-				fmt.Fprintf(&notListed, "# would have been refused in report mode, listed above: %s (%s)\n", a.IP, countsText(a))
-			}
+			continue
+		}
+		allow.WriteString(" " + a.IP)
+		if a.WouldDeny > 0 {
+			fmt.Fprintf(&notListed, "# would have been refused in report mode, listed above: %s (%s)\n", a.IP, countsText(a))
 		}
 	}
 	if allow.Len() == 0 {
