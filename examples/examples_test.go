@@ -233,39 +233,216 @@ func TestExampleAdminAPI(t *testing.T) {
 	}
 }
 
-// The other admin API operations the README documents, each taking effect
-// without a restart.
-func TestExampleAdminAPIOperations(t *testing.T) {
-	c := startExample(t)
-	const path = "/id/api_allowlist/tokens/"
-	expect := func(step string, local, tok string, status int) {
-		t.Helper()
-		if got := c.do(request{local: local, header: bearer(tok)}); got.status != status {
-			t.Fatalf("%s: %s from %s: %v, want %d", step, tok, local, got, status)
-		}
-	}
-	admin := func(method, p, body string) {
-		t.Helper()
-		if status, out := c.adminDo(method, path+p, "application/json", body); status != 200 {
-			t.Fatalf("%s %s: %d %s", method, p, status, out)
-		}
-	}
-
-	admin(http.MethodPatch, "partner-a/allow", `["127.0.0.8"]`)
-	expect("after PATCH", "127.0.0.8", tokPartnerA, 200)
-	expect("after PATCH", "127.0.0.1", tokPartnerA, 401)
-
-	admin(http.MethodPost, "partner-a/allow", `"127.0.0.9"`)
-	admin(http.MethodDelete, "partner-a/allow/0", "")
-	expect("after DELETE entry", "127.0.0.8", tokPartnerA, 401)
-	expect("after DELETE entry", "127.0.0.9", tokPartnerA, 200)
-
+// TestExampleAdminAPIReadmeSequence runs the README's "Admin API" block as
+// written, against examples/Caddyfile: every curl line must answer 200 and
+// have the effect the README says. A README that changes the block without
+// this test fails it.
+func TestExampleAdminAPIReadmeSequence(t *testing.T) {
 	const newTok = "new-partner-token-5e2"
-	expect("before PUT", "127.0.0.7", newTok, 401)
-	admin(http.MethodPut, "new-partner", `{"token_sha256": "`+digest(newTok)+`", "allow": ["127.0.0.7"]}`)
-	expect("after PUT", "127.0.0.7", newTok, 200)
-	admin(http.MethodDelete, "new-partner", "")
-	expect("after DELETE token", "127.0.0.7", newTok, 401)
+	cmds := readmeCurls(t, "## Admin API", map[string]string{"<64 hex>": digest(newTok)})
+	c := startExample(t)
+	from := func(addr, tok string) request {
+		// 127.0.0.1 is a trusted proxy in examples/Caddyfile.
+		return request{header: append(bearer(tok), "X-Forwarded-For", addr)}
+	}
+	expect := func(step string, r request, status int) {
+		t.Helper()
+		if got := c.do(r); got.status != status {
+			t.Errorf("after %s: %+v: %v, want %d", step, r, got, status)
+		}
+	}
+	// One check per curl line, in the README's order.
+	checks := []func(step, body string){
+		func(step, _ string) { // POST: Add More
+			expect(step, from("198.51.100.9", tokPartnerA), 200)
+		},
+		func(step, body string) { // GET the list
+			if strings.TrimSpace(body) != `["office","127.0.0.1","198.51.100.9"]` {
+				t.Errorf("%s: %s", step, body)
+			}
+		},
+		func(step, _ string) { // PATCH: replace the list
+			expect(step, from("198.51.100.77", tokPartnerA), 200)
+			expect(step, from("203.0.113.7", tokPartnerA), 200)
+			expect(step, from("203.0.113.8", tokPartnerA), 401) // office is gone
+			expect(step, request{header: bearer(tokPartnerA)}, 401)
+		},
+		func(step, _ string) { // DELETE entry 0
+			expect(step, from("198.51.100.77", tokPartnerA), 401)
+			expect(step, from("203.0.113.7", tokPartnerA), 200)
+		},
+		func(step, _ string) { // PUT a token by digest
+			expect(step, from("192.0.2.7", newTok), 200)
+			expect(step, from("192.0.2.8", newTok), 401)
+		},
+		func(step, _ string) { // POST revoked: refused from its own address
+			expect(step, from("192.0.2.7", newTok), 401)
+		},
+		func(step, _ string) { // DELETE the token: unlisted, and unlisted_tokens none here
+			expect(step, from("192.0.2.7", newTok), 401)
+		},
+	}
+	if len(cmds) != len(checks) {
+		t.Fatalf("the README's Admin API block has %d curl lines, the test checks %d: update them together\n%q", len(cmds), len(checks), cmds)
+	}
+	for i, cmd := range cmds {
+		method, path, contentType, body := curlRequest(t, cmd, "ADMIN", strings.TrimPrefix(c.admin, "http://")+"/id/api_allowlist")
+		status, out := c.adminDo(method, path, contentType, body)
+		if status != 200 {
+			t.Fatalf("README line %q: %d %s", cmd, status, out)
+		}
+		checks[i](cmd, out)
+	}
+}
+
+// readmeCurls returns the curl lines of the first sh block after heading
+// in ../README.md, continuation lines joined, with each key of subst
+// replaced by its value.
+func readmeCurls(t *testing.T, heading string, subst map[string]string) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(raw), "\n"+heading)
+	if !ok {
+		t.Fatalf("README has no %q section", heading)
+	}
+	_, after, ok = strings.Cut(after, "```sh\n")
+	block, _, closed := strings.Cut(after, "```")
+	if !ok || !closed {
+		t.Fatalf("no sh block after %q", heading)
+	}
+	block = strings.ReplaceAll(block, "\\\n", " ")
+	var cmds []string
+	for _, line := range strings.Split(block, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "curl ") {
+			continue
+		}
+		for k, v := range subst {
+			line = strings.ReplaceAll(line, k, v)
+		}
+		cmds = append(cmds, line)
+	}
+	return cmds
+}
+
+// curlRequest reads the method, path, content type and body of a curl
+// command line written like the README's (-X, -H, -d, one URL holding
+// $variable, which is replaced by host+prefix). Words are split as sh
+// does for single quotes, the only quoting the README uses.
+func curlRequest(t *testing.T, cmd, variable, prefix string) (method, path, contentType, body string) {
+	t.Helper()
+	var words []string
+	var word strings.Builder
+	inWord, quoted := false, false
+	for _, r := range cmd {
+		switch {
+		case r == '\'':
+			quoted, inWord = !quoted, true
+		case r == ' ' && !quoted:
+			if inWord {
+				words = append(words, word.String())
+				word.Reset()
+				inWord = false
+			}
+		default:
+			word.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	method = http.MethodGet
+	for i := 1; i < len(words); i++ {
+		switch w := words[i]; {
+		case w == "-X" && i+1 < len(words):
+			i++
+			method = words[i]
+		case w == "-H" && i+1 < len(words):
+			i++
+			if v, ok := strings.CutPrefix(words[i], "Content-Type: "); ok {
+				contentType = v
+			}
+		case w == "-d" && i+1 < len(words):
+			i++
+			body = words[i]
+			if method == http.MethodGet {
+				method = http.MethodPost // as curl does
+			}
+		case strings.HasPrefix(w, "$"+variable):
+			path = strings.TrimPrefix(w, "$"+variable)
+			_, prefixPath, _ := strings.Cut(prefix, "/")
+			path = "/" + prefixPath + path
+		default:
+			t.Fatalf("curl line %q: word %q is not understood by this test", cmd, w)
+		}
+	}
+	if path == "" {
+		t.Fatalf("curl line %q: no $%s URL", cmd, variable)
+	}
+	return method, path, contentType, body
+}
+
+// TestExampleAdminAPIBadEntryIs500 pins what Caddy v2.11.9 answers when a
+// change through its config routes does not provision: 500, with the
+// plugin's error (naming label and entry) in the body, and nothing
+// changed. The plugin cannot make it 400: changeConfig wraps the load
+// error as text and handleError answers 500 for anything that is not a
+// caddy.APIError. POST /load answers the same refusal 400.
+func TestExampleAdminAPIBadEntryIs500(t *testing.T) {
+	c := startExample(t)
+	const allow = "/id/api_allowlist/tokens/partner-a/allow"
+	errorOf := func(body string) string {
+		var e struct{ Error string }
+		if json.Unmarshal([]byte(body), &e) != nil {
+			t.Fatalf("not a JSON error: %s", body)
+		}
+		return e.Error
+	}
+	unchanged := func(step string) {
+		t.Helper()
+		if status, body := c.adminDo(http.MethodGet, allow, "", ""); status != 200 || strings.TrimSpace(body) != `["office","127.0.0.1"]` {
+			t.Errorf("after %s, the list: %d %s", step, status, body)
+		}
+		if got := c.do(request{header: bearer(tokPartnerA)}); got.status != 200 {
+			t.Errorf("after %s, partner-a from 127.0.0.1: %v", step, got)
+		}
+	}
+	for _, tc := range []struct {
+		name, method, path, body, want string
+	}{
+		{"an entry that is not a range", http.MethodPost, allow, `"not-an-ip"`, `token "partner-a": allow[2] "not-an-ip"`},
+		{"a prefix with host bits", http.MethodPost, allow, `"10.0.0.1/8"`, `token "partner-a": allow[2] "10.0.0.1/8": prefix "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8`},
+		{"the last entry of a list", http.MethodPatch, "/id/api_allowlist/tokens/ci-runner/allow", `[]`, `token "ci-runner": allow is empty`},
+	} {
+		status, body := c.adminDo(tc.method, tc.path, "application/json", tc.body)
+		if status != http.StatusInternalServerError || !strings.Contains(errorOf(body), tc.want) {
+			t.Errorf("%s: %d %s, want 500 containing %s", tc.name, status, body, tc.want)
+		}
+		unchanged(tc.name)
+	}
+	// Emptying a list by deleting its entries: the last DELETE is refused.
+	if status, body := c.adminDo(http.MethodPatch, allow, "application/json", `["127.0.0.1"]`); status != 200 {
+		t.Fatalf("PATCH to one entry: %d %s", status, body)
+	}
+	if status, body := c.adminDo(http.MethodDelete, allow+"/0", "", ""); status != http.StatusInternalServerError || !strings.Contains(errorOf(body), `token "partner-a": allow is empty`) {
+		t.Errorf("DELETE of the last entry: %d %s, want 500 allow is empty", status, body)
+	}
+	if got := c.do(request{header: bearer(tokPartnerA)}); got.status != 200 {
+		t.Errorf("after the refused DELETE: %v", got)
+	}
+	// The same bad entry through /load is 400.
+	status, cfg := c.adminDo(http.MethodGet, "/config/", "", "")
+	bad := strings.Replace(cfg, `"partner-a":{"allow":["127.0.0.1"]`, `"partner-a":{"allow":["127.0.0.1","not-an-ip"]`, 1)
+	if status != 200 || bad == cfg {
+		t.Fatalf("GET /config/: %d %s", status, cfg)
+	}
+	if status, body := c.adminDo(http.MethodPost, "/load", "application/json", bad); status != http.StatusBadRequest || !strings.Contains(errorOf(body), `"not-an-ip"`) {
+		t.Errorf("POST /load with the bad entry: %d %s, want 400", status, body)
+	}
 }
 
 func TestExampleJSON(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,12 +16,17 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-// adminAPI adds the ip_allowlist routes to Caddy's admin endpoint:
+// adminAPI (admin.api.ip_allowlist) adds the ip_allowlist routes to Caddy's
+// admin endpoint:
 //
 //	GET /ip-allowlist/check?label=<label>&ip=<address>
 //
 // answers what the config in force decides for that token label used from
-// that address. Without label it answers for an unlisted token.
+// that address; without label it answers for an unlisted token.
+//
+//	GET, DELETE /ip-allowlist/observed[/<label>]
+//
+// serve and reset the observed addresses (see handleObserved).
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -40,36 +46,41 @@ func (adminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// handleObserved answers GET /ip-allowlist/observed (every label) and
-// /ip-allowlist/observed/<label>, as JSON, or for one label with
-// ?format=caddyfile as an allow line listing its addresses.
+// handleObserved serves the observed addresses:
+//
+//	GET    /ip-allowlist/observed                         every label, as JSON
+//	GET    /ip-allowlist/observed/<label>                 one label, as JSON
+//	GET    /ip-allowlist/observed/<label>?format=caddyfile  an allow line to paste
+//	DELETE /ip-allowlist/observed[/<label>]               forget, answering what was dropped
 func handleObserved(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
-	}
 	label := strings.Trim(strings.TrimPrefix(r.URL.Path, "/ip-allowlist/observed"), "/")
-	var seen map[string][]ObservedAddress
+	format := r.URL.Query().Get("format")
+	switch {
+	case r.Method != http.MethodGet && r.Method != http.MethodDelete:
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	case format != "" && format != "json" && format != "caddyfile":
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format %q: want json (the default) or caddyfile", format)}
+	case format == "caddyfile" && label == "":
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format=caddyfile needs a label: /ip-allowlist/observed/<label>")}
+	case format == "caddyfile" && r.Method == http.MethodDelete:
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE answers JSON only")}
+	}
+	seen := map[string][]ObservedAddress{}
 	observers.Range(func(_, v any) bool {
-		seen = v.(*observedStore).snapshot(label)
+		if r.Method == http.MethodDelete {
+			seen = v.(*observedStore).drop(label)
+		} else {
+			seen = v.(*observedStore).snapshot(label)
+		}
 		return false
 	})
 	if label != "" && len(seen[label]) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no address observed for token %q", label)}
 	}
-	if r.URL.Query().Get("format") == "caddyfile" {
-		if label == "" {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("format=caddyfile needs a label: /ip-allowlist/observed/<label>")}
-		}
+	if format == "caddyfile" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		line := "allow"
-		for _, a := range seen[label] {
-			line += " " + a.IP
-		}
-		_, err := fmt.Fprintln(w, line)
+		_, err := io.WriteString(w, observedCaddyfile(seen[label]))
 		return err
-	}
-	if seen == nil {
-		seen = map[string][]ObservedAddress{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if label != "" {

@@ -96,6 +96,8 @@ type Handler struct {
 	storeLeft bool          // closeStore ran
 	rebuild   *sync.Mutex   // one rebuild (watch or store) at a time
 	skipped   map[string]string
+
+	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
 }
 
 // TokenSource says where a token is read: a header, optionally after an
@@ -178,6 +180,11 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	for _, s := range sources {
 		h.bearer = h.bearer || s.header == "Authorization" && equalFoldASCII(s.scheme, "Bearer")
 	}
+	if exposed := sourcesLoggedInClear(sources); len(exposed) > 0 && logger.Core().Enabled(zapcore.DebugLevel) {
+		logger.Warn("debug logging is on: Caddy's debug entries (http.log.error, reverse_proxy) record these token sources in plain text; "+
+			"see the README, Tokens in Caddy's debug log",
+			zap.Strings("token_sources", exposed))
+	}
 	h.rebuild = new(sync.Mutex)
 	if h.Redis != nil {
 		if err := h.openStore(); err != nil {
@@ -251,12 +258,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	d := h.decide(r, t)
 	label := t.label(d.policy)
 	h.metrics.count(d, label)
+	if d.reason == reasonNoClientIP {
+		h.warnUnixSocket(r)
+	}
 	if d.token && d.addr.IsValid() {
 		observed := label
 		if d.policy == nil {
 			observed = (*labelRef)(&t.labels[t.unlistedLabel])
 		}
-		h.observer.record(observed, d.addr, d.allowed(), time.Now().UnixNano())
+		h.observer.record(observed, d.addr, h.observedOutcome(d), time.Now().UnixNano())
 	}
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow
@@ -378,6 +388,40 @@ func (h *Handler) setUser(r *http.Request, repl *caddy.Replacer, label *labelRef
 }
 
 const placeholderUserID = "http.auth.user.id"
+
+// warnUnixSocket logs, once per handler, why a request from a unix socket
+// has no client address: the peer has no IP, and Caddy reads a forwarded
+// one only from peers it trusts.
+func (h *Handler) warnUnixSocket(r *http.Request) {
+	if atomic.LoadUint32(&h.unixWarned) != 0 {
+		return
+	}
+	if _, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return // a TCP peer whose address did not parse: not this case
+	}
+	if !atomic.CompareAndSwapUint32(&h.unixWarned, 0, 1) {
+		return
+	}
+	h.logger.Warn("client address unknown: the listener is a unix socket, so every request with a token is denied as no_client_ip; "+
+		"if the proxy in front sends the client address (X-Forwarded-For), trust it with the server option trusted_proxies_unix (Caddy 2.8 or later)",
+		zap.String("remote_addr", r.RemoteAddr),
+		zap.String("caddyfile", "{ servers { trusted_proxies_unix } }"))
+}
+
+// sourcesLoggedInClear names the token sources Caddy does not redact in
+// the requests its debug entries record: all but the credential headers.
+func sourcesLoggedInClear(sources []source) []string {
+	var names []string
+	for _, s := range sources {
+		switch {
+		case s.query != "":
+			names = append(names, "query "+s.query)
+		case s.header != "Authorization" && s.header != "Proxy-Authorization" && s.header != "Cookie":
+			names = append(names, "header "+s.header)
+		}
+	}
+	return names
+}
 
 // accessLogged reports whether the server writes access logs, so the
 // extra fields are added only where someone will read them.

@@ -1,6 +1,8 @@
 package ipallowlist
 
 import (
+	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,8 +13,9 @@ import (
 )
 
 // Observed addresses: per token label, a bounded summary of the client
-// addresses the token was used from, allowed and denied, for operators to
-// learn a token's real sources before restricting it (GET
+// addresses the token was used from, with how each request went (allowed,
+// refused in enforce mode, or would have been refused in report mode), for
+// operators to learn a token's real sources before restricting it (GET
 // /ip-allowlist/observed). It lives in a caddy.UsagePool, so it survives
 // config reloads: the new config takes a reference before the old one lets
 // go of its own.
@@ -30,14 +33,36 @@ const (
 	observedLabels = 10_000
 )
 
+// outcome is how one observed request went.
+type outcome uint8
+
+const (
+	outcomeAllowed   outcome = iota
+	outcomeDenied            // refused: enforce mode answered 401
+	outcomeWouldDeny         // report mode let through what enforce mode would refuse
+)
+
+// observedOutcome is how d went under h's mode.
+func (h *Handler) observedOutcome(d decision) outcome {
+	switch {
+	case d.allowed():
+		return outcomeAllowed
+	case h.report:
+		return outcomeWouldDeny
+	}
+	return outcomeDenied
+}
+
 // observation is one address's counts. Pointer-free: the address is kept as
 // 16 bytes, not a netip.Addr.
 type observation struct {
-	addr            [16]byte
-	is4             bool
-	allowed, denied uint64
-	inherited       uint64 // rank taken over from the entry it replaced
-	lastSeen        int64  // unix nanoseconds
+	addr      [16]byte
+	is4       bool
+	allowed   uint64
+	denied    uint64 // refused in enforce mode
+	wouldDeny uint64 // let through in report mode, refused in enforce mode
+	inherited uint64 // rank taken over from the entry it replaced
+	lastSeen  int64  // unix nanoseconds
 }
 
 func (o *observation) address() netip.Addr {
@@ -49,7 +74,10 @@ func (o *observation) address() netip.Addr {
 }
 
 // rank orders entries for eviction: an upper bound on the address's uses.
-func (o *observation) rank() uint64 { return o.allowed + o.denied + o.inherited }
+func (o *observation) rank() uint64 { return o.uses() + o.inherited }
+
+// uses counts the requests seen since the address entered the summary.
+func (o *observation) uses() uint64 { return o.allowed + o.denied + o.wouldDeny }
 
 type labelSummary struct {
 	n        int
@@ -57,7 +85,7 @@ type labelSummary struct {
 	lastSeen int64
 }
 
-// observer holds the summaries of every label.
+// observedStore holds the summaries of every label.
 type observedStore struct {
 	mu     sync.Mutex
 	labels map[string]*labelSummary
@@ -80,9 +108,9 @@ func loadObserver() (*observedStore, error) {
 // Destruct is called when no config uses the observer any more.
 func (*observedStore) Destruct() error { return nil }
 
-// record counts one request of label from addr. It allocates only when a
-// label is seen for the first time.
-func (o *observedStore) record(label *labelRef, addr netip.Addr, allowed bool, now int64) {
+// record counts one request of label from addr, which went as out. It
+// allocates only when a label is seen for the first time.
+func (o *observedStore) record(label *labelRef, addr netip.Addr, out outcome, now int64) {
 	if o == nil {
 		return
 	}
@@ -105,10 +133,13 @@ func (o *observedStore) record(label *labelRef, addr netip.Addr, allowed bool, n
 	if e == nil {
 		e = s.take(key, addr.Is4())
 	}
-	if allowed {
+	switch out {
+	case outcomeAllowed:
 		e.allowed++
-	} else {
+	case outcomeDenied:
 		e.denied++
+	case outcomeWouldDeny:
+		e.wouldDeny++
 	}
 	e.lastSeen = now
 }
@@ -154,17 +185,39 @@ func (o *observedStore) evictOldestLabel() {
 
 // ObservedAddress is one address in the admin API's answer.
 type ObservedAddress struct {
-	IP       string    `json:"ip"`
-	Allowed  uint64    `json:"allowed"`
-	Denied   uint64    `json:"denied"`
-	LastSeen time.Time `json:"last_seen"`
+	IP string `json:"ip"`
+	// Requests let through because the address is allowed.
+	Allowed uint64 `json:"allowed"`
+	// Requests refused (401) in enforce mode.
+	Denied uint64 `json:"denied"`
+	// Requests that report mode let through and enforce mode would refuse.
+	WouldDeny uint64    `json:"would_deny"`
+	LastSeen  time.Time `json:"last_seen"`
 }
+
+func (a ObservedAddress) uses() uint64 { return a.Allowed + a.Denied + a.WouldDeny }
 
 // snapshot returns the summary of label, or of every label when label is
 // empty, most used addresses first.
 func (o *observedStore) snapshot(label string) map[string][]ObservedAddress {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	return o.unsyncedSnapshot(label)
+}
+
+// drop forgets label, or every label when label is empty, and returns what
+// it held, as snapshot would have.
+func (o *observedStore) drop(label string) map[string][]ObservedAddress {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := o.unsyncedSnapshot(label)
+	for l := range out {
+		delete(o.labels, l)
+	}
+	return out
+}
+
+func (o *observedStore) unsyncedSnapshot(label string) map[string][]ObservedAddress {
 	out := map[string][]ObservedAddress{}
 	for l, s := range o.labels {
 		if label != "" && l != label {
@@ -173,11 +226,11 @@ func (o *observedStore) snapshot(label string) map[string][]ObservedAddress {
 		list := make([]ObservedAddress, 0, s.n)
 		for i := range s.n {
 			e := &s.entries[i]
-			list = append(list, ObservedAddress{e.address().String(), e.allowed, e.denied, time.Unix(0, e.lastSeen).UTC()})
+			list = append(list, ObservedAddress{e.address().String(), e.allowed, e.denied, e.wouldDeny, time.Unix(0, e.lastSeen).UTC()})
 		}
 		slices.SortFunc(list, func(a, b ObservedAddress) int {
-			if d := int64(b.Allowed+b.Denied) - int64(a.Allowed+a.Denied); d != 0 {
-				return int(d)
+			if c := cmp.Compare(b.uses(), a.uses()); c != 0 {
+				return c
 			}
 			return compareIP(a.IP, b.IP)
 		})
@@ -190,4 +243,51 @@ func compareIP(a, b string) int {
 	x, _ := netip.ParseAddr(a)
 	y, _ := netip.ParseAddr(b)
 	return x.Compare(y)
+}
+
+// observedCaddyfile renders a label's summary as an allow line to paste
+// into its token block. The line never lists an address refused in
+// enforce mode, even one also allowed: a token can be both allowed and
+// refused from one address only across config changes, and the refusal
+// may be an operator taking the address away, which a pasted line must not
+// undo. Those addresses follow as comments, with their counts, for the
+// operator to judge. Addresses that report mode would have refused are
+// listed: learning them is what report mode is for.
+func observedCaddyfile(list []ObservedAddress) string {
+	var allow, refused, notListed strings.Builder
+	for _, a := range list {
+		if a.Denied > 0 {
+			fmt.Fprintf(&refused, "# refused in enforce mode, not listed above: %s (%s)\n", a.IP, countsText(a))
+			continue
+		}
+		allow.WriteString(" " + a.IP)
+		if a.WouldDeny > 0 {
+			fmt.Fprintf(&notListed, "# would have been refused in report mode, listed above: %s (%s)\n", a.IP, countsText(a))
+		}
+	}
+	if allow.Len() == 0 {
+		return "# no address to allow: every observed address was refused in enforce mode\n" + refused.String()
+	}
+	return "allow" + allow.String() + "\n" + refused.String() + notListed.String()
+}
+
+// countsText is "12 requests refused, 40 allowed": the counts a comment
+// line shows, the one that put the address on that line first.
+func countsText(a ObservedAddress) string {
+	var parts []string
+	for _, c := range []struct {
+		n    uint64
+		what string
+	}{{a.Denied, "refused"}, {a.WouldDeny, "would have been refused"}, {a.Allowed, "allowed"}} {
+		switch {
+		case c.n == 0:
+		case len(parts) > 0:
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		case c.n == 1:
+			parts = append(parts, "1 request "+c.what)
+		default:
+			parts = append(parts, fmt.Sprintf("%d requests %s", c.n, c.what))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

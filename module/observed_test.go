@@ -3,9 +3,13 @@ package ipallowlist
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -32,9 +36,9 @@ func TestObservedBoundedUnderChurn(t *testing.T) {
 	for i := range 1_000_000 {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], 0x0a000000+uint32(i))
-		o.record(label, netip.AddrFrom4(b), false, int64(i))
+		o.record(label, netip.AddrFrom4(b), outcomeDenied, int64(i))
 		if i%7 == 0 {
-			o.record(label, heavy, true, int64(i))
+			o.record(label, heavy, outcomeAllowed, int64(i))
 		}
 	}
 	runtime.GC()
@@ -56,7 +60,7 @@ func TestObservedBoundedUnderChurn(t *testing.T) {
 	}
 
 	for i := range 2 * observedLabels {
-		o.record(labelOf(t, fmt.Sprint("label-", i)), heavy, true, int64(2_000_000+i))
+		o.record(labelOf(t, fmt.Sprint("label-", i)), heavy, outcomeAllowed, int64(2_000_000+i))
 	}
 	if n := len(o.labels); n > observedLabels {
 		t.Errorf("%d labels kept, want at most %d", n, observedLabels)
@@ -127,12 +131,187 @@ func TestObservedUnlisted(t *testing.T) {
 func TestObservedKeysDoNotPinTables(t *testing.T) {
 	o := &observedStore{labels: map[string]*labelSummary{}}
 	blob := append([]byte{9}, "partner-a"...)
-	o.record((*labelRef)(&blob[0]), netip.MustParseAddr("203.0.113.7"), true, 1)
+	o.record((*labelRef)(&blob[0]), netip.MustParseAddr("203.0.113.7"), outcomeAllowed, 1)
 	for key := range o.labels {
 		start := uintptr(unsafe.Pointer(unsafe.StringData(key)))
 		lo := uintptr(unsafe.Pointer(&blob[0]))
 		if start >= lo && start < lo+uintptr(len(blob)) {
 			t.Error("the observed key points into the table's label blob")
 		}
+	}
+}
+
+// TestObservedOutcomeByMode: each request is counted as what happened to
+// it: allowed, refused in enforce mode, or let through by report mode
+// where enforce mode would refuse it.
+func TestObservedOutcomeByMode(t *testing.T) {
+	tests := []struct {
+		name                       string
+		mode                       string
+		remote                     string
+		tok, label                 string
+		allowed, denied, wouldDeny uint64
+	}{
+		{"enforce, listed address: allowed", ModeEnforce, "203.0.113.9:1", tokA, "a", 1, 0, 0},
+		{"enforce, address outside allow: denied", ModeEnforce, "198.51.100.9:1", tokA, "a", 0, 1, 0},
+		{"enforce, address in deny: denied", ModeEnforce, "192.0.2.15:1", tokB, "b", 0, 1, 0},
+		{"enforce, unlisted token outside unlisted: denied", ModeEnforce, "198.51.100.9:1", "not-listed", unlistedObservedLabel, 0, 1, 0},
+		{"report, listed address: allowed", ModeReport, "203.0.113.9:1", tokA, "a", 1, 0, 0},
+		{"report, address outside allow: would_deny", ModeReport, "198.51.100.9:1", tokA, "a", 0, 0, 1},
+		{"report, address in deny: would_deny", ModeReport, "192.0.2.15:1", tokB, "b", 0, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := decisionConfig()
+			cfg.Mode = tc.mode
+			h, _ := provisioned(t, cfg)
+			h.observer.drop("")
+			serve(h, newRequest(tc.remote, "/", bearer(tc.tok)...))
+			got := h.observer.snapshot(tc.label)[tc.label]
+			if len(got) != 1 || got[0].Allowed != tc.allowed || got[0].Denied != tc.denied || got[0].WouldDeny != tc.wouldDeny {
+				t.Errorf("observed %+v, want allowed %d, denied %d, would_deny %d", got, tc.allowed, tc.denied, tc.wouldDeny)
+			}
+		})
+	}
+}
+
+// TestObservedCaddyfileNeverAllowsRefused: the allow line to paste lists
+// no address that enforce mode refused, however often it was seen; those
+// are reported after it. Addresses report mode would have refused are
+// listed: the learn-then-restrict flow depends on it.
+func TestObservedCaddyfileNeverAllowsRefused(t *testing.T) {
+	addr := func(ip string, allowed, denied, wouldDeny uint64) ObservedAddress {
+		return ObservedAddress{IP: ip, Allowed: allowed, Denied: denied, WouldDeny: wouldDeny}
+	}
+	tests := []struct {
+		name string
+		list []ObservedAddress
+		want string
+	}{
+		{"allowed addresses only", []ObservedAddress{addr("127.0.0.2", 3, 0, 0), addr("127.0.0.3", 2, 0, 0)},
+			"allow 127.0.0.2 127.0.0.3\n"},
+		{"a refused address, even the most used, is left out and reported",
+			[]ObservedAddress{addr("198.51.100.9", 0, 12, 0), addr("127.0.0.1", 3, 0, 0)},
+			"allow 127.0.0.1\n# refused in enforce mode, not listed above: 198.51.100.9 (12 requests refused)\n"},
+		{"an address both allowed and refused is left out",
+			[]ObservedAddress{addr("203.0.113.9", 40, 1, 0), addr("127.0.0.1", 3, 0, 0)},
+			"allow 127.0.0.1\n# refused in enforce mode, not listed above: 203.0.113.9 (1 request refused, 40 allowed)\n"},
+		{"an address report mode would refuse is listed",
+			[]ObservedAddress{addr("198.51.100.9", 0, 0, 5), addr("127.0.0.1", 3, 0, 0)},
+			"allow 198.51.100.9 127.0.0.1\n# would have been refused in report mode, listed above: 198.51.100.9 (5 requests would have been refused)\n"},
+		{"every address refused: no allow line",
+			[]ObservedAddress{addr("198.51.100.9", 0, 2, 0)},
+			"# no address to allow: every observed address was refused in enforce mode\n# refused in enforce mode, not listed above: 198.51.100.9 (2 requests refused)\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := observedCaddyfile(tc.list); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// adminCall sends one request to the observed-addresses route.
+func adminCall(t *testing.T, method, target string) (int, string) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	err := handleObserved(w, httptest.NewRequest(method, target, nil))
+	var apiErr caddy.APIError
+	switch {
+	case err == nil:
+		return w.Code, w.Body.String()
+	case errors.As(err, &apiErr):
+		return apiErr.HTTPStatus, apiErr.Err.Error()
+	}
+	t.Fatalf("%s %s: %v", method, target, err)
+	return 0, ""
+}
+
+// TestObservedRouteRefusedAddressNotInAllowLine reproduces the report: a
+// token allowed from one address and refused, more often, from another.
+// format=caddyfile must not hand the refused address back as allowed.
+func TestObservedRouteRefusedAddressNotInAllowLine(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	h.observer.drop("")
+	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	for range 12 {
+		serve(h, newRequest("198.51.100.9:1", "/", bearer(tokA)...))
+	}
+	status, body := adminCall(t, http.MethodGet, "/ip-allowlist/observed/a?format=caddyfile")
+	want := "allow 203.0.113.9\n# refused in enforce mode, not listed above: 198.51.100.9 (12 requests refused)\n"
+	if status != 200 || body != want {
+		t.Errorf("format=caddyfile: %d\n%s\nwant\n%s", status, body, want)
+	}
+	status, body = adminCall(t, http.MethodGet, "/ip-allowlist/observed/a")
+	if status != 200 || !strings.Contains(body, `{"ip":"198.51.100.9","allowed":0,"denied":12,"would_deny":0,`) ||
+		!strings.Contains(body, `{"ip":"203.0.113.9","allowed":1,"denied":0,"would_deny":0,`) {
+		t.Errorf("JSON: %d %s, want the three counts of both addresses", status, body)
+	}
+}
+
+// TestObservedRouteFormats: json (or none) and caddyfile are the formats;
+// anything else is a 400 that names them, not a silent JSON answer.
+func TestObservedRouteFormats(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	h.observer.drop("")
+	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	tests := []struct {
+		name, target string
+		status       int
+		body         string // contained in the answer
+	}{
+		{"no format is JSON", "/ip-allowlist/observed/a", 200, `[{"ip":"203.0.113.9"`},
+		{"format=json", "/ip-allowlist/observed/a?format=json", 200, `[{"ip":"203.0.113.9"`},
+		{"format=caddyfile", "/ip-allowlist/observed/a?format=caddyfile", 200, "allow 203.0.113.9\n"},
+		{"format=yaml is refused naming the formats", "/ip-allowlist/observed/a?format=yaml", 400, `format "yaml": want json (the default) or caddyfile`},
+		{"format=CaddyFile is refused", "/ip-allowlist/observed/a?format=CaddyFile", 400, "want json (the default) or caddyfile"},
+		{"an unknown format is refused for every label too", "/ip-allowlist/observed?format=yaml", 400, "want json (the default) or caddyfile"},
+		{"caddyfile needs a label", "/ip-allowlist/observed?format=caddyfile", 400, "needs a label"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := adminCall(t, http.MethodGet, tc.target)
+			if status != tc.status || !strings.Contains(body, tc.body) {
+				t.Errorf("%d %q, want %d containing %q", status, body, tc.status, tc.body)
+			}
+		})
+	}
+}
+
+// TestObservedRouteDelete: DELETE drops one label's addresses, or every
+// label's, and answers with what it dropped; an unknown label is a 404.
+func TestObservedRouteDelete(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	h.observer.drop("")
+	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	serve(h, newRequest("198.51.100.7:1", "/", bearer(tokC)...))
+
+	steps := []struct {
+		name, method, target string
+		status               int
+		body                 string // the whole answer, or its prefix when it ends in "…"
+	}{
+		{"an unknown label is not found", http.MethodDelete, "/ip-allowlist/observed/nobody", 404, `no address observed for token "nobody"`},
+		{"one label: answers its addresses", http.MethodDelete, "/ip-allowlist/observed/a", 200, `[{"ip":"203.0.113.9","allowed":1,"denied":0,"would_deny":0,…`},
+		{"the dropped label is gone", http.MethodGet, "/ip-allowlist/observed/a", 404, `no address observed for token "a"`},
+		{"the other label is kept", http.MethodGet, "/ip-allowlist/observed/c", 200, `[{"ip":"198.51.100.7","allowed":1,…`},
+		{"a label dropped twice is not found", http.MethodDelete, "/ip-allowlist/observed/a", 404, `no address observed for token "a"`},
+		{"all labels: answers every label", http.MethodDelete, "/ip-allowlist/observed", 200, `{"c":[{"ip":"198.51.100.7","allowed":1,…`},
+		{"nothing is left", http.MethodGet, "/ip-allowlist/observed", 200, "{}\n"},
+		{"all labels when none is left", http.MethodDelete, "/ip-allowlist/observed/", 200, "{}\n"},
+		{"other methods are refused", http.MethodPost, "/ip-allowlist/observed", 405, "method POST not allowed"},
+	}
+	for _, s := range steps {
+		status, body := adminCall(t, s.method, s.target)
+		want, prefix := strings.CutSuffix(s.body, "…")
+		if status != s.status || (prefix && !strings.HasPrefix(body, want)) || (!prefix && body != want) {
+			t.Fatalf("%s: %s %s: %d %q, want %d %q", s.name, s.method, s.target, status, body, s.status, s.body)
+		}
+	}
+	// Recording goes on after a reset.
+	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	if got := h.observer.snapshot("a")["a"]; len(got) != 1 || got[0].Allowed != 1 {
+		t.Errorf("after the reset: %+v, want 203.0.113.9 allowed once", got)
 	}
 }
