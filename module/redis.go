@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,15 +75,40 @@ const (
 
 // RedisKeys are the names a store uses under its prefix.
 type RedisKeys struct {
-	Tokens, Version, Changes string
+	// Tokens is the hash of label to entry (schema 2).
+	Tokens string
+	// Digests is the hash of token digest (64 hex digits) to label: which
+	// label a token belongs to, written in the same transaction as each
+	// entry. It lets a node refuse the token of an entry it cannot read,
+	// and tells the rightful label when two entries claim one token.
+	Digests string
+	// Schema holds the store's schema number; absent: schema 1, whose
+	// entries are in Legacy.
+	Schema string
+	// Legacy is schema 1's hash of label to entry, read by nodes of the
+	// previous release, which refuse fields they do not know (revoked).
+	// It is left as it was when the store moved to schema 2.
+	Legacy string
+	// Version is bumped on every change; Changes is the channel of labels.
+	Version, Changes string
 }
+
+// StoreSchema is the schema this release reads and writes.
+const StoreSchema = 2
 
 // Keys returns the key names under prefix ("" for the default).
 func Keys(prefix string) RedisKeys {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	return RedisKeys{Tokens: prefix + "tokens", Version: prefix + "version", Changes: prefix + "changes"}
+	return RedisKeys{
+		Tokens:  prefix + "entries",
+		Digests: prefix + "digests",
+		Schema:  prefix + "schema",
+		Legacy:  prefix + "tokens",
+		Version: prefix + "version",
+		Changes: prefix + "changes",
+	}
 }
 
 // RedisOptions returns the client options for src after resolving its
@@ -171,7 +198,12 @@ func splitHostPort(addr string) (string, int, error) {
 type redisEntry struct {
 	raw string
 	tp  TokenPolicy
-	err error // the JSON does not decode
+	err error // the JSON does not decode, strictly
+	// The token the entry claims, where the entry itself says it: its
+	// token_sha256 (or literal token), read even from an entry that does
+	// not decode strictly, such as one with fields this node does not know.
+	claim   [32]byte
+	claimed bool
 }
 
 func decodeEntry(raw string) *redisEntry {
@@ -180,23 +212,50 @@ func decodeEntry(raw string) *redisEntry {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e.tp); err != nil {
 		e.err = jsonErr(err)
-	} else if dec.More() {
+	} else if _, err := dec.Token(); err != io.EOF {
+		// dec.More is false before a stray } or ], so only io.EOF
+		// proves nothing follows the object.
 		e.err = errors.New("data after the JSON object")
+	}
+	tp := e.tp
+	if e.err != nil {
+		// Read what the entry says of its token, leniently, so that its
+		// token is refused rather than unlisted.
+		tp = TokenPolicy{}
+		var probe struct {
+			Token       string `json:"token"`
+			TokenSHA256 string `json:"token_sha256"`
+		}
+		if json.Unmarshal([]byte(raw), &probe) != nil {
+			_ = json.NewDecoder(strings.NewReader(raw)).Decode(&probe) // trailing data
+		}
+		tp.Token, tp.TokenSHA256 = probe.Token, probe.TokenSHA256
+	}
+	switch {
+	case tp.TokenSHA256 != "":
+		d, err := ParseDigest(tp.TokenSHA256)
+		e.claim, e.claimed = d, err == nil
+	case tp.Token != "" && !isPlaceholder(tp.Token):
+		e.claim, e.claimed = sha256.Sum256([]byte(tp.Token)), true
 	}
 	return e
 }
 
-// labeledEntry is an entry with its label, as compile takes them.
+// labeledEntry is an entry with its label, as compile takes them, and the
+// token it stands for (see redisStore.list).
 type labeledEntry struct {
 	label string
 	*redisEntry
+	d   [32]byte
+	dOK bool
 }
 
-// digest is the entry's token digest, where it can be known: from the
-// entry itself, even one that is otherwise bad.
+// digest is the token the entry stands for, where it can be known: from
+// the entry itself, even one that is otherwise bad, or else from the
+// store's digest index. It is unknown for an entry that lost a conflict:
+// the token is another label's, which keeps it.
 func (e labeledEntry) digest() ([32]byte, bool) {
-	d, err := ParseDigest(e.tp.TokenSHA256)
-	return d, err == nil
+	return e.d, e.dOK
 }
 
 // redisStore is one node's copy of a Redis token store. Handlers of every
@@ -214,14 +273,19 @@ type redisStore struct {
 
 	mu      sync.Mutex
 	entries map[string]*redisEntry
-	gen     uint64 // bumped on every change of entries
+	index   map[[32]byte]string // the store's digest index: token -> label
+	gen     uint64              // bumped on every change of entries
 	subs    map[chan struct{}]struct{}
 
 	// Owned by run's goroutine.
-	version   int64 // of entries; -1 unknown (started from the snapshot)
-	down      time.Time
-	dataLoss  bool
-	dirtySnap bool
+	version    int64 // of entries; -1 unknown (started from the snapshot)
+	down       time.Time
+	dataLoss   bool
+	badVersion bool // the version key holds no integer (logged once)
+	badSchema  bool // the store's schema is newer than this node's (logged once)
+	dirtySnap  bool
+	lastFull   time.Time // of the last load of the whole store
+	fullDue    bool      // a * message waits for fullLoadEvery to pass
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -245,6 +309,7 @@ func redisStoreKey(opts *redis.Options, src *RedisSource) string {
 // cannot be reached and a snapshot file is configured, it starts from the
 // snapshot and keeps trying in the background.
 func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (*redisStore, error) {
+	useZapForRedis()
 	s := &redisStore{
 		keys:     Keys(src.KeyPrefix),
 		addr:     opts.Addr,
@@ -252,6 +317,8 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 		resync:   time.Duration(src.Resync),
 		client:   redis.NewClient(opts),
 		logger:   logger.With(zap.String("redis", opts.Addr)),
+		entries:  map[string]*redisEntry{},
+		index:    map[[32]byte]string{},
 		subs:     map[chan struct{}]struct{}{},
 		version:  -1,
 		done:     make(chan struct{}),
@@ -271,19 +338,28 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 		err = s.loadAll(start)
 	}
 	if err != nil {
+		reason := err.Error()
+		if isAuthError(err) {
+			reason = authMessage(err)
+		}
 		if s.snapshot == "" {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %v; configure a snapshot file to start from the last copy instead", opts.Addr, err)
+			return nil, fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", opts.Addr, reason)
 		}
 		entries, serr := readSnapshot(s.snapshot)
 		if serr != nil {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %v; and the snapshot file: %v", opts.Addr, err, serr)
+			return nil, fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", opts.Addr, reason, serr)
 		}
 		s.entries = entries
 		s.down = time.Now()
-		s.logger.Warn("redis unreachable at start; serving the snapshot file until it returns",
-			zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)), zap.Error(err))
+		if isAuthError(err) {
+			s.logger.Error(authMessage(err)+"; serving the snapshot file until it is accepted",
+				zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)))
+		} else {
+			s.logger.Warn("redis unreachable at start; serving the snapshot file until it returns",
+				zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)), zap.Error(err))
+		}
 	} else {
 		s.writeSnapshot()
 	}
@@ -304,27 +380,53 @@ func (s *redisStore) close() {
 	_ = s.client.Close()
 }
 
-// loadAll replaces the entries with the whole store, read atomically.
+// fullLoadEvery bounds how often a * message loads the whole store: a
+// flood of them costs one load a second, and the last one is always
+// applied.
+const fullLoadEvery = time.Second
+
+// loadAll replaces the entries with the whole store, read atomically. A
+// store equal to the node's copy tells no handler to rebuild.
 func (s *redisStore) loadAll(ctx context.Context) error {
-	var ver *redis.StringCmd
-	var all *redis.MapStringStringCmd
+	s.lastFull = time.Now()
+	s.fullDue = false
+	var ver, schema *redis.StringCmd
+	var all, digests *redis.MapStringStringCmd
+	var legacy *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ver = p.Get(ctx, s.keys.Version)
+		schema = p.Get(ctx, s.keys.Schema)
+		legacy = p.Exists(ctx, s.keys.Legacy)
 		all = p.HGetAll(ctx, s.keys.Tokens)
+		digests = p.HGetAll(ctx, s.keys.Digests)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	version, missing, err := parseVersion(ver)
-	if err != nil {
-		return err
+	entriesKey, ok := s.checkSchema(schema, legacy)
+	if !ok {
+		return nil
 	}
 	m := all.Val()
+	if entriesKey == s.keys.Legacy {
+		// A schema 1 store: its entries are in the legacy hash, and it
+		// has no index.
+		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			ver = p.Get(ctx, s.keys.Version)
+			all = p.HGetAll(ctx, s.keys.Legacy)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		m = all.Val()
+	}
+	version := s.parseVersion(ver)
 	s.mu.Lock()
 	have := len(s.entries)
 	s.mu.Unlock()
-	if missing && len(m) == 0 && have > 0 {
+	if version == versionMissing && len(m) == 0 && have > 0 {
 		// A store with no version and no tokens, where this node has
 		// tokens: Redis lost its data (restarted without persistence),
 		// or the prefix is wrong. Dropping every token would make them
@@ -338,64 +440,190 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 		return nil
 	}
 	s.dataLoss = false
-	entries := make(map[string]*redisEntry, len(m))
-	for label, raw := range m {
-		entries[label] = decodeEntry(raw)
-	}
+	index := parseIndex(digests.Val())
 	s.mu.Lock()
-	s.entries = entries
+	same := len(m) == len(s.entries) && maps.Equal(index, s.index)
+	if same {
+		for label, raw := range m {
+			if e, ok := s.entries[label]; !ok || e.raw != raw {
+				same = false
+				break
+			}
+		}
+	}
+	if !same {
+		entries := make(map[string]*redisEntry, len(m))
+		for label, raw := range m {
+			entries[label] = decodeEntry(raw)
+		}
+		s.entries, s.index = entries, index
+	}
 	s.mu.Unlock()
-	s.version = version
-	s.changed()
-	s.dirtySnap = true
+	s.version = max(version, -1)
+	if !same {
+		s.changed()
+		s.dirtySnap = true
+	}
 	return nil
 }
 
-func parseVersion(cmd *redis.StringCmd) (v int64, missing bool, err error) {
+// Results of parseVersion besides a version.
+const (
+	versionMissing = -2
+	versionBad     = -3
+)
+
+// parseVersion returns the store's version, versionMissing, or versionBad
+// for a value that is no integer: changes still apply then, one by one, and
+// the whole store is loaded at every resync; it is logged once.
+func (s *redisStore) parseVersion(cmd *redis.StringCmd) int64 {
 	if errors.Is(cmd.Err(), redis.Nil) {
-		return 0, true, nil
+		s.badVersion = false
+		return versionMissing
 	}
-	if cmd.Err() != nil {
-		return 0, false, cmd.Err()
+	v, err := strconv.ParseInt(cmd.Val(), 10, 64)
+	if err != nil || v < 0 {
+		if !s.badVersion {
+			s.logger.Error("the redis version key is not an integer; changes still apply, but one missed is only repaired at a resync; set it to an integer, e.g. with INCR after DEL",
+				zap.String("key", s.keys.Version))
+			s.badVersion = true
+		}
+		return versionBad
 	}
-	v, err = cmd.Int64()
-	return v, false, err
+	s.badVersion = false
+	return v
 }
 
-// applyChange re-reads one label after a message about it.
+// checkSchema returns the hash the entries are in, by the store's schema:
+// with no schema key, schema 1's legacy hash if there is one (a store the
+// previous release wrote), else schema 2's (a new store written by hand).
+// A newer schema than this node's is not read: the node keeps what it has
+// and says so once.
+func (s *redisStore) checkSchema(cmd *redis.StringCmd, legacy *redis.IntCmd) (string, bool) {
+	if errors.Is(cmd.Err(), redis.Nil) {
+		if legacy.Val() > 0 {
+			return s.keys.Legacy, true
+		}
+		return s.keys.Tokens, true
+	}
+	if cmd.Val() == strconv.Itoa(StoreSchema) {
+		s.badSchema = false
+		return s.keys.Tokens, true
+	}
+	if !s.badSchema {
+		s.logger.Error("the redis store has a schema this node does not know; keeping the tokens in force: upgrade this node",
+			zap.String("key", s.keys.Schema), zap.String("schema", cmd.Val()), zap.Int("known", StoreSchema))
+		s.badSchema = true
+	}
+	return "", false
+}
+
+// parseIndex reads the digest index; a malformed field is ignored.
+func parseIndex(m map[string]string) map[[32]byte]string {
+	index := make(map[[32]byte]string, len(m))
+	for k, label := range m {
+		if d, err := ParseDigest(k); err == nil {
+			index[d] = label
+		}
+	}
+	return index
+}
+
+// applyChange re-reads one label after a message about it. A message that
+// changes nothing (the entry and its index entries are as the node has
+// them) rebuilds nothing, so a flood of messages costs a read each.
 func (s *redisStore) applyChange(ctx context.Context, label string) error {
-	var ver *redis.StringCmd
-	var val *redis.StringCmd
+	var ver, schema, val, legacy *redis.StringCmd
+	var legacyN *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		val = p.HGet(ctx, s.keys.Tokens, label)
+		legacy = p.HGet(ctx, s.keys.Legacy, label)
+		legacyN = p.Exists(ctx, s.keys.Legacy)
 		ver = p.Get(ctx, s.keys.Version)
+		schema = p.Get(ctx, s.keys.Schema)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	version, _, err := parseVersion(ver)
-	if err != nil {
-		return err
+	entriesKey, ok := s.checkSchema(schema, legacyN)
+	if !ok {
+		return nil
+	}
+	if entriesKey == s.keys.Legacy {
+		val = legacy
+	}
+	version := s.parseVersion(ver)
+	var next *redisEntry
+	if !errors.Is(val.Err(), redis.Nil) {
+		next = decodeEntry(val.Val())
 	}
 	s.mu.Lock()
-	if errors.Is(val.Err(), redis.Nil) {
+	cur := s.entries[label]
+	// The index entries that may concern this label: its new token, its
+	// old one, and any the index gives it.
+	var ds [][32]byte
+	for _, e := range []*redisEntry{next, cur} {
+		if e != nil && e.claimed {
+			ds = append(ds, e.claim)
+		}
+	}
+	for d, l := range s.index {
+		if l == label && len(ds) < 8 {
+			ds = append(ds, d)
+		}
+	}
+	s.mu.Unlock()
+	owners := map[[32]byte]string{}
+	if len(ds) > 0 && entriesKey == s.keys.Tokens {
+		fields := make([]string, len(ds))
+		for i, d := range ds {
+			fields[i] = hex.EncodeToString(d[:])
+		}
+		vals, err := s.client.HMGet(ctx, s.keys.Digests, fields...).Result()
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if l, ok := v.(string); ok {
+				owners[ds[i]] = l
+			}
+		}
+	}
+	s.mu.Lock()
+	same := (next == nil) == (cur == nil) && (next == nil || next.raw == cur.raw)
+	for _, d := range ds {
+		l, ok := owners[d]
+		if had, hadOK := s.index[d]; hadOK != ok || had != l {
+			same = false
+			if ok {
+				s.index[d] = l
+			} else {
+				delete(s.index, d)
+			}
+		}
+	}
+	if next == nil {
 		delete(s.entries, label)
-	} else {
-		s.entries[label] = decodeEntry(val.Val())
+	} else if !same {
+		s.entries[label] = next
 	}
 	s.mu.Unlock()
 	// In step only if this was the one change since the version held;
 	// otherwise the resync loads the whole store. A version that went
 	// back means the store was emptied and written again.
 	switch {
+	case version < 0:
+		s.version = -1
 	case s.version >= 0 && version == s.version+1:
 		s.version = version
 	case version <= s.version:
 		s.version = -1
 	}
-	s.changed()
-	s.dirtySnap = true
+	if !same {
+		s.changed()
+		s.dirtySnap = true
+	}
 	return nil
 }
 
@@ -426,17 +654,89 @@ func (s *redisStore) unsubscribe(c chan struct{}) {
 	s.mu.Unlock()
 }
 
-// list returns the entries sorted by label, and the generation they are of.
+// list returns the entries sorted by label, each with the token it stands
+// for, and the generation they are of.
+//
+// The token of an entry is the one it claims, or, for an entry that
+// claims none it can be read from, the one the digest index gives its
+// label: such an entry is refused, never unlisted. Where entries claim one
+// token, the one the index names keeps it and the others are bad entries
+// that refuse nothing; where the index names none of them, the token is
+// refused.
 func (s *redisStore) list() ([]labeledEntry, uint64) {
 	s.mu.Lock()
 	out := make([]labeledEntry, 0, len(s.entries))
+	byLabel := make(map[string][32]byte, len(s.index))
+	for d, l := range s.index {
+		byLabel[l] = d
+	}
+	first := make(map[[32]byte]int, len(s.entries))
+	var conflicts map[[32]byte][]int
 	for label, e := range s.entries {
-		out = append(out, labeledEntry{label, e})
+		le := labeledEntry{label: label, redisEntry: e}
+		switch d, ok := byLabel[label]; {
+		case e.claimed:
+			le.d, le.dOK = e.claim, true
+		case ok:
+			le.d, le.dOK = d, true
+		}
+		out = append(out, le)
+	}
+	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
+	for i, e := range out {
+		if !e.dOK {
+			continue
+		}
+		if j, dup := first[e.d]; dup {
+			if conflicts == nil {
+				conflicts = map[[32]byte][]int{}
+			}
+			if len(conflicts[e.d]) == 0 {
+				conflicts[e.d] = []int{j}
+			}
+			conflicts[e.d] = append(conflicts[e.d], i)
+			continue
+		}
+		first[e.d] = i
+	}
+	owners := make(map[[32]byte]string, len(conflicts))
+	for d := range conflicts {
+		owners[d] = s.index[d]
 	}
 	gen := s.gen
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
+	for d, idx := range conflicts {
+		owner := owners[d]
+		rightful := slices.ContainsFunc(idx, func(i int) bool { return out[i].label == owner })
+		labels := make([]string, len(idx))
+		for k, i := range idx {
+			labels[k] = out[i].label
+		}
+		for _, i := range idx {
+			e := &out[i]
+			if rightful && e.label == owner {
+				continue
+			}
+			bad := *e.redisEntry
+			if rightful {
+				bad.err = fmt.Errorf("same token as %q, which the store's digest index names; a token can have one label only", owner)
+				e.dOK = false // the token is owner's
+			} else {
+				bad.err = fmt.Errorf("the same token as %s, and the store's digest index names none of them: the token is refused until one is deleted",
+					quoteLabels(slices.DeleteFunc(slices.Clone(labels), func(l string) bool { return l == e.label })))
+			}
+			e.redisEntry = &bad
+		}
+	}
 	return out, gen
+}
+
+func quoteLabels(labels []string) string {
+	q := make([]string, len(labels))
+	for i, l := range labels {
+		q[i] = strconv.Quote(l)
+	}
+	return strings.Join(q, " and ")
 }
 
 // event is what the subscriber goroutine hands to run.
@@ -463,6 +763,9 @@ func (s *redisStore) run(ctx context.Context) {
 	defer tick.Stop()
 	snap := time.NewTicker(time.Second)
 	defer snap.Stop()
+	full := time.NewTimer(time.Hour)
+	full.Stop()
+	defer full.Stop()
 	for {
 		var err error
 		select {
@@ -482,10 +785,22 @@ func (s *redisStore) run(ctx context.Context) {
 				// proves nothing. Load it all.
 				err = s.loadAll(ctx)
 			case ev.label == ReloadAll:
+				if wait := fullLoadEvery - time.Since(s.lastFull); wait > 0 {
+					if !s.fullDue {
+						s.fullDue = true
+						full.Reset(wait)
+					}
+					continue
+				}
 				err = s.loadAll(ctx)
 			default:
 				err = s.applyChange(ctx, ev.label)
 			}
+		case <-full.C:
+			if !s.fullDue {
+				continue
+			}
+			err = s.loadAll(ctx)
 		case <-tick.C:
 			err = s.sync(ctx)
 		case <-snap.C:
@@ -507,7 +822,7 @@ func (s *redisStore) sync(ctx context.Context) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	if err == nil && v == strconv.FormatInt(s.version, 10) {
+	if err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10) {
 		return nil
 	}
 	return s.loadAll(ctx)
@@ -521,6 +836,11 @@ func (s *redisStore) health(err error) {
 		s.mu.Lock()
 		n := len(s.entries)
 		s.mu.Unlock()
+		if isAuthError(err) {
+			s.logger.Error(authMessage(err)+"; the tokens in force keep serving until it is accepted",
+				zap.Int("tokens", n))
+			return
+		}
 		s.logger.Error("redis unreachable; the tokens in force keep serving until it returns",
 			zap.Int("tokens", n), zap.Error(err))
 	case err == nil && !s.down.IsZero():
@@ -528,6 +848,23 @@ func (s *redisStore) health(err error) {
 			zap.Duration("outage", time.Since(s.down).Round(time.Millisecond)), zap.Int64("version", s.version))
 		s.down = time.Time{}
 	}
+}
+
+// isAuthError reports whether Redis refused the credentials.
+func isAuthError(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") ||
+		strings.Contains(msg, "invalid password") || strings.Contains(msg, "invalid username-password")
+}
+
+// authMessage says that Redis refused the credentials; Redis's own words
+// (WRONGPASS, NOAUTH) name no secret.
+func authMessage(err error) string {
+	word, _, _ := strings.Cut(err.Error(), " ")
+	return "redis refused the password (" + word + "): check the redis block's password and username"
 }
 
 // idlePing is how long the subscriber waits for a message before it pings.
@@ -583,7 +920,10 @@ func (s *redisStore) receive(ctx context.Context, events chan<- event, done chan
 	}
 }
 
-// writeSnapshot writes the entries as a tokens_file, atomically.
+// writeSnapshot writes the entries as a tokens_file, atomically. It is
+// written from the decoded entries, never their raw text: tokens as
+// digests only, and an entry this node refuses as a revoked one, so a node
+// started from the snapshot refuses its token too.
 func (s *redisStore) writeSnapshot() {
 	s.dirtySnap = false
 	if s.snapshot == "" {
@@ -594,14 +934,23 @@ func (s *redisStore) writeSnapshot() {
 	b.WriteString("{")
 	sep := "\n"
 	for _, e := range list {
-		if e.err != nil {
-			continue // never decoded; nothing a node could use
+		tp := e.tp
+		if e.err == nil {
+			tp, _ = digestOnly(tp, nil)
+		}
+		if e.err != nil || tp.Token != "" {
+			d, ok := e.digest()
+			if !ok {
+				continue // refuses nothing, here or from the snapshot
+			}
+			tp = TokenPolicy{TokenSHA256: hex.EncodeToString(d[:]), Revoked: true}
 		}
 		label, _ := json.Marshal(e.label)
+		entry, _ := json.Marshal(&tp)
 		b.WriteString(sep)
 		b.Write(label)
 		b.WriteString(": ")
-		b.WriteString(strings.TrimSpace(e.raw))
+		b.Write(entry)
 		sep = ",\n"
 	}
 	b.WriteString("\n}\n")
@@ -697,4 +1046,26 @@ func (h *Handler) followStore(ctx caddy.Context) {
 			zap.Int("tokens", len(t.policies)),
 			zap.Duration("took", time.Since(began)))
 	}
+}
+
+// redisLog writes go-redis's own log lines (dial errors, about one a
+// second while Redis is down) through Caddy's logger at debug level: the
+// store logs an outage once, at its start, and once at its end.
+type redisLog struct{}
+
+func (redisLog) Printf(_ context.Context, format string, v ...any) {
+	// caddy.Log each time: the logging config may change on a reload.
+	if c := caddy.Log().Named("http.handlers.ip_allowlist.redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+		c.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
+
+var redisLogOnce sync.Once
+
+// useZapForRedis routes go-redis's logging, which is process-wide, through
+// Caddy's logger, once.
+func useZapForRedis() {
+	redisLogOnce.Do(func() {
+		redis.SetLogger(redisLog{})
+	})
 }

@@ -97,6 +97,14 @@ func (h *Handler) build() (*table, error) {
 		if h.skipped[label] != msg { // each bad entry is logged once
 			h.logger.Error("redis token entry skipped; fix or delete it", zap.String("token_label", label), zap.Error(err))
 		}
+	}, func(label, set string) {
+		// Kept with the skipped entries under a key no label can be.
+		key := "ip_set\x00" + label + "\x00" + set
+		skipped[key] = ""
+		if _, seen := h.skipped[key]; !seen { // once per entry and set, while it lasts
+			h.logger.Warn("redis token entry names an ip_set this node does not define; it matches nothing here",
+				zap.String("token_label", label), zap.String("ip_set", set))
+		}
 	})
 	if err == nil {
 		h.skipped = skipped
