@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -286,6 +287,7 @@ type redisStore struct {
 	dirtySnap  bool
 	lastFull   time.Time // of the last load of the whole store
 	fullDue    bool      // a * message waits for fullLoadEvery to pass
+	fullLoads  atomic.Int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -390,6 +392,7 @@ const fullLoadEvery = time.Second
 func (s *redisStore) loadAll(ctx context.Context) error {
 	s.lastFull = time.Now()
 	s.fullDue = false
+	s.fullLoads.Add(1)
 	var ver, schema *redis.StringCmd
 	var all, digests *redis.MapStringStringCmd
 	var legacy *redis.IntCmd

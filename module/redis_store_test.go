@@ -3,7 +3,11 @@ package ipallowlist
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,6 +71,30 @@ func handWrite(t *testing.T, srv *redistest.Server, pairs ...string) {
 	}
 }
 
+// waitApplied waits until h's table is built from the store holding raw
+// for label.
+func waitApplied(t *testing.T, h *Handler, label, raw string) {
+	t.Helper()
+	eventually(t, "entry "+label+" applied", func() bool {
+		h.store.mu.Lock()
+		e, gen := h.store.entries[label], h.store.gen
+		h.store.mu.Unlock()
+		if e == nil || e.raw != raw {
+			return false
+		}
+		// The handler rebuilds after the store changes: wait for its
+		// signal to be taken and the rebuild to finish.
+		if len(h.storeSubs) > 0 {
+			return false
+		}
+		h.rebuild.Lock()
+		defer h.rebuild.Unlock()
+		h.store.mu.Lock()
+		defer h.store.mu.Unlock()
+		return h.store.gen == gen
+	})
+}
+
 func entryJSON(tok string, allow string) string {
 	return `{"token_sha256":"` + digestHex(tok) + `","allow":["` + allow + `"]}`
 }
@@ -125,13 +153,11 @@ func TestRedisDigestIndex(t *testing.T) {
 		`not json`,
 	} {
 		handWrite(t, srv, "partner-b", bad)
-		eventually(t, "bad entry "+bad, func() bool { return reasonOf(h, "192.0.2.2", tokPartnerB) == ReasonInvalidEntry })
-		if r := reasonOf(h, "203.0.113.9", tokPartnerB); r != ReasonInvalidEntry {
-			t.Errorf("partner-b with entry %s, from elsewhere: %s, want invalid_entry (never unlisted)", bad, r)
-		}
-		// A full load gives the same answer.
-		if err := h.store.loadAll(ctx); err != nil {
-			t.Fatal(err)
+		waitApplied(t, h, "partner-b", bad)
+		for _, remote := range []string{"192.0.2.2", "203.0.113.9"} {
+			if r := reasonOf(h, remote, tokPartnerB); r != ReasonInvalidEntry {
+				t.Errorf("partner-b with entry %s, from %s: %s, want invalid_entry (never unlisted)", bad, remote, r)
+			}
 		}
 	}
 
@@ -206,4 +232,238 @@ func runCLI(srv *redistest.Server, stdin string, args ...string) (string, string
 	cmd.SilenceUsage = true
 	err := cmd.Execute()
 	return out.String(), errOut.String(), err
+}
+
+// Finding 3: one home per rule. import resolves placeholders where it
+// runs and stores digests; a node never resolves one in a store entry (it
+// is skipped and logged once); the CLI says it cannot check set names, and
+// a node matches nothing for a set it does not define, logging it once.
+func TestRedisStoreEntryRules(t *testing.T) {
+	srv := redistest.New(t)
+	s := cliStore(t, srv)
+	ctx := context.Background()
+	t.Setenv("STORE_PARTNER_A", tokPartnerA)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "partner-b")
+	if err := os.WriteFile(secret, []byte(tokPartnerB+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "tokens.json")
+	if err := os.WriteFile(file, []byte(`{"partner-a": {"token": "{env.STORE_PARTNER_A}", "allow": ["192.0.2.1"]},
+		"partner-b": {"token": "{file.`+secret+`}", "allow": ["192.0.2.2"]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCLI(srv, "", "import", file)
+	if err != nil || out != "imported 2 tokens\n" {
+		t.Fatalf("import: %q %v", out, err)
+	}
+	for label, tok := range map[string]string{"partner-a": tokPartnerA, "partner-b": tokPartnerB} {
+		raw, _ := s.c.HGet(ctx, s.keys.Tokens, label).Result()
+		if raw != entryJSON(tok, map[string]string{"partner-a": "192.0.2.1", "partner-b": "192.0.2.2"}[label]) {
+			t.Errorf("%s stored as %s, want its digest", label, raw)
+		}
+	}
+	// An unset variable is refused, and nothing written.
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"partner-c": {"token": "{env.STORE_UNSET_VARIABLE}", "allow": ["192.0.2.3"]}}`), 0o600)
+	if _, _, err := runCLI(srv, "", "import", bad); err == nil || !strings.Contains(err.Error(), "nothing written") {
+		t.Errorf("import of an unset variable: %v", err)
+	}
+	if n, _ := s.c.HLen(ctx, s.keys.Tokens).Result(); n != 2 {
+		t.Errorf("%d entries after a refused import, want 2", n)
+	}
+	one := filepath.Join(dir, "one.json")
+	os.WriteFile(one, []byte(`{"partner-c": {"token_sha256": "`+digestHex(tokPartnerC)+`", "allow": ["192.0.2.3"]}}`), 0o600)
+	if out, _, err := runCLI(srv, "", "import", one); err != nil || out != "imported 1 token\n" {
+		t.Errorf("import of one token: %q %v", out, err)
+	}
+
+	// put with a set name the CLI cannot check: a note, and written.
+	out, errOut, err := runCLI(srv, "", "put", "partner-a", "--keep-token", "--allow", "192.0.2.1,ofice")
+	if err != nil || !strings.Contains(errOut, `"ofice"`) || !strings.Contains(errOut, "cannot be checked here") {
+		t.Fatalf("put with a set name: %v, stderr %q", err, errOut)
+	}
+	if !strings.Contains(out, "partner-a: ranges replaced; allow 192.0.2.1,ofice") {
+		t.Errorf("put printed %q", out)
+	}
+
+	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}, map[string][]string{"office": {"198.51.100.0/24"}})
+	for _, tt := range []struct{ remote, want string }{{"192.0.2.1", ReasonAllowed}, {"192.0.2.9", ReasonIPNotAllowed}, {"198.51.100.1", ReasonIPNotAllowed}} {
+		if r := reasonOf(h, tt.remote, tokPartnerA); r != tt.want {
+			t.Errorf("partner-a (allow 192.0.2.1,ofice) from %s: %s, want %s", tt.remote, r, tt.want)
+		}
+	}
+	// A placeholder written by hand into the store: refused, logged once.
+	handWrite(t, srv, "partner-d", `{"token":"{env.STORE_PARTNER_A}","allow":["any"]}`)
+	handWrite(t, srv, "partner-e", entryJSON("store-partner-e-0123456789", "192.0.2.5"))
+	eventually(t, "a change after", func() bool { return reasonOf(h, "192.0.2.5", "store-partner-e-0123456789") == ReasonAllowed })
+	handWrite(t, srv, "partner-f", entryJSON("store-partner-f-0123456789", "192.0.2.6"))
+	eventually(t, "another change", func() bool { return reasonOf(h, "192.0.2.6", "store-partner-f-0123456789") == ReasonAllowed })
+	unknown := logs.FilterMessageSnippet("names an ip_set this node does not define")
+	if unknown.Len() != 1 || unknown.All()[0].ContextMap()["ip_set"] != "ofice" || unknown.All()[0].ContextMap()["token_label"] != "partner-a" {
+		t.Errorf("unknown set logged %d times, want once: %v", unknown.Len(), unknown.All())
+	}
+	placeholder := logs.FilterMessage("redis token entry skipped; fix or delete it").FilterField(zap.String("token_label", "partner-d"))
+	if placeholder.Len() != 1 || !strings.Contains(placeholder.All()[0].ContextMap()["error"].(string), "placeholder") {
+		t.Errorf("a placeholder in the store logged %d times, want once: %v", placeholder.Len(), placeholder.All())
+	}
+	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
+		t.Errorf("the placeholder entry took partner-a's token: %s", r)
+	}
+}
+
+// Finding 4: an entry with data after its object is refused, and the
+// snapshot is written from decoded entries (digests only), so a node
+// starts from it while Redis is down.
+func TestRedisStrictSnapshot(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
+	putToken(t, srv, "partner-b", tokPartnerB, "192.0.2.2")
+	handWrite(t, srv, "partner-b", `{"token_sha256":"`+digestHex(tokPartnerB)+`","allow":["192.0.2.2"]}}`)
+	handWrite(t, srv, "partner-c", `{"token": "`+tokPartnerC+`", "allow": ["192.0.2.3"]}`)
+	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
+	src := &RedisSource{Address: srv.Addr, Snapshot: snapshot, Resync: caddy.Duration(time.Hour)}
+	h, _ := openHandler(t, src, nil)
+	if r := reasonOf(h, "192.0.2.2", tokPartnerB); r != ReasonInvalidEntry {
+		t.Errorf("an entry with trailing data: %s, want invalid_entry", r)
+	}
+	b, err := os.ReadFile(snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "}}") || strings.Contains(string(b), tokPartnerC) {
+		t.Errorf("the snapshot holds raw text or a token:\n%s", b)
+	}
+	_ = h.Cleanup()
+	srv.Stop()
+	h, _ = openHandler(t, src, nil)
+	for _, tt := range []struct{ tok, remote, want string }{
+		{tokPartnerA, "192.0.2.1", ReasonAllowed},
+		{tokPartnerB, "192.0.2.2", ReasonTokenRevoked}, // refused, as the store's node did
+		{tokPartnerC, "192.0.2.3", ReasonAllowed},
+	} {
+		if r := reasonOf(h, tt.remote, tt.tok); r != tt.want {
+			t.Errorf("started from the snapshot, %s: %s, want %s", tt.remote, r, tt.want)
+		}
+	}
+}
+
+// Finding 5: a version key that is no integer does not stop a node: it
+// applies changes, logs once that the key is no integer, and never says
+// Redis is unreachable. The CLI refuses to write.
+func TestRedisVersionNotInteger(t *testing.T) {
+	srv := redistest.New(t)
+	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
+	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(50 * time.Millisecond)}, nil)
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	keys := Keys("")
+	if err := c.Set(ctx, keys.Version, "frozen", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range []string{tokPartnerB, tokPartnerC} {
+		remote := []string{"192.0.2.2", "192.0.2.3"}[i]
+		label := []string{"partner-b", "partner-c"}[i]
+		c.HSet(ctx, keys.Tokens, label, entryJSON(tok, remote))
+		c.Publish(ctx, keys.Changes, label)
+		eventually(t, "a change with version frozen", func() bool { return reasonOf(h, remote, tok) == ReasonAllowed })
+	}
+	time.Sleep(200 * time.Millisecond) // a few resyncs
+	if n := logs.FilterMessageSnippet("unreachable").Len(); n != 0 {
+		t.Errorf("a bad version key logged as unreachable: %v", logs.FilterMessageSnippet("unreachable").All())
+	}
+	bad := logs.FilterMessageSnippet("version key is not an integer")
+	if bad.Len() != 1 || bad.All()[0].Level != zapcore.ErrorLevel || bad.All()[0].ContextMap()["key"] != keys.Version {
+		t.Errorf("the bad version key logged %d times, want one ERROR naming the key: %v", bad.Len(), bad.All())
+	}
+
+	before, _ := c.HGetAll(ctx, keys.Tokens).Result()
+	_, _, err := runCLI(srv, tokPartnerA+"x", "put", "partner-x", "--allow", "192.0.2.9")
+	if err == nil || !strings.Contains(err.Error(), keys.Version) || !strings.Contains(err.Error(), "not an integer") {
+		t.Errorf("put with version frozen: %v, want a clear refusal", err)
+	}
+	if after, _ := c.HGetAll(ctx, keys.Tokens).Result(); len(after) != len(before) {
+		t.Errorf("the refused put wrote: %d entries, had %d", len(after), len(before))
+	}
+}
+
+// Finding 6: messages that change nothing rebuild nothing, and a flood of
+// * loads the whole store at most once a second, the last always.
+func TestRedisPublishFlood(t *testing.T) {
+	srv := redistest.New(t)
+	s := cliStore(t, srv)
+	ctx := context.Background()
+	const n = 20_000
+	args := make([]any, 0, 2*n)
+	index := make([]any, 0, 2*n)
+	for i := range n {
+		tok := benchTokenN(i)
+		label := "t" + strconv.Itoa(i)
+		args = append(args, label, entryJSON(tok, nthAddr(i).String()))
+		index = append(index, digestHex(tok), label)
+	}
+	s.c.HSet(ctx, s.keys.Tokens, args...)
+	s.c.HSet(ctx, s.keys.Digests, index...)
+	s.c.Incr(ctx, s.keys.Version)
+	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}, nil)
+	applied := func() int { return logs.FilterMessage("tokens from redis applied").Len() }
+
+	pub := srv.Client()
+	defer pub.Close()
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	flood := func(label string, d time.Duration) (time.Duration, time.Duration) {
+		began, used := time.Now(), cpu()
+		for time.Since(began) < d {
+			pub.Publish(ctx, s.keys.Changes, label)
+			time.Sleep(10 * time.Millisecond)
+		}
+		return time.Since(began), cpu() - used
+	}
+	wall, used := flood("no-such-label", 2*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if got := applied(); got != 0 {
+		t.Errorf("%d rebuilds for messages about an absent label, want 0", got)
+	}
+	t.Logf("flood of a label with no entry, %d tokens, every 10 ms: %.1f%% of a core over %v (the test process, publisher included)",
+		n, 100*used.Seconds()/wall.Seconds(), wall.Round(time.Millisecond))
+	wall, used = flood("t7", time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if got := applied(); got != 0 {
+		t.Errorf("%d rebuilds for messages about an unchanged entry, want 0", got)
+	}
+	t.Logf("flood of an unchanged label: %.1f%% of a core over %v", 100*used.Seconds()/wall.Seconds(), wall.Round(time.Millisecond))
+
+	// * every 10 ms for 2 s, with a change written meanwhile but not
+	// published: it arrives by a debounced full load.
+	fullBefore := h.store.fullLoads.Load()
+	h.store.mu.Lock()
+	gen := h.store.gen
+	h.store.mu.Unlock()
+	s.c.HSet(ctx, s.keys.Tokens, "t1", entryJSON(benchTokenN(1), "203.0.113.77"))
+	began := time.Now()
+	for time.Since(began) < 2*time.Second {
+		pub.Publish(ctx, s.keys.Changes, ReloadAll)
+		time.Sleep(10 * time.Millisecond)
+	}
+	eventually(t, "the change loaded by *", func() bool { return reasonOf(h, "203.0.113.77", benchTokenN(1)) == ReasonAllowed })
+	h.store.mu.Lock()
+	changes := int(h.store.gen - gen)
+	h.store.mu.Unlock()
+	if changes != 1 {
+		t.Errorf("%d changes applied from a flood of * with one change, want 1", changes)
+	}
+	if loads := h.store.fullLoads.Load() - fullBefore; loads > 3 {
+		t.Errorf("%d full loads from 2 s of * every 10 ms, want at most one a second", loads)
+	} else {
+		t.Logf("2 s of * every 10 ms: %d full loads", loads)
+	}
+	// The last * is applied even within a second of a load.
+	s.c.HSet(ctx, s.keys.Tokens, "t2", entryJSON(benchTokenN(2), "203.0.113.78"))
+	pub.Publish(ctx, s.keys.Changes, ReloadAll)
+	eventually(t, "the last *", func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
 }
