@@ -499,7 +499,7 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 				return err
 			}
 			if owner != "" && owner != label {
-				return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only (nothing written)", label, owner)
+				return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only (nothing written; an entry written by hand with another label's token is removed with delete --unrestrict, which leaves %q as it is)", label, owner, owner)
 			}
 			if cur != nil && d != was {
 				return fmt.Errorf("token %q is in the store with another token; a label's token does not change, as the old token would become unlisted: put the new token under a new label, then delete this one (which revokes the old token)", label)
