@@ -467,3 +467,29 @@ func TestRedisPublishFlood(t *testing.T) {
 	pub.Publish(ctx, s.keys.Changes, ReloadAll)
 	eventually(t, "the last *", func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
 }
+
+// Finding 7: a wrong password is an ERROR that says so, at start and
+// while running; go-redis's own lines go through zap.
+func TestRedisWrongPassword(t *testing.T) {
+	srv := redistest.New(t, "--requirepass", "right-password-0123")
+	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
+	os.WriteFile(snapshot, []byte(`{}`), 0o600)
+
+	h := &Handler{Redis: &RedisSource{Address: srv.Addr, Password: "wrong-password-0123"}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	_ = h.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), "redis refused the password") || strings.Contains(err.Error(), "wrong-password") {
+		t.Errorf("start with a wrong password: %v", err)
+	}
+
+	_, logs := openHandler(t, &RedisSource{Address: srv.Addr, Password: "wrong-password-0123", Snapshot: snapshot}, nil)
+	refused := logs.FilterMessageSnippet("redis refused the password")
+	if refused.Len() != 1 || refused.All()[0].Level != zapcore.ErrorLevel {
+		t.Errorf("a wrong password at start with a snapshot: %v", logs.All())
+	}
+	if _, _, err := runCLI(srv, tokPartnerA, "put", "partner-a", "--allow", "192.0.2.1"); err == nil || !strings.Contains(err.Error(), "redis refused the password") {
+		t.Errorf("the CLI with no password: %v", err)
+	}
+}
