@@ -33,7 +33,9 @@ import (
 // channel <key_prefix>changes and are swapped in as a whole new table, and
 // a periodic resync repairs what a node missed.
 type RedisSource struct {
-	// host:port of the Redis server. Default: 127.0.0.1:6379.
+	// host:port of the Redis server, or one {env.NAME} placeholder
+	// resolved at provision (refused when unset). Required: there is no
+	// default, so a missing address is never some other Redis.
 	Address string `json:"address,omitempty"`
 	// ACL user name, if the server uses ACLs.
 	Username string `json:"username,omitempty"`
@@ -67,7 +69,8 @@ type RedisTLS struct {
 	CAFile string `json:"ca_file,omitempty"`
 }
 
-// Defaults of the redis source.
+// Defaults of the redis source. DefaultRedisAddress is the tokens
+// command's --redis default only: the source itself requires an address.
 const (
 	DefaultRedisAddress = "127.0.0.1:6379"
 	DefaultKeyPrefix    = "ip_allowlist:"
@@ -119,11 +122,19 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 		return nil, err
 	}
 	addr := src.Address
-	if addr == "" {
-		addr = DefaultRedisAddress
+	var err error
+	if isPlaceholder(addr) {
+		if repl == nil {
+			return nil, fmt.Errorf("address %q: want host:port", addr)
+		}
+		if addr, err = repl.ReplaceOrErr(addr, true, true); err != nil {
+			return nil, fmt.Errorf("address %s: %w", src.Address, err)
+		}
+		if _, _, err := splitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("address %s: %w", src.Address, err)
+		}
 	}
 	host, _, _ := splitHostPort(addr)
-	var err error
 	password := src.Password
 	if strings.Contains(password, "{") && repl != nil {
 		// An unset variable is no password; an unknown placeholder is a mistake.
@@ -169,7 +180,14 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 // CheckRedisSource checks what can be checked of src without placeholders,
 // files or the network.
 func CheckRedisSource(src *RedisSource) error {
-	if src.Address != "" {
+	switch {
+	case src.Address == "":
+		return errors.New("address: required, as host:port or {env.REDIS_ADDR}; there is no default")
+	case isPlaceholder(src.Address):
+		if !strings.HasPrefix(src.Address, "{env.") {
+			return fmt.Errorf("address %q: the only placeholder taken is {env.NAME}", src.Address)
+		}
+	default:
 		if _, _, err := splitHostPort(src.Address); err != nil {
 			return fmt.Errorf("address %q: %w", src.Address, err)
 		}

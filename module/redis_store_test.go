@@ -493,3 +493,24 @@ func TestRedisWrongPassword(t *testing.T) {
 		t.Errorf("the CLI with no password: %v", err)
 	}
 }
+
+// Finding 10: the redis source has no default address; {env.NAME} is
+// resolved at provision and refused when unset.
+func TestRedisAddressRequired(t *testing.T) {
+	repl := caddy.NewReplacer()
+	if _, err := RedisOptions(&RedisSource{}, repl); err == nil || !strings.Contains(err.Error(), "required") {
+		t.Errorf("no address: %v", err)
+	}
+	if _, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_UNSET_ADDR}"}, repl); err == nil {
+		t.Errorf("an unset address variable was accepted")
+	}
+	t.Setenv("STORE_TEST_ADDR", "192.0.2.1:6380")
+	opts, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl)
+	if err != nil || opts.Addr != "192.0.2.1:6380" {
+		t.Errorf("address from the environment: %v %v", opts, err)
+	}
+	t.Setenv("STORE_TEST_ADDR", "nonsense")
+	if _, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl); err == nil {
+		t.Errorf("a variable that is no host:port was accepted")
+	}
+}
