@@ -514,3 +514,57 @@ func TestRedisAddressRequired(t *testing.T) {
 		t.Errorf("a variable that is no host:port was accepted")
 	}
 }
+
+// Finding 9: a store the previous release wrote (schema 1: the tokens
+// hash, no schema key) is served as it is; the first write moves it to
+// schema 2 and leaves the schema 1 hash as it was, for nodes not yet
+// upgraded; a newer schema is not read.
+func TestRedisSchemaUpgrade(t *testing.T) {
+	srv := redistest.New(t)
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	keys := Keys("")
+	old := entryJSON(tokPartnerA, "192.0.2.1")
+	c.HSet(ctx, keys.Legacy, "partner-a", old)
+	c.Incr(ctx, keys.Version)
+	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}, nil)
+	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
+		t.Fatalf("a schema 1 store: %s", r)
+	}
+	out, errOut, err := runCLI(srv, tokPartnerB, "put", "partner-b", "--allow", "192.0.2.2")
+	if err != nil || !strings.Contains(errOut, "schema 2") {
+		t.Fatalf("the first write: %q %q %v", out, errOut, err)
+	}
+	if v, _ := c.Get(ctx, keys.Schema).Result(); v != "2" {
+		t.Errorf("schema after the first write: %q", v)
+	}
+	if m, _ := c.HGetAll(ctx, keys.Legacy).Result(); len(m) != 1 || m["partner-a"] != old {
+		t.Errorf("the schema 1 hash changed: %v", m)
+	}
+	if d, _ := c.HGet(ctx, keys.Digests, digestHex(tokPartnerA)).Result(); d != "partner-a" {
+		t.Errorf("the moved entry is not indexed: %q", d)
+	}
+	eventually(t, "schema 2", func() bool { return reasonOf(h, "192.0.2.2", tokPartnerB) == ReasonAllowed })
+	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
+		t.Errorf("the moved entry: %s", r)
+	}
+	// A revoked entry, which the previous release would skip, reaches
+	// only the schema 2 hash.
+	runCLI(srv, "", "delete", "partner-a")
+	eventually(t, "revoked", func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonTokenRevoked })
+	if m, _ := c.HGetAll(ctx, keys.Legacy).Result(); m["partner-a"] != old {
+		t.Errorf("the schema 1 hash changed: %v", m)
+	}
+
+	c.Set(ctx, keys.Schema, "3", 0)
+	c.HDel(ctx, keys.Tokens, "partner-b")
+	c.Publish(ctx, keys.Changes, ReloadAll)
+	eventually(t, "newer schema logged", func() bool { return logs.FilterMessageSnippet("schema this node does not know").Len() == 1 })
+	if r := reasonOf(h, "192.0.2.2", tokPartnerB); r != ReasonAllowed {
+		t.Errorf("with a newer schema the node keeps its tokens: %s", r)
+	}
+	if _, _, err := runCLI(srv, "", "allow", "partner-b", "192.0.2.3"); err == nil || !strings.Contains(err.Error(), "schema") {
+		t.Errorf("the CLI on a newer schema: %v", err)
+	}
+}
