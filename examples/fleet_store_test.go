@@ -186,3 +186,31 @@ func TestFleetFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetValidateNeedsNoRedis: caddy validate provisions the config but
+// never starts it, so it needs no Redis and writes no snapshot.
+func TestFleetValidateNeedsNoRedis(t *testing.T) {
+	bin := caddyBin(t)
+	raw, err := os.ReadFile("fleet.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	snapshot := dir + "/snapshot.json"
+	cfg := strings.NewReplacer(
+		"127.0.0.1:6379", freePort(t), // nothing listens there
+		"ip-allowlist-snapshot.json", snapshot,
+	).Replace(string(raw))
+	path := dir + "/Caddyfile"
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Valid configuration") {
+		t.Errorf("validate with Redis down: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(snapshot); !os.IsNotExist(err) {
+		t.Errorf("validate wrote the snapshot: %v", err)
+	}
+}

@@ -307,8 +307,13 @@ type redisStore struct {
 	fullDue    bool      // a * message waits for fullLoadEvery to pass
 	fullLoads  atomic.Int64
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	startOnce sync.Once
+	startErr  error
+	loaded    atomic.Bool
+	running   bool // run was started (set within startOnce)
+	closed    bool // Destruct ran; under mu
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 var redisStores = caddy.NewUsagePool()
@@ -325,10 +330,11 @@ func redisStoreKey(opts *redis.Options, src *RedisSource) string {
 		opts.DB, Keys(src.KeyPrefix).Tokens, tlsOn, sn, ca, src.Snapshot, src.Resync)
 }
 
-// openRedisStore connects, subscribes and loads the whole store. If Redis
-// cannot be reached and a snapshot file is configured, it starts from the
-// snapshot and keeps trying in the background.
-func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (*redisStore, error) {
+// newRedisStore makes a node's copy of a store, empty and not yet
+// connected: start connects. Nothing here touches the network or the
+// snapshot file, so caddy validate, which provisions but never starts,
+// needs neither.
+func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *redisStore {
 	useZapForRedis()
 	s := &redisStore{
 		keys:     Keys(src.KeyPrefix),
@@ -346,8 +352,28 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 	if s.resync == 0 {
 		s.resync = defaultResync
 	}
+	return s
+}
+
+// start connects, subscribes and loads the whole store, once; later calls
+// return the first one's result. If Redis cannot be reached and a snapshot
+// file is configured, it starts from the snapshot and keeps trying in the
+// background.
+func (s *redisStore) start() error {
+	s.startOnce.Do(func() { s.startErr = s.connect() })
+	return s.startErr
+}
+
+func (s *redisStore) connect() error {
 	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		return errors.New("redis store closed before it started")
+	}
 	s.cancel = cancel
+	s.mu.Unlock()
 
 	start, stop := context.WithTimeout(ctx, 5*time.Second)
 	defer stop()
@@ -364,14 +390,16 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 		}
 		if s.snapshot == "" {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", opts.Addr, reason)
+			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, reason)
 		}
 		entries, serr := readSnapshot(s.snapshot)
 		if serr != nil {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", opts.Addr, reason, serr)
+			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, reason, serr)
 		}
+		s.mu.Lock()
 		s.entries = entries
+		s.mu.Unlock()
 		s.down = time.Now()
 		if isAuthError(err) {
 			s.logger.Error(authMessage(err)+"; serving the snapshot file until it is accepted",
@@ -383,12 +411,31 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 	} else {
 		s.writeSnapshot()
 	}
+	s.loaded.Store(true)
+	s.changed() // handlers built before the first load rebuild now
+	s.running = true
 	go s.run(ctx)
-	return s, nil
+	return nil
 }
+
+// isLoaded reports whether the store has loaded, from Redis or the
+// snapshot. Until it has, a handler refuses every token that is not in its
+// config (Handler.build): an empty copy must not make the store's tokens
+// unlisted.
+func (s *redisStore) isLoaded() bool { return s.loaded.Load() }
 
 // Destruct stops the store when no loaded config uses it any more.
 func (s *redisStore) Destruct() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.startOnce.Do(func() { s.startErr = errors.New("never started") })
+	if !s.running {
+		if s.cancel == nil { // never connected (caddy validate)
+			_ = s.client.Close()
+		}
+		return nil
+	}
 	s.cancel()
 	<-s.done
 	return nil
@@ -396,7 +443,9 @@ func (s *redisStore) Destruct() error {
 
 func (s *redisStore) close() {
 	s.cancel()
-	_ = s.pubsub.Close()
+	if s.pubsub != nil {
+		_ = s.pubsub.Close()
+	}
 	_ = s.client.Close()
 }
 
@@ -1011,21 +1060,33 @@ func readSnapshot(path string) (map[string]*redisEntry, error) {
 	return entries, nil
 }
 
-// openStore joins (or opens) the store the handler's redis source names.
-func (h *Handler) openStore() error {
+// openStore joins (or makes) the store the handler's redis source names.
+// It does not connect: the store starts when the config does, through the
+// ip_allowlist_redis app (redisApp), so that caddy validate needs no Redis
+// and writes no snapshot. Without a config to start (a bare context, as in
+// tests), it starts the store now.
+func (h *Handler) openStore(ctx caddy.Context) error {
 	opts, err := RedisOptions(h.Redis, caddy.NewReplacer())
 	if err != nil {
 		return err
 	}
 	key := redisStoreKey(opts, h.Redis)
 	v, _, err := redisStores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return openRedisStore(opts, h.Redis, h.logger)
+		return newRedisStore(opts, h.Redis, h.logger), nil
 	})
 	if err != nil {
 		return err
 	}
 	h.store, h.storeKey = v.(*redisStore), key
 	h.storeSubs = h.store.subscribe() // before the first build: no change is missed
+	if _, err := ctx.AppIfConfigured("http"); err != nil {
+		return h.store.start()
+	}
+	app, err := ctx.App(redisAppID)
+	if err != nil {
+		return err
+	}
+	app.(*redisApp).add(h.store)
 	return nil
 }
 
@@ -1090,3 +1151,53 @@ func useZapForRedis() {
 		redis.SetLogger(redisLog{})
 	})
 }
+
+func init() {
+	caddy.RegisterModule(new(redisApp))
+}
+
+// redisAppID is the app that starts the Redis stores of a config.
+const redisAppID = "ip_allowlist_redis"
+
+// redisApp starts the Redis stores that a config's handlers use, when the
+// config starts (never under caddy validate, which only provisions). A
+// handler loads it; it has nothing to configure. Start returns when every
+// store has loaded, from Redis or its snapshot, or fails as a store that
+// can do neither.
+type redisApp struct {
+	mu     sync.Mutex
+	stores []*redisStore
+}
+
+// CaddyModule returns the Caddy module information.
+func (*redisApp) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  redisAppID,
+		New: func() caddy.Module { return new(redisApp) },
+	}
+}
+
+func (a *redisApp) add(s *redisStore) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(a.stores, s) {
+		a.stores = append(a.stores, s)
+	}
+}
+
+// Start starts each store not started by an earlier config.
+func (a *redisApp) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.stores {
+		if err := s.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops nothing: a store lives while a config uses it (redisStores).
+func (a *redisApp) Stop() error { return nil }
+
+var _ caddy.App = (*redisApp)(nil)

@@ -3,10 +3,14 @@ package ipallowlist
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -407,7 +411,10 @@ func TestRedisPublishFlood(t *testing.T) {
 	s.c.HSet(ctx, s.keys.Digests, index...)
 	s.c.Incr(ctx, s.keys.Version)
 	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}, nil)
-	applied := func() int { return logs.FilterMessage("tokens from redis applied").Len() }
+	// The store's first load is applied once after provision; count from
+	// there.
+	eventually(t, "first load applied", func() bool { return logs.FilterMessage("tokens from redis applied").Len() == 1 })
+	applied := func() int { return logs.FilterMessage("tokens from redis applied").Len() - 1 }
 
 	pub := srv.Client()
 	defer pub.Close()
@@ -566,5 +573,69 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 	}
 	if _, _, err := runCLI(srv, "", "allow", "partner-b", "192.0.2.3"); err == nil || !strings.Contains(err.Error(), "schema") {
 		t.Errorf("the CLI on a newer schema: %v", err)
+	}
+}
+
+// Finding 8: caddy validate provisions but never starts: it needs no
+// Redis and writes no snapshot. Until the store has loaded, a token the
+// config does not list is refused, not unlisted.
+func TestRedisValidateAndPending(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
+	cfg := `{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [
+		{"handler": "ip_allowlist", "redis": {"address": "` + dead + `", "snapshot": "` + snapshot + `"}}]}]}}}}}`
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Errorf("validate with Redis down and no snapshot yet: %v", err)
+	}
+	if _, err := os.Stat(snapshot); !os.IsNotExist(err) {
+		t.Errorf("validate wrote the snapshot: %v", err)
+	}
+
+	srv := redistest.New(t)
+	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
+	src := &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}
+	opts, err := RedisOptions(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Redis: src, logger: zap.NewNop(), rebuild: new(sync.Mutex)}
+	if h.sources, err = compileSources(nil); err != nil {
+		t.Fatal(err)
+	}
+	h.store = newRedisStore(opts, src, zap.NewNop())
+	defer h.store.Destruct()
+	h.current = new(atomic.Pointer[table])
+	tb, err := h.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.current.Store(tb)
+	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonUnlistedToken {
+		t.Errorf("a store's token before the store loaded: %s, want unlisted_token (refused)", r)
+	}
+	if r := reasonOf(h, "192.0.2.1", tokPartnerB); r != ReasonUnlistedToken {
+		t.Errorf("an unknown token before the store loaded: %s, want refused", r)
+	}
+	if err := h.store.start(); err != nil {
+		t.Fatal(err)
+	}
+	if tb, err = h.build(); err != nil {
+		t.Fatal(err)
+	}
+	h.current.Store(tb)
+	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
+		t.Errorf("after the store loaded: %s", r)
+	}
+	if r := reasonOf(h, "192.0.2.1", tokPartnerB); r != ReasonAllowed {
+		t.Errorf("an unlisted token after the store loaded (unlisted any): %s", r)
 	}
 }

@@ -87,11 +87,20 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 // are Provision.
 func (h *Handler) build() (*table, error) {
 	var shared []labeledEntry
+	cfg := h
 	if h.store != nil {
 		shared, _ = h.store.list()
+		if !h.store.isLoaded() {
+			// Until the store has loaded, its tokens are not known:
+			// refuse every token the config does not list, rather
+			// than let the store's tokens be unlisted.
+			pending := *h
+			pending.Unlisted = &Policy{}
+			cfg = &pending
+		}
 	}
 	skipped := map[string]string{}
-	t, err := compileWith(h, caddy.NewReplacer(), shared, func(label string, err error) {
+	t, err := compileWith(cfg, caddy.NewReplacer(), shared, func(label string, err error) {
 		msg := err.Error()
 		skipped[label] = msg
 		if h.skipped[label] != msg { // each bad entry is logged once
