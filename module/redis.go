@@ -293,6 +293,7 @@ type redisStore struct {
 	mu      sync.Mutex
 	entries map[string]*redisEntry
 	index   map[[32]byte]string // the store's digest index: token -> label
+	byLabel map[string][32]byte // index reversed (one token a label)
 	gen     uint64              // bumped on every change of entries
 	subs    map[chan struct{}]struct{}
 
@@ -345,6 +346,7 @@ func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *r
 		logger:   logger.With(zap.String("redis", opts.Addr)),
 		entries:  map[string]*redisEntry{},
 		index:    map[[32]byte]string{},
+		byLabel:  map[string][32]byte{},
 		subs:     map[chan struct{}]struct{}{},
 		version:  -1,
 		done:     make(chan struct{}),
@@ -526,7 +528,7 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 		for label, raw := range m {
 			entries[label] = decodeEntry(raw)
 		}
-		s.entries, s.index = entries, index
+		s.entries, s.index, s.byLabel = entries, index, reverseIndex(index)
 	}
 	s.mu.Unlock()
 	s.version = max(version, -1)
@@ -588,6 +590,14 @@ func (s *redisStore) checkSchema(cmd *redis.StringCmd, legacy *redis.IntCmd) (st
 	return "", false
 }
 
+func reverseIndex(index map[[32]byte]string) map[string][32]byte {
+	byLabel := make(map[string][32]byte, len(index))
+	for d, l := range index {
+		byLabel[l] = d
+	}
+	return byLabel
+}
+
 // parseIndex reads the digest index; a malformed field is ignored.
 func parseIndex(m map[string]string) map[[32]byte]string {
 	index := make(map[[32]byte]string, len(m))
@@ -638,10 +648,8 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 			ds = append(ds, e.claim)
 		}
 	}
-	for d, l := range s.index {
-		if l == label && len(ds) < 8 {
-			ds = append(ds, d)
-		}
+	if d, ok := s.byLabel[label]; ok {
+		ds = append(ds, d)
 	}
 	s.mu.Unlock()
 	owners := map[[32]byte]string{}
@@ -666,8 +674,12 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 		l, ok := owners[d]
 		if had, hadOK := s.index[d]; hadOK != ok || had != l {
 			same = false
+			if hadOK && s.byLabel[had] == d {
+				delete(s.byLabel, had)
+			}
 			if ok {
 				s.index[d] = l
+				s.byLabel[l] = d
 			} else {
 				delete(s.index, d)
 			}
@@ -736,10 +748,7 @@ func (s *redisStore) unsubscribe(c chan struct{}) {
 func (s *redisStore) list() ([]labeledEntry, uint64) {
 	s.mu.Lock()
 	out := make([]labeledEntry, 0, len(s.entries))
-	byLabel := make(map[string][32]byte, len(s.index))
-	for d, l := range s.index {
-		byLabel[l] = d
-	}
+	byLabel := s.byLabel
 	first := make(map[[32]byte]int, len(s.entries))
 	var conflicts map[[32]byte][]int
 	for label, e := range s.entries {
