@@ -305,7 +305,8 @@ type redisStore struct {
 	badSchema  bool // the store's schema is newer than this node's (logged once)
 	dirtySnap  bool
 	lastFull   time.Time // of the last load of the whole store
-	fullDue    bool      // a * message waits for fullLoadEvery to pass
+	fullDue    bool      // a * message waits, until fullAt, for a load
+	fullAt     time.Time
 	fullLoads  atomic.Int64
 
 	startOnce sync.Once
@@ -451,10 +452,21 @@ func (s *redisStore) close() {
 	_ = s.client.Close()
 }
 
-// fullLoadEvery bounds how often a * message loads the whole store: a
-// flood of them costs one load a second, and the last one is always
-// applied.
-const fullLoadEvery = time.Second
+// fullLoadEvery bounds how often a * message loads the whole store, and
+// idleFullLoadEvery how often it does when the store's version is the
+// node's: a flood of them costs one load every 10 s, and the last one is
+// always applied.
+const (
+	fullLoadEvery     = time.Second
+	idleFullLoadEvery = 10 * time.Second
+)
+
+// sameVersion reports whether the store's version is known to be the
+// node's; an error says no.
+func (s *redisStore) sameVersion(ctx context.Context) bool {
+	v, err := s.client.Get(ctx, s.keys.Version).Result()
+	return err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10)
+}
 
 // loadAll replaces the entries with the whole store, read atomically. A
 // store equal to the node's copy tells no handler to rebuild.
@@ -864,9 +876,17 @@ func (s *redisStore) run(ctx context.Context) {
 				// proves nothing. Load it all.
 				err = s.loadAll(ctx)
 			case ev.label == ReloadAll:
-				if wait := fullLoadEvery - time.Since(s.lastFull); wait > 0 {
-					if !s.fullDue {
-						s.fullDue = true
+				every := fullLoadEvery
+				if s.sameVersion(ctx) {
+					// Nothing says the store changed: a flood of * from
+					// someone who can only PUBLISH costs a load every
+					// idleFullLoadEvery, and a * sent without INCR still
+					// arrives within it.
+					every = idleFullLoadEvery
+				}
+				if wait := every - time.Since(s.lastFull); wait > 0 {
+					if at := time.Now().Add(wait); !s.fullDue || at.Before(s.fullAt) {
+						s.fullDue, s.fullAt = true, at
 						full.Reset(wait)
 					}
 					continue

@@ -452,6 +452,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	gen := h.store.gen
 	h.store.mu.Unlock()
 	s.c.HSet(ctx, s.keys.Tokens, "t1", entryJSON(benchTokenN(1), "203.0.113.77"))
+	s.c.Incr(ctx, s.keys.Version)
 	began := time.Now()
 	for time.Since(began) < 2*time.Second {
 		pub.Publish(ctx, s.keys.Changes, ReloadAll)
@@ -471,6 +472,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	}
 	// The last * is applied even within a second of a load.
 	s.c.HSet(ctx, s.keys.Tokens, "t2", entryJSON(benchTokenN(2), "203.0.113.78"))
+	s.c.Incr(ctx, s.keys.Version)
 	pub.Publish(ctx, s.keys.Changes, ReloadAll)
 	eventually(t, "the last *", func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
 }
