@@ -485,11 +485,11 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 			if err != nil {
 				return err
 			}
-			if tp, err := digestOnly(*next, nil); err != nil { // a token written by hand
+			tp, err := digestOnly(*next, nil) // a token written by hand
+			if err != nil {
 				return &ConfigError{Token: label, Err: err}
-			} else {
-				next = &tp
 			}
+			next = &tp
 			if err := s.checkEntry(label, next); err != nil {
 				return err
 			}

@@ -27,8 +27,9 @@ import (
 )
 
 // RedisSource is a token store shared by many Caddy nodes. Tokens live in a
-// Redis hash, <key_prefix>tokens, keyed by label, each value a JSON object
-// of the same shape as a tokens_file entry. Every node holds all of them in
+// Redis hash, <key_prefix>entries, keyed by label, each value a JSON object
+// of the same shape as a tokens_file entry, beside a digest index of token
+// to label (see RedisKeys). Every node holds all of them in
 // memory, so Redis is never on a request's path: changes arrive on the
 // channel <key_prefix>changes and are swapped in as a whole new table, and
 // a periodic resync repairs what a node missed.
@@ -44,9 +45,11 @@ type RedisSource struct {
 	Password string `json:"password,omitempty"`
 	// The database number. Default 0.
 	DB int `json:"db,omitempty"`
-	// Prefix of the keys used: <prefix>tokens (hash of label to entry),
-	// <prefix>version (bumped on every change) and the channel
-	// <prefix>changes. Default "ip_allowlist:".
+	// Prefix of the keys used: <prefix>entries (hash of label to entry),
+	// <prefix>digests (hash of token digest to label), <prefix>schema,
+	// <prefix>version (bumped on every change), the channel
+	// <prefix>changes, and <prefix>tokens (the previous release's entries,
+	// read while there is no schema key). Default "ip_allowlist:".
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Connect with TLS. Absent: plain TCP.
 	TLS *RedisTLS `json:"tls,omitempty"`
