@@ -42,7 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			revoked
 //		}
 //		tokens_file <path>
-//		redis [<host:port>] {
+//		redis <host:port> {
 //			username <name>
 //			password <password>
 //			db <number>
@@ -257,9 +257,13 @@ func (p *parser) parse() error {
 func (p *parser) redis() (*ipallowlist.RedisSource, error) {
 	d := p.d
 	src := &ipallowlist.RedisSource{}
-	if d.NextArg() {
-		src.Address = d.Val()
+	// No default address: with redis {$REDIS_ADDR} and the variable
+	// unset, the Caddyfile has no argument here, and a default would
+	// quietly follow some other Redis.
+	if !d.NextArg() {
+		return nil, d.Err("redis: give the address, as redis <host:port> or redis {env.REDIS_ADDR} (resolved at start, and refused if unset); a {$VAR} that is unset leaves no address")
 	}
+	src.Address = d.Val()
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}

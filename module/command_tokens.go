@@ -11,9 +11,11 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -27,16 +29,18 @@ func tokensCommand() *cobra.Command {
 		Short: "Lists and changes the tokens of a Redis token store",
 		Long: `
 Lists and changes the tokens of the Redis store that ip_allowlist's redis
-source reads. Every change is one transaction that sets the entry, bumps
-<prefix>version and publishes the label on <prefix>changes, so every node
-applies it within moments.
+source reads. Every change is one transaction that sets the entry and the
+store's digest index, bumps <prefix>version and publishes the label on
+<prefix>changes, so every node applies it within moments.
 
 Only digests are written: put reads the token from standard input (or takes
---token-sha256) and stores its SHA-256. list never prints a token.
+--token-sha256) and stores its SHA-256. list never prints a token. A token
+has one label: a token already in the store under another label is refused,
+and a label's token never changes (put a new label, then delete the old).
 
   caddy ip-allowlist tokens put partner-a --allow 203.0.113.0/24 < token.txt
   caddy ip-allowlist tokens allow partner-a 198.51.100.7
-  caddy ip-allowlist tokens delete partner-a
+  caddy ip-allowlist tokens delete partner-a        # revokes: refused everywhere
   caddy ip-allowlist tokens list
   caddy ip-allowlist tokens import tokens.json
 
@@ -55,15 +59,27 @@ names (default REDIS_PASSWORD), never from the command line.
 	p.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify the server's certificate for (implies --tls)")
 
 	put := &cobra.Command{
-		Use:   "put <label> --allow <range>... [--deny <range>...] [--token-sha256 <hex>]",
+		Use:   "put <label> --allow <range>[,<range>...] [--deny <range>...] [--token-sha256 <hex>]",
 		Short: "Adds a token, or replaces a token's ranges",
 		Long: `
 Sets the entry of <label>. The token is read from standard input (a pipe:
 everything less one trailing newline; at a terminal, asked for without
 echo), or given as --token-sha256. For a label already in the store,
---keep-token keeps its token and replaces only the ranges.
+--keep-token keeps its token and replaces only the ranges; giving the same
+token again does too. A different token for a label already in the store
+is refused: the old token would become unlisted.
+
+Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2.2.
 `,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 1:
+				return nil
+			case len(args) == 0:
+				return errors.New("put takes a label")
+			}
+			return fmt.Errorf("put takes one label, got %d arguments; give several ranges as --allow a,b or repeat --allow (a range after a space is not taken, so that none lands in the wrong list)", len(args))
+		},
 	}
 	var allow, deny []string
 	var digest string
@@ -73,7 +89,7 @@ echo), or given as --token-sha256. For a label already in the store,
 	put.Flags().StringVar(&digest, "token-sha256", "", "the token's SHA-256 (64 hex digits, sha256: optional) instead of reading the token")
 	put.Flags().BoolVar(&keep, "keep-token", false, "keep the token of the existing entry")
 	put.RunE = func(cmd *cobra.Command, args []string) error {
-		return f.run(func(ctx context.Context, s *tokenStore) error {
+		return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 			tp := TokenPolicy{Allow: allow, Deny: deny}
 			if !keep {
 				d, err := tokenDigest(digest, cmd.InOrStdin())
@@ -82,7 +98,15 @@ echo), or given as --token-sha256. For a label already in the store,
 				}
 				tp.TokenSHA256 = d
 			}
-			return s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
+			var what string
+			err := s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
+				what = "added"
+				if cur != nil {
+					what = "ranges replaced"
+					if cur.Revoked {
+						what = "restored (no longer revoked)"
+					}
+				}
 				if keep {
 					if cur == nil {
 						return nil, fmt.Errorf("token %q is not in the store; --keep-token needs an existing entry", args[0])
@@ -91,6 +115,10 @@ echo), or given as --token-sha256. For a label already in the store,
 				}
 				return &tp, nil
 			})
+			if err == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s; allow %s%s\n", args[0], what, strings.Join(allow, ","), denyNote(deny))
+			}
+			return err
 		})
 	}
 
@@ -99,48 +127,82 @@ echo), or given as --token-sha256. For a label already in the store,
 		Short: "Adds ranges to a token's allow list",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(func(ctx context.Context, s *tokenStore) error {
-				return s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
+			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
+				var added []string
+				err := s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
 					if cur == nil {
 						return nil, fmt.Errorf("token %q is not in the store; add it with put", args[0])
 					}
+					added = added[:0]
 					for _, r := range args[1:] {
 						if !slices.Contains(cur.Allow, r) {
 							cur.Allow = append(cur.Allow, r)
+							added = append(added, r)
 						}
 					}
 					return cur, nil
 				})
+				if err == nil {
+					if len(added) == 0 {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: unchanged; every range given was allowed already\n", args[0])
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: allowed %s\n", args[0], strings.Join(added, ","))
+					}
+				}
+				return err
 			})
 		},
 	}
 
+	var unrestrict bool
 	del := &cobra.Command{
-		Use:   "delete <label>...",
-		Short: "Deletes tokens",
-		Args:  cobra.MinimumNArgs(1),
+		Use:   "delete [--unrestrict] <label>...",
+		Short: "Revokes tokens (refused everywhere), or with --unrestrict removes them",
+		Long: `
+Revokes each token: its entry becomes {"token_sha256": ..., "revoked": true},
+and every node refuses the token on every request (reason token_revoked),
+whatever the unlisted policy.
+
+With --unrestrict, the entry and its digest index entry are removed
+instead: the token becomes UNLISTED, usable from wherever the nodes'
+unlisted_tokens allow (by default from anywhere). Use it only for a token
+that should be treated as unknown.
+`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(func(ctx context.Context, s *tokenStore) error {
+			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 				for _, label := range args {
-					if err := s.update(ctx, label, func(cur *TokenPolicy) (*TokenPolicy, error) {
-						if cur == nil {
-							return nil, fmt.Errorf("token %q is not in the store", label)
-						}
-						return nil, nil
-					}); err != nil {
+					var err error
+					if unrestrict {
+						err = s.unrestrict(ctx, label)
+					} else {
+						err = s.update(ctx, label, func(cur *TokenPolicy) (*TokenPolicy, error) {
+							if cur == nil {
+								return nil, fmt.Errorf("token %q is not in the store", label)
+							}
+							return &TokenPolicy{TokenSHA256: entryDigest(cur), Revoked: true}, nil
+						})
+					}
+					if err != nil {
 						return err
+					}
+					if unrestrict {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: removed; its token is now unlisted\n", label)
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: revoked; its token is refused on every node\n", label)
 					}
 				}
 				return nil
 			})
 		},
 	}
+	del.Flags().BoolVar(&unrestrict, "unrestrict", false, "remove the entry instead of revoking: the token becomes unlisted, usable wherever unlisted_tokens allows (by default anywhere)")
 
 	list := &cobra.Command{
 		Use:   "list [<label>...]",
 		Short: "Prints the store (or the labels given) as a tokens_file, tokens as digests",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(func(ctx context.Context, s *tokenStore) error {
+			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 				return s.list(ctx, cmd.OutOrStdout(), args)
 			})
 		},
@@ -152,14 +214,17 @@ echo), or given as --token-sha256. For a label already in the store,
 		Long: `
 Writes every entry of a tokens_file (a JSON object of label to entry) into
 the store, replacing entries of the same labels, then tells the nodes to
-load the whole store. Tokens given as the secret are stored as digests.
+load the whole store. Tokens given as the secret, or as a placeholder
+({env.NAME}, {file.PATH}, resolved here), are stored as digests. Nothing is
+written if any entry is refused, or a token is already in the store under
+another label.
 `,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(func(ctx context.Context, s *tokenStore) error {
+			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 				n, err := s.importFile(ctx, args[0])
 				if err == nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "imported %d tokens\n", n)
+					fmt.Fprintf(cmd.OutOrStdout(), "imported %s\n", plural(n, "token"))
 				}
 				return err
 			})
@@ -169,6 +234,20 @@ load the whole store. Tokens given as the secret are stored as digests.
 	return cmd
 }
 
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func denyNote(deny []string) string {
+	if len(deny) == 0 {
+		return ""
+	}
+	return "; deny " + strings.Join(deny, ",")
+}
+
 type tokensFlags struct {
 	src                  RedisSource
 	passwordEnv          string
@@ -176,7 +255,9 @@ type tokensFlags struct {
 	tlsCA, tlsServerName string
 }
 
-func (f *tokensFlags) run(do func(context.Context, *tokenStore) error) error {
+// run connects and calls do. A command that writes (all but list) first
+// makes sure the store can be written (tokenStore.ready).
+func (f *tokensFlags) run(cmd *cobra.Command, do func(context.Context, *tokenStore) error) error {
 	src := f.src
 	src.Password = os.Getenv(f.passwordEnv)
 	if f.tls || f.tlsCA != "" || f.tlsServerName != "" {
@@ -186,11 +267,19 @@ func (f *tokensFlags) run(do func(context.Context, *tokenStore) error) error {
 	if err != nil {
 		return err
 	}
+	useZapForRedis()
 	c := redis.NewClient(opts)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return do(ctx, &tokenStore{c: c, keys: Keys(src.KeyPrefix)})
+	s := &tokenStore{c: c, keys: Keys(src.KeyPrefix), notes: cmd.ErrOrStderr()}
+	if err := s.ready(ctx, cmd.Name() != "list"); err != nil {
+		if isAuthError(err) {
+			return errors.New(authMessage(err))
+		}
+		return err
+	}
+	return do(ctx, s)
 }
 
 // tokenDigest returns the hex digest given, or that of the token on in.
@@ -221,49 +310,160 @@ func tokenDigest(given string, in io.Reader) (string, error) {
 
 // tokenStore writes a Redis store the way nodes read it.
 type tokenStore struct {
-	c    *redis.Client
-	keys RedisKeys
+	c     *redis.Client
+	keys  RedisKeys
+	notes io.Writer // where notes for the user go (standard error); nil: none
 }
 
-// checkEntry refuses an entry no node would take. ip_set names cannot be
-// checked here: they are the nodes' config.
-func checkEntry(label string, tp *TokenPolicy) error {
-	if err := CheckLabel(label); err != nil {
+// ready checks that the store can be read, and for write that it can be
+// written, before anything is: its schema is this release's (a schema 1
+// store is moved to schema 2 before the first write; read, its entries are
+// the legacy hash's) and its version key, if any, holds an integer.
+func (s *tokenStore) ready(ctx context.Context, write bool) error {
+	if write {
+		if err := s.checkVersion(ctx, s.c); err != nil {
+			return err
+		}
+	}
+	schema, err := s.c.Get(ctx, s.keys.Schema).Result()
+	switch {
+	case errors.Is(err, redis.Nil) && !write:
+		if n, _ := s.c.Exists(ctx, s.keys.Legacy).Result(); n > 0 {
+			s.keys.Tokens = s.keys.Legacy
+		}
+		return nil
+	case errors.Is(err, redis.Nil):
+		return s.upgradeSchema(ctx)
+	case err != nil:
 		return err
-	}
-	if tp.Token == "" && tp.TokenSHA256 == "" {
-		return fmt.Errorf("token %q: no token or token_sha256 given", label)
-	}
-	if tp.TokenSHA256 != "" {
-		if _, err := ParseDigest(tp.TokenSHA256); err != nil {
-			return fmt.Errorf("token %q: %w", label, err)
-		}
-	}
-	if len(tp.Allow) == 0 {
-		return fmt.Errorf("token %q: allow is empty; list where the token may be used from (use any for everywhere)", label)
-	}
-	for field, list := range map[string][]string{"allow": tp.Allow, "deny": tp.Deny} {
-		for i, r := range list {
-			if IsSetName(r) && r != KeywordAny && r != KeywordPrivateRanges {
-				continue
-			}
-			if _, err := ParseRange(r); err != nil {
-				return fmt.Errorf("token %q: %s[%d] %q: %w", label, field, i, r, err)
-			}
-		}
+	case schema != strconv.Itoa(StoreSchema):
+		return fmt.Errorf("the store's schema (%s = %q) is not this release's (%d); use the caddy of the release that wrote it", s.keys.Schema, schema, StoreSchema)
 	}
 	return nil
 }
 
-// update changes one entry in a transaction that retries if the entry is
-// changed meanwhile. change gets the current entry (nil if none) and
-// returns the new one (nil to delete).
+// checkVersion refuses a store whose version key holds no integer: INCR
+// would fail after the entry was written.
+func (s *tokenStore) checkVersion(ctx context.Context, c redis.Cmdable) error {
+	v, err := c.Get(ctx, s.keys.Version).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
+		return fmt.Errorf("the store's version key %s holds %q, not an integer; nothing written. Set it to an integer first (e.g. redis-cli SET %s 1), so that nodes can tell which changes they missed",
+			s.keys.Version, quoteValue(v), s.keys.Version)
+	}
+	return nil
+}
+
+// quoteValue shows a short value, and only the length of a long one.
+func quoteValue(v string) string {
+	if len(v) > 20 {
+		return fmt.Sprintf("(%d bytes)", len(v))
+	}
+	return v
+}
+
+// upgradeSchema moves a schema 1 store to schema 2: its entries are copied
+// to the schema 2 hash with the digest index, and the schema key is set,
+// in one transaction. The schema 1 hash stays as it was, so nodes of the
+// previous release keep serving what they had.
+func (s *tokenStore) upgradeSchema(ctx context.Context) error {
+	err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+		if n, err := tx.Exists(ctx, s.keys.Schema).Result(); err != nil || n > 0 {
+			return err // upgraded meanwhile
+		}
+		old, err := tx.HGetAll(ctx, s.keys.Legacy).Result()
+		if err != nil {
+			return err
+		}
+		labels := sortedKeys(old)
+		index := map[string]string{}
+		for _, label := range labels {
+			if e := decodeEntry(old[label]); e.claimed {
+				d := hex.EncodeToString(e.claim[:])
+				if other, taken := index[d]; taken {
+					s.note("note: schema 1 entries %q and %q have the same token; the index gives it to %q, and nodes skip %q", other, label, other, label)
+					continue
+				}
+				index[d] = label
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, label := range labels {
+				p.HSet(ctx, s.keys.Tokens, label, old[label])
+			}
+			for d, label := range index {
+				p.HSet(ctx, s.keys.Digests, d, label)
+			}
+			p.Set(ctx, s.keys.Schema, StoreSchema, 0)
+			p.Incr(ctx, s.keys.Version)
+			p.Publish(ctx, s.keys.Changes, ReloadAll)
+			return nil
+		})
+		if err == nil && len(labels) > 0 {
+			s.note("note: the store moved to schema %d: %s copied from %s to %s, with a digest index", StoreSchema, plural(len(labels), "entry"), s.keys.Legacy, s.keys.Tokens)
+		}
+		return err
+	}, s.keys.Schema, s.keys.Legacy, s.keys.Version)
+	if errors.Is(err, redis.TxFailedErr) {
+		return errors.New("the store changed while moving it to schema 2; try again")
+	}
+	return err
+}
+
+func (s *tokenStore) note(format string, args ...any) {
+	if s.notes != nil {
+		fmt.Fprintf(s.notes, format+"\n", args...)
+	}
+}
+
+// checkEntry applies the entry rules (CheckStoreEntry) and notes the set
+// names, which only the nodes can check.
+func (s *tokenStore) checkEntry(label string, tp *TokenPolicy) error {
+	if err := CheckStoreEntry(label, tp); err != nil {
+		return err
+	}
+	var sets []string
+	for _, list := range [][]string{tp.Allow, tp.Deny} {
+		for _, r := range list {
+			if IsSetName(r) && !slices.Contains(sets, quoteEntry(r)) {
+				sets = append(sets, quoteEntry(r))
+			}
+		}
+	}
+	if len(sets) > 0 {
+		s.note("note: token %q: %s cannot be checked here: ip_set names are defined in the nodes' configs; a node that does not define one matches nothing for it, and logs it",
+			label, strings.Join(sets, ", "))
+	}
+	return nil
+}
+
+// entryDigest is the hex digest of an entry's token.
+func entryDigest(tp *TokenPolicy) string {
+	if tp.TokenSHA256 != "" {
+		d, _ := ParseDigest(tp.TokenSHA256)
+		return hex.EncodeToString(d[:])
+	}
+	d := sha256.Sum256([]byte(tp.Token))
+	return hex.EncodeToString(d[:])
+}
+
+// update changes one entry, and its digest index entry, in a transaction
+// that retries if either is changed meanwhile. change gets the current
+// entry (nil if none) and returns the new one.
 func (s *tokenStore) update(ctx context.Context, label string, change func(cur *TokenPolicy) (*TokenPolicy, error)) error {
 	if err := CheckLabel(label); err != nil {
 		return err
 	}
 	for range 10 {
 		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			if err := s.checkVersion(ctx, tx); err != nil {
+				return err
+			}
 			var cur *TokenPolicy
 			raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
 			switch {
@@ -273,34 +473,97 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 			default:
 				e := decodeEntry(raw)
 				if e.err != nil {
-					return fmt.Errorf("token %q in the store: %w", label, e.err)
+					return fmt.Errorf("token %q in the store: %w; replace it with delete --unrestrict and put, or fix it by hand", label, e.err)
 				}
 				cur = &e.tp
+			}
+			var was string
+			if cur != nil {
+				was = entryDigest(cur)
 			}
 			next, err := change(cur)
 			if err != nil {
 				return err
 			}
-			var val string
-			if next != nil {
-				if err := checkEntry(label, next); err != nil {
-					return err
+			tp, err := digestOnly(*next, nil) // a token written by hand
+			if err != nil {
+				return &ConfigError{Token: label, Err: err}
+			}
+			next = &tp
+			if err := s.checkEntry(label, next); err != nil {
+				return err
+			}
+			d := entryDigest(next)
+			owner, err := tx.HGet(ctx, s.keys.Digests, d).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			if owner != "" && owner != label {
+				return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only (nothing written; an entry written by hand with another label's token is removed with delete --unrestrict, which leaves %q as it is)", label, owner, owner)
+			}
+			if cur != nil && d != was {
+				return fmt.Errorf("token %q is in the store with another token; a label's token does not change, as the old token would become unlisted: put the new token under a new label, then delete this one (which revokes the old token)", label)
+			}
+			b, _ := json.Marshal(next)
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.HSet(ctx, s.keys.Tokens, label, string(b))
+				p.HSet(ctx, s.keys.Digests, d, label)
+				p.Incr(ctx, s.keys.Version)
+				p.Publish(ctx, s.keys.Changes, label)
+				return nil
+			})
+			return err
+		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return errors.New("the store kept changing; try again")
+}
+
+// unrestrict removes an entry and its digest index entry: its token
+// becomes unlisted.
+func (s *tokenStore) unrestrict(ctx context.Context, label string) error {
+	for range 10 {
+		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			if err := s.checkVersion(ctx, tx); err != nil {
+				return err
+			}
+			raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
+			if errors.Is(err, redis.Nil) {
+				return fmt.Errorf("token %q is not in the store", label)
+			} else if err != nil {
+				return err
+			}
+			// The index entries of this label: the entry's own token, and
+			// any the index gives the label (an entry that does not
+			// decode).
+			index, err := tx.HGetAll(ctx, s.keys.Digests).Result()
+			if err != nil {
+				return err
+			}
+			var digests []string
+			for d, l := range index {
+				if l == label {
+					digests = append(digests, d)
 				}
-				b, _ := json.Marshal(next)
-				val = string(b)
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				if next == nil {
-					p.HDel(ctx, s.keys.Tokens, label)
-				} else {
-					p.HSet(ctx, s.keys.Tokens, label, val)
+				p.HDel(ctx, s.keys.Tokens, label)
+				if e := decodeEntry(raw); e.claimed {
+					if d := hex.EncodeToString(e.claim[:]); index[d] == label && !slices.Contains(digests, d) {
+						digests = append(digests, d)
+					}
+				}
+				if len(digests) > 0 {
+					p.HDel(ctx, s.keys.Digests, digests...)
 				}
 				p.Incr(ctx, s.keys.Version)
 				p.Publish(ctx, s.keys.Changes, label)
 				return nil
 			})
 			return err
-		}, s.keys.Tokens)
+		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return err
 		}
@@ -312,45 +575,112 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 // store, as after an import.
 const ReloadAll = "*"
 
-// importFile writes every entry of a tokens_file, in batches, then bumps
-// the version and asks the nodes to load everything.
+// importBatch is how many entries import writes per transaction.
+const importBatch = 512
+
+// importFile writes every entry of a tokens_file, then bumps the version
+// and asks the nodes to load everything. The whole file is checked first
+// (every entry, and every token against the store's index), so a refused
+// entry writes nothing; then it is written in transactions of importBatch
+// entries, each checked again against the index.
 func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	n := 0
-	var written error // an entry refused or a write failed, not the decoding
+	type row struct{ label, digest, value string }
+	var rows []row
+	byDigest := map[string]string{}
+	repl := caddy.NewReplacer()
 	err = eachTokenBatch(f, func(entries []tokenEntry) error {
-		args := make([]any, 0, 2*len(entries))
 		for i := range entries {
 			e := &entries[i]
-			tp, err := digestOnly(e.tp)
+			tp, err := digestOnly(e.tp, repl)
 			if err != nil {
-				err = fmt.Errorf("token %q: %w", e.label, err)
-			} else {
-				err = checkEntry(e.label, &tp)
+				return &ConfigError{Token: e.label, Err: err}
 			}
-			if err != nil {
-				written = err
+			if err := s.checkEntry(e.label, &tp); err != nil {
 				return err
 			}
+			d := entryDigest(&tp)
+			if other, dup := byDigest[d]; dup {
+				return &ConfigError{Token: e.label, Err: fmt.Errorf("same token as %q; a token can have one label only", other)}
+			}
+			byDigest[d] = e.label
 			b, _ := json.Marshal(&tp)
-			args = append(args, e.label, string(b))
+			rows = append(rows, row{e.label, d, string(b)})
 		}
-		if err := s.c.HSet(ctx, s.keys.Tokens, args...).Err(); err != nil {
-			written = err
-			return err
-		}
-		n += len(entries)
 		return nil
 	})
-	if written != nil {
-		return 0, written
-	}
 	if err != nil {
-		return n, fmt.Errorf("%s: %w (%d tokens were imported before it)", path, err, n)
+		return 0, fmt.Errorf("%s: %w (nothing written)", path, err)
+	}
+	// check refuses a token the store has under another label, and a
+	// label the store has with another token.
+	check := func(c redis.Cmdable, rows []row) error {
+		if len(rows) == 0 {
+			return nil
+		}
+		labels, digests := make([]string, len(rows)), make([]string, len(rows))
+		for i, r := range rows {
+			labels[i], digests[i] = r.label, r.digest
+		}
+		owners, err := c.HMGet(ctx, s.keys.Digests, digests...).Result()
+		if err != nil {
+			return err
+		}
+		cur, err := c.HMGet(ctx, s.keys.Tokens, labels...).Result()
+		if err != nil {
+			return err
+		}
+		for i, r := range rows {
+			if o, ok := owners[i].(string); ok && o != r.label {
+				return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only", r.label, o)
+			}
+			if v, ok := cur[i].(string); ok {
+				if e := decodeEntry(v); e.claimed && hex.EncodeToString(e.claim[:]) != r.digest {
+					return fmt.Errorf("token %q is in the store with another token; a label's token does not change, as the old token would become unlisted: import it under a new label", r.label)
+				}
+			}
+		}
+		return nil
+	}
+	for i := 0; i < len(rows); i += importBatch {
+		if err := check(s.c, rows[i:min(i+importBatch, len(rows))]); err != nil {
+			return 0, fmt.Errorf("%s: %w (nothing written)", path, err)
+		}
+	}
+	n := 0
+	for i := 0; i < len(rows); i += importBatch {
+		batch := rows[i:min(i+importBatch, len(rows))]
+		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			if err := s.checkVersion(ctx, tx); err != nil {
+				return err
+			}
+			if err := check(tx, batch); err != nil {
+				return err
+			}
+			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for _, r := range batch {
+					p.HSet(ctx, s.keys.Tokens, r.label, r.value)
+					p.HSet(ctx, s.keys.Digests, r.digest, r.label)
+				}
+				p.Incr(ctx, s.keys.Version)
+				return nil
+			})
+			return err
+		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
+		if err != nil {
+			if errors.Is(err, redis.TxFailedErr) {
+				err = errors.New("the store changed meanwhile; run the import again")
+			}
+			if n > 0 {
+				s.c.Publish(ctx, s.keys.Changes, ReloadAll)
+			}
+			return n, fmt.Errorf("%s: %w (%s were imported before it)", path, err, plural(n, "token"))
+		}
+		n += len(batch)
 	}
 	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Incr(ctx, s.keys.Version)
@@ -360,18 +690,29 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 	return n, err
 }
 
-// digestOnly returns tp with a literal token replaced by its SHA-256, so
-// that no secret is written to the store or printed, and checkSecret's
-// verdict on the token. Placeholders stay: each node resolves them.
-func digestOnly(tp TokenPolicy) (TokenPolicy, error) {
-	if tp.Token == "" || IsPlaceholder(tp.Token) {
+// digestOnly returns tp with its token replaced by its SHA-256, so that no
+// secret is written to the store or printed, and checkSecret's verdict on
+// the token. A placeholder is resolved with repl, on the machine writing
+// the store: nodes never resolve a store entry's placeholders. With repl
+// nil, a placeholder is kept.
+func digestOnly(tp TokenPolicy, repl *caddy.Replacer) (TokenPolicy, error) {
+	if tp.Token == "" || IsPlaceholder(tp.Token) && repl == nil {
 		return tp, nil
 	}
-	err := checkTokenText(tp.Token)
-	if err == nil {
-		err = checkSecret(tp.Token)
+	tok := tp.Token
+	err := checkTokenText(tok)
+	if err == nil && IsPlaceholder(tok) {
+		name := tok
+		if tok, err = repl.ReplaceOrErr(tok, true, true); err != nil {
+			return tp, fmt.Errorf("token %s: %w", name, err)
+		}
+		if err := checkSecret(tok); err != nil {
+			return tp, fmt.Errorf("token %s: %w", name, err)
+		}
+	} else if err == nil {
+		err = checkSecret(tok)
 	}
-	d := sha256.Sum256([]byte(tp.Token))
+	d := sha256.Sum256([]byte(tok))
 	tp.Token, tp.TokenSHA256 = "", hex.EncodeToString(d[:])
 	return tp, err
 }
@@ -415,7 +756,7 @@ func (s *tokenStore) list(ctx context.Context, w io.Writer, labels []string) err
 			fmt.Fprintf(out, "\n  %s: {\"error\": %q}", name, e.err.Error())
 			continue
 		}
-		tp, _ := digestOnly(e.tp) // listed as is, even a token no node takes
+		tp, _ := digestOnly(e.tp, nil) // listed as is, even a token no node takes
 		b, _ := json.Marshal(&tp)
 		fmt.Fprintf(out, "\n  %s: %s", name, b)
 	}

@@ -38,7 +38,7 @@ type compiler struct {
 // compile validates h and builds its table. Placeholders in tokens are
 // resolved with repl.
 func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
-	return compileWith(h, repl, nil, nil)
+	return compileWith(h, repl, nil, nil, nil)
 }
 
 // newCompiler applies the rules of h that are not its tokens: modes, token
@@ -96,8 +96,9 @@ func checkModes(h *Handler) error {
 // compileWith is compile with the tokens of a shared store (redis) added
 // last. The store is written by others, so one bad entry must not stop the
 // rest: an entry that does not compile is refused (its token, where known,
-// is refused on every request) and passed to skip.
-func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error)) (*table, error) {
+// is refused on every request) and passed to skip. A set name an entry
+// uses that h does not define matches nothing and is passed to unknown.
+func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {
 	c, err := newCompiler(h, repl, len(h.Tokens))
 	if err != nil {
 		return nil, err
@@ -117,7 +118,12 @@ func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip f
 		c.from("redis")
 		c.origin = originStore
 		c.b.grow(len(shared))
+		var current string
+		if unknown != nil {
+			c.unknownSet = func(name string) { unknown(current, name) }
+		}
 		for _, e := range shared {
+			current = e.label
 			err := e.err
 			if err != nil {
 				err = &ConfigError{Token: e.label, Err: err}

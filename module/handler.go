@@ -187,7 +187,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.rebuild = new(sync.Mutex)
 	if h.Redis != nil {
-		if err := h.openStore(); err != nil {
+		if err := h.openStore(ctx); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,13 +27,16 @@ import (
 )
 
 // RedisSource is a token store shared by many Caddy nodes. Tokens live in a
-// Redis hash, <key_prefix>tokens, keyed by label, each value a JSON object
-// of the same shape as a tokens_file entry. Every node holds all of them in
+// Redis hash, <key_prefix>entries, keyed by label, each value a JSON object
+// of the same shape as a tokens_file entry, beside a digest index of token
+// to label (see RedisKeys). Every node holds all of them in
 // memory, so Redis is never on a request's path: changes arrive on the
 // channel <key_prefix>changes and are swapped in as a whole new table, and
 // a periodic resync repairs what a node missed.
 type RedisSource struct {
-	// host:port of the Redis server. Default: 127.0.0.1:6379.
+	// host:port of the Redis server, or one {env.NAME} placeholder
+	// resolved at provision (refused when unset). Required: there is no
+	// default, so a missing address is never some other Redis.
 	Address string `json:"address,omitempty"`
 	// ACL user name, if the server uses ACLs.
 	Username string `json:"username,omitempty"`
@@ -39,9 +45,11 @@ type RedisSource struct {
 	Password string `json:"password,omitempty"`
 	// The database number. Default 0.
 	DB int `json:"db,omitempty"`
-	// Prefix of the keys used: <prefix>tokens (hash of label to entry),
-	// <prefix>version (bumped on every change) and the channel
-	// <prefix>changes. Default "ip_allowlist:".
+	// Prefix of the keys used: <prefix>entries (hash of label to entry),
+	// <prefix>digests (hash of token digest to label), <prefix>schema,
+	// <prefix>version (bumped on every change), the channel
+	// <prefix>changes, and <prefix>tokens (the previous release's entries,
+	// read while there is no schema key). Default "ip_allowlist:".
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Connect with TLS. Absent: plain TCP.
 	TLS *RedisTLS `json:"tls,omitempty"`
@@ -64,7 +72,8 @@ type RedisTLS struct {
 	CAFile string `json:"ca_file,omitempty"`
 }
 
-// Defaults of the redis source.
+// Defaults of the redis source. DefaultRedisAddress is the tokens
+// command's --redis default only: the source itself requires an address.
 const (
 	DefaultRedisAddress = "127.0.0.1:6379"
 	DefaultKeyPrefix    = "ip_allowlist:"
@@ -73,15 +82,40 @@ const (
 
 // RedisKeys are the names a store uses under its prefix.
 type RedisKeys struct {
-	Tokens, Version, Changes string
+	// Tokens is the hash of label to entry (schema 2).
+	Tokens string
+	// Digests is the hash of token digest (64 hex digits) to label: which
+	// label a token belongs to, written in the same transaction as each
+	// entry. It lets a node refuse the token of an entry it cannot read,
+	// and tells the rightful label when two entries claim one token.
+	Digests string
+	// Schema holds the store's schema number; absent: schema 1, whose
+	// entries are in Legacy.
+	Schema string
+	// Legacy is schema 1's hash of label to entry, read by nodes of the
+	// previous release, which refuse fields they do not know (revoked).
+	// It is left as it was when the store moved to schema 2.
+	Legacy string
+	// Version is bumped on every change; Changes is the channel of labels.
+	Version, Changes string
 }
+
+// StoreSchema is the schema this release reads and writes.
+const StoreSchema = 2
 
 // Keys returns the key names under prefix ("" for the default).
 func Keys(prefix string) RedisKeys {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	return RedisKeys{Tokens: prefix + "tokens", Version: prefix + "version", Changes: prefix + "changes"}
+	return RedisKeys{
+		Tokens:  prefix + "entries",
+		Digests: prefix + "digests",
+		Schema:  prefix + "schema",
+		Legacy:  prefix + "tokens",
+		Version: prefix + "version",
+		Changes: prefix + "changes",
+	}
 }
 
 // RedisOptions returns the client options for src after resolving its
@@ -91,11 +125,19 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 		return nil, err
 	}
 	addr := src.Address
-	if addr == "" {
-		addr = DefaultRedisAddress
+	var err error
+	if isPlaceholder(addr) {
+		if repl == nil {
+			return nil, fmt.Errorf("address %q: want host:port", addr)
+		}
+		if addr, err = repl.ReplaceOrErr(addr, true, true); err != nil {
+			return nil, fmt.Errorf("address %s: %w", src.Address, err)
+		}
+		if _, _, err := splitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("address %s: %w", src.Address, err)
+		}
 	}
 	host, _, _ := splitHostPort(addr)
-	var err error
 	password := src.Password
 	if strings.Contains(password, "{") && repl != nil {
 		// An unset variable is no password; an unknown placeholder is a mistake.
@@ -141,7 +183,14 @@ func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error
 // CheckRedisSource checks what can be checked of src without placeholders,
 // files or the network.
 func CheckRedisSource(src *RedisSource) error {
-	if src.Address != "" {
+	switch {
+	case src.Address == "":
+		return errors.New("address: required, as host:port or {env.REDIS_ADDR}; there is no default")
+	case isPlaceholder(src.Address):
+		if !strings.HasPrefix(src.Address, "{env.") {
+			return fmt.Errorf("address %q: the only placeholder taken is {env.NAME}", src.Address)
+		}
+	default:
 		if _, _, err := splitHostPort(src.Address); err != nil {
 			return fmt.Errorf("address %q: %w", src.Address, err)
 		}
@@ -171,7 +220,12 @@ func splitHostPort(addr string) (string, int, error) {
 type redisEntry struct {
 	raw string
 	tp  TokenPolicy
-	err error // the JSON does not decode
+	err error // the JSON does not decode, strictly
+	// The token the entry claims, where the entry itself says it: its
+	// token_sha256 (or literal token), read even from an entry that does
+	// not decode strictly, such as one with fields this node does not know.
+	claim   [32]byte
+	claimed bool
 }
 
 func decodeEntry(raw string) *redisEntry {
@@ -180,23 +234,50 @@ func decodeEntry(raw string) *redisEntry {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e.tp); err != nil {
 		e.err = jsonErr(err)
-	} else if dec.More() {
+	} else if _, err := dec.Token(); err != io.EOF {
+		// dec.More is false before a stray } or ], so only io.EOF
+		// proves nothing follows the object.
 		e.err = errors.New("data after the JSON object")
+	}
+	tp := e.tp
+	if e.err != nil {
+		// Read what the entry says of its token, leniently, so that its
+		// token is refused rather than unlisted.
+		tp = TokenPolicy{}
+		var probe struct {
+			Token       string `json:"token"`
+			TokenSHA256 string `json:"token_sha256"`
+		}
+		if json.Unmarshal([]byte(raw), &probe) != nil {
+			_ = json.NewDecoder(strings.NewReader(raw)).Decode(&probe) // trailing data
+		}
+		tp.Token, tp.TokenSHA256 = probe.Token, probe.TokenSHA256
+	}
+	switch {
+	case tp.TokenSHA256 != "":
+		d, err := ParseDigest(tp.TokenSHA256)
+		e.claim, e.claimed = d, err == nil
+	case tp.Token != "" && !isPlaceholder(tp.Token):
+		e.claim, e.claimed = sha256.Sum256([]byte(tp.Token)), true
 	}
 	return e
 }
 
-// labeledEntry is an entry with its label, as compile takes them.
+// labeledEntry is an entry with its label, as compile takes them, and the
+// token it stands for (see redisStore.list).
 type labeledEntry struct {
 	label string
 	*redisEntry
+	d   [32]byte
+	dOK bool
 }
 
-// digest is the entry's token digest, where it can be known: from the
-// entry itself, even one that is otherwise bad.
+// digest is the token the entry stands for, where it can be known: from
+// the entry itself, even one that is otherwise bad, or else from the
+// store's digest index. It is unknown for an entry that lost a conflict:
+// the token is another label's, which keeps it.
 func (e labeledEntry) digest() ([32]byte, bool) {
-	d, err := ParseDigest(e.tp.TokenSHA256)
-	return d, err == nil
+	return e.d, e.dOK
 }
 
 // redisStore is one node's copy of a Redis token store. Handlers of every
@@ -214,17 +295,30 @@ type redisStore struct {
 
 	mu      sync.Mutex
 	entries map[string]*redisEntry
-	gen     uint64 // bumped on every change of entries
+	index   map[[32]byte]string // the store's digest index: token -> label
+	byLabel map[string][32]byte // index reversed (one token a label)
+	gen     uint64              // bumped on every change of entries
 	subs    map[chan struct{}]struct{}
 
 	// Owned by run's goroutine.
-	version   int64 // of entries; -1 unknown (started from the snapshot)
-	down      time.Time
-	dataLoss  bool
-	dirtySnap bool
+	version    int64 // of entries; -1 unknown (started from the snapshot)
+	down       time.Time
+	dataLoss   bool
+	badVersion bool // the version key holds no integer (logged once)
+	badSchema  bool // the store's schema is newer than this node's (logged once)
+	dirtySnap  bool
+	lastFull   time.Time // of the last load of the whole store
+	fullDue    bool      // a * message waits, until fullAt, for a load
+	fullAt     time.Time
+	fullLoads  atomic.Int64
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	startOnce sync.Once
+	startErr  error
+	loaded    atomic.Bool
+	running   bool // run was started (set within startOnce)
+	closed    bool // Destruct ran; under mu
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 var redisStores = caddy.NewUsagePool()
@@ -241,10 +335,12 @@ func redisStoreKey(opts *redis.Options, src *RedisSource) string {
 		opts.DB, Keys(src.KeyPrefix).Tokens, tlsOn, sn, ca, src.Snapshot, src.Resync)
 }
 
-// openRedisStore connects, subscribes and loads the whole store. If Redis
-// cannot be reached and a snapshot file is configured, it starts from the
-// snapshot and keeps trying in the background.
-func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (*redisStore, error) {
+// newRedisStore makes a node's copy of a store, empty and not yet
+// connected: start connects. Nothing here touches the network or the
+// snapshot file, so caddy validate, which provisions but never starts,
+// needs neither.
+func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *redisStore {
+	useZapForRedis()
 	s := &redisStore{
 		keys:     Keys(src.KeyPrefix),
 		addr:     opts.Addr,
@@ -252,6 +348,9 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 		resync:   time.Duration(src.Resync),
 		client:   redis.NewClient(opts),
 		logger:   logger.With(zap.String("redis", opts.Addr)),
+		entries:  map[string]*redisEntry{},
+		index:    map[[32]byte]string{},
+		byLabel:  map[string][32]byte{},
 		subs:     map[chan struct{}]struct{}{},
 		version:  -1,
 		done:     make(chan struct{}),
@@ -259,8 +358,28 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 	if s.resync == 0 {
 		s.resync = defaultResync
 	}
+	return s
+}
+
+// start connects, subscribes and loads the whole store, once; later calls
+// return the first one's result. If Redis cannot be reached and a snapshot
+// file is configured, it starts from the snapshot and keeps trying in the
+// background.
+func (s *redisStore) start() error {
+	s.startOnce.Do(func() { s.startErr = s.connect() })
+	return s.startErr
+}
+
+func (s *redisStore) connect() error {
 	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		return errors.New("redis store closed before it started")
+	}
 	s.cancel = cancel
+	s.mu.Unlock()
 
 	start, stop := context.WithTimeout(ctx, 5*time.Second)
 	defer stop()
@@ -271,28 +390,58 @@ func openRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) (
 		err = s.loadAll(start)
 	}
 	if err != nil {
+		reason := err.Error()
+		if isAuthError(err) {
+			reason = authMessage(err)
+		}
 		if s.snapshot == "" {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %v; configure a snapshot file to start from the last copy instead", opts.Addr, err)
+			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, reason)
 		}
 		entries, serr := readSnapshot(s.snapshot)
 		if serr != nil {
 			s.close()
-			return nil, fmt.Errorf("redis %s unreachable at start: %v; and the snapshot file: %v", opts.Addr, err, serr)
+			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, reason, serr)
 		}
+		s.mu.Lock()
 		s.entries = entries
+		s.mu.Unlock()
 		s.down = time.Now()
-		s.logger.Warn("redis unreachable at start; serving the snapshot file until it returns",
-			zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)), zap.Error(err))
+		if isAuthError(err) {
+			s.logger.Error(authMessage(err)+"; serving the snapshot file until it is accepted",
+				zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)))
+		} else {
+			s.logger.Warn("redis unreachable at start; serving the snapshot file until it returns",
+				zap.String("snapshot", s.snapshot), zap.Int("tokens", len(entries)), zap.Error(err))
+		}
 	} else {
 		s.writeSnapshot()
 	}
+	s.loaded.Store(true)
+	s.changed() // handlers built before the first load rebuild now
+	s.running = true
 	go s.run(ctx)
-	return s, nil
+	return nil
 }
+
+// isLoaded reports whether the store has loaded, from Redis or the
+// snapshot. Until it has, a handler refuses every token that is not in its
+// config (Handler.build): an empty copy must not make the store's tokens
+// unlisted.
+func (s *redisStore) isLoaded() bool { return s.loaded.Load() }
 
 // Destruct stops the store when no loaded config uses it any more.
 func (s *redisStore) Destruct() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.startOnce.Do(func() { s.startErr = errors.New("never started") })
+	if !s.running {
+		if s.cancel == nil { // never connected (caddy validate)
+			_ = s.client.Close()
+		}
+		return nil
+	}
 	s.cancel()
 	<-s.done
 	return nil
@@ -300,31 +449,71 @@ func (s *redisStore) Destruct() error {
 
 func (s *redisStore) close() {
 	s.cancel()
-	_ = s.pubsub.Close()
+	if s.pubsub != nil {
+		_ = s.pubsub.Close()
+	}
 	_ = s.client.Close()
 }
 
-// loadAll replaces the entries with the whole store, read atomically.
+// fullLoadEvery bounds how often a * message loads the whole store, and
+// idleFullLoadEvery how often it does when the store's version is the
+// node's: a flood of them costs one load every 10 s, and the last one is
+// always applied.
+const (
+	fullLoadEvery     = time.Second
+	idleFullLoadEvery = 10 * time.Second
+)
+
+// sameVersion reports whether the store's version is known to be the
+// node's; an error says no.
+func (s *redisStore) sameVersion(ctx context.Context) bool {
+	v, err := s.client.Get(ctx, s.keys.Version).Result()
+	return err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10)
+}
+
+// loadAll replaces the entries with the whole store, read atomically. A
+// store equal to the node's copy tells no handler to rebuild.
 func (s *redisStore) loadAll(ctx context.Context) error {
-	var ver *redis.StringCmd
-	var all *redis.MapStringStringCmd
+	s.lastFull = time.Now()
+	s.fullDue = false
+	s.fullLoads.Add(1)
+	var ver, schema *redis.StringCmd
+	var all, digests *redis.MapStringStringCmd
+	var legacy *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ver = p.Get(ctx, s.keys.Version)
+		schema = p.Get(ctx, s.keys.Schema)
+		legacy = p.Exists(ctx, s.keys.Legacy)
 		all = p.HGetAll(ctx, s.keys.Tokens)
+		digests = p.HGetAll(ctx, s.keys.Digests)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	version, missing, err := parseVersion(ver)
-	if err != nil {
-		return err
+	entriesKey, ok := s.checkSchema(schema, legacy)
+	if !ok {
+		return nil
 	}
 	m := all.Val()
+	if entriesKey == s.keys.Legacy {
+		// A schema 1 store: its entries are in the legacy hash, and it
+		// has no index.
+		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			ver = p.Get(ctx, s.keys.Version)
+			all = p.HGetAll(ctx, s.keys.Legacy)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		m = all.Val()
+	}
+	version := s.parseVersion(ver)
 	s.mu.Lock()
 	have := len(s.entries)
 	s.mu.Unlock()
-	if missing && len(m) == 0 && have > 0 {
+	if version == versionMissing && len(m) == 0 && have > 0 {
 		// A store with no version and no tokens, where this node has
 		// tokens: Redis lost its data (restarted without persistence),
 		// or the prefix is wrong. Dropping every token would make them
@@ -338,64 +527,200 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 		return nil
 	}
 	s.dataLoss = false
-	entries := make(map[string]*redisEntry, len(m))
-	for label, raw := range m {
-		entries[label] = decodeEntry(raw)
-	}
+	index := parseIndex(digests.Val())
 	s.mu.Lock()
-	s.entries = entries
+	same := len(m) == len(s.entries) && maps.Equal(index, s.index)
+	if same {
+		for label, raw := range m {
+			if e, ok := s.entries[label]; !ok || e.raw != raw {
+				same = false
+				break
+			}
+		}
+	}
+	if !same {
+		entries := make(map[string]*redisEntry, len(m))
+		for label, raw := range m {
+			entries[label] = decodeEntry(raw)
+		}
+		s.entries, s.index, s.byLabel = entries, index, reverseIndex(index)
+	}
 	s.mu.Unlock()
-	s.version = version
-	s.changed()
-	s.dirtySnap = true
+	s.version = max(version, -1)
+	if !same {
+		s.changed()
+		s.dirtySnap = true
+	}
 	return nil
 }
 
-func parseVersion(cmd *redis.StringCmd) (v int64, missing bool, err error) {
+// Results of parseVersion besides a version.
+const (
+	versionMissing = -2
+	versionBad     = -3
+)
+
+// parseVersion returns the store's version, versionMissing, or versionBad
+// for a value that is no integer: changes still apply then, one by one, and
+// the whole store is loaded at every resync; it is logged once.
+func (s *redisStore) parseVersion(cmd *redis.StringCmd) int64 {
 	if errors.Is(cmd.Err(), redis.Nil) {
-		return 0, true, nil
+		s.badVersion = false
+		return versionMissing
 	}
-	if cmd.Err() != nil {
-		return 0, false, cmd.Err()
+	v, err := strconv.ParseInt(cmd.Val(), 10, 64)
+	if err != nil || v < 0 {
+		if !s.badVersion {
+			s.logger.Error("the redis version key is not an integer; changes still apply, but one missed is only repaired at a resync; set it to an integer, e.g. with INCR after DEL",
+				zap.String("key", s.keys.Version))
+			s.badVersion = true
+		}
+		return versionBad
 	}
-	v, err = cmd.Int64()
-	return v, false, err
+	s.badVersion = false
+	return v
 }
 
-// applyChange re-reads one label after a message about it.
+// checkSchema returns the hash the entries are in, by the store's schema:
+// with no schema key, schema 1's legacy hash if there is one (a store the
+// previous release wrote), else schema 2's (a new store written by hand).
+// A newer schema than this node's is not read: the node keeps what it has
+// and says so once.
+func (s *redisStore) checkSchema(cmd *redis.StringCmd, legacy *redis.IntCmd) (string, bool) {
+	if errors.Is(cmd.Err(), redis.Nil) {
+		if legacy.Val() > 0 {
+			return s.keys.Legacy, true
+		}
+		return s.keys.Tokens, true
+	}
+	if cmd.Val() == strconv.Itoa(StoreSchema) {
+		s.badSchema = false
+		return s.keys.Tokens, true
+	}
+	if !s.badSchema {
+		s.logger.Error("the redis store has a schema this node does not know; keeping the tokens in force: upgrade this node",
+			zap.String("key", s.keys.Schema), zap.String("schema", cmd.Val()), zap.Int("known", StoreSchema))
+		s.badSchema = true
+	}
+	return "", false
+}
+
+func reverseIndex(index map[[32]byte]string) map[string][32]byte {
+	byLabel := make(map[string][32]byte, len(index))
+	for d, l := range index {
+		byLabel[l] = d
+	}
+	return byLabel
+}
+
+// parseIndex reads the digest index; a malformed field is ignored.
+func parseIndex(m map[string]string) map[[32]byte]string {
+	index := make(map[[32]byte]string, len(m))
+	for k, label := range m {
+		if d, err := ParseDigest(k); err == nil {
+			index[d] = label
+		}
+	}
+	return index
+}
+
+// applyChange re-reads one label after a message about it. A message that
+// changes nothing (the entry and its index entries are as the node has
+// them) rebuilds nothing, so a flood of messages costs a read each.
 func (s *redisStore) applyChange(ctx context.Context, label string) error {
-	var ver *redis.StringCmd
-	var val *redis.StringCmd
+	var ver, schema, val, legacy *redis.StringCmd
+	var legacyN *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		val = p.HGet(ctx, s.keys.Tokens, label)
+		legacy = p.HGet(ctx, s.keys.Legacy, label)
+		legacyN = p.Exists(ctx, s.keys.Legacy)
 		ver = p.Get(ctx, s.keys.Version)
+		schema = p.Get(ctx, s.keys.Schema)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	version, _, err := parseVersion(ver)
-	if err != nil {
-		return err
+	entriesKey, ok := s.checkSchema(schema, legacyN)
+	if !ok {
+		return nil
+	}
+	if entriesKey == s.keys.Legacy {
+		val = legacy
+	}
+	version := s.parseVersion(ver)
+	var next *redisEntry
+	if !errors.Is(val.Err(), redis.Nil) {
+		next = decodeEntry(val.Val())
 	}
 	s.mu.Lock()
-	if errors.Is(val.Err(), redis.Nil) {
+	cur := s.entries[label]
+	// The index entries that may concern this label: its new token, its
+	// old one, and any the index gives it.
+	var ds [][32]byte
+	for _, e := range []*redisEntry{next, cur} {
+		if e != nil && e.claimed {
+			ds = append(ds, e.claim)
+		}
+	}
+	if d, ok := s.byLabel[label]; ok {
+		ds = append(ds, d)
+	}
+	s.mu.Unlock()
+	owners := map[[32]byte]string{}
+	if len(ds) > 0 && entriesKey == s.keys.Tokens {
+		fields := make([]string, len(ds))
+		for i, d := range ds {
+			fields[i] = hex.EncodeToString(d[:])
+		}
+		vals, err := s.client.HMGet(ctx, s.keys.Digests, fields...).Result()
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if l, ok := v.(string); ok {
+				owners[ds[i]] = l
+			}
+		}
+	}
+	s.mu.Lock()
+	same := (next == nil) == (cur == nil) && (next == nil || next.raw == cur.raw)
+	for _, d := range ds {
+		l, ok := owners[d]
+		if had, hadOK := s.index[d]; hadOK != ok || had != l {
+			same = false
+			if hadOK && s.byLabel[had] == d {
+				delete(s.byLabel, had)
+			}
+			if ok {
+				s.index[d] = l
+				s.byLabel[l] = d
+			} else {
+				delete(s.index, d)
+			}
+		}
+	}
+	if next == nil {
 		delete(s.entries, label)
-	} else {
-		s.entries[label] = decodeEntry(val.Val())
+	} else if !same {
+		s.entries[label] = next
 	}
 	s.mu.Unlock()
 	// In step only if this was the one change since the version held;
 	// otherwise the resync loads the whole store. A version that went
 	// back means the store was emptied and written again.
 	switch {
+	case version < 0:
+		s.version = -1
 	case s.version >= 0 && version == s.version+1:
 		s.version = version
 	case version <= s.version:
 		s.version = -1
 	}
-	s.changed()
-	s.dirtySnap = true
+	if !same {
+		s.changed()
+		s.dirtySnap = true
+	}
 	return nil
 }
 
@@ -426,17 +751,86 @@ func (s *redisStore) unsubscribe(c chan struct{}) {
 	s.mu.Unlock()
 }
 
-// list returns the entries sorted by label, and the generation they are of.
+// list returns the entries sorted by label, each with the token it stands
+// for, and the generation they are of.
+//
+// The token of an entry is the one it claims, or, for an entry that
+// claims none it can be read from, the one the digest index gives its
+// label: such an entry is refused, never unlisted. Where entries claim one
+// token, the one the index names keeps it and the others are bad entries
+// that refuse nothing; where the index names none of them, the token is
+// refused.
 func (s *redisStore) list() ([]labeledEntry, uint64) {
 	s.mu.Lock()
 	out := make([]labeledEntry, 0, len(s.entries))
+	byLabel := s.byLabel
+	first := make(map[[32]byte]int, len(s.entries))
+	var conflicts map[[32]byte][]int
 	for label, e := range s.entries {
-		out = append(out, labeledEntry{label, e})
+		le := labeledEntry{label: label, redisEntry: e}
+		switch d, ok := byLabel[label]; {
+		case e.claimed:
+			le.d, le.dOK = e.claim, true
+		case ok:
+			le.d, le.dOK = d, true
+		}
+		out = append(out, le)
+	}
+	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
+	for i, e := range out {
+		if !e.dOK {
+			continue
+		}
+		if j, dup := first[e.d]; dup {
+			if conflicts == nil {
+				conflicts = map[[32]byte][]int{}
+			}
+			if len(conflicts[e.d]) == 0 {
+				conflicts[e.d] = []int{j}
+			}
+			conflicts[e.d] = append(conflicts[e.d], i)
+			continue
+		}
+		first[e.d] = i
+	}
+	owners := make(map[[32]byte]string, len(conflicts))
+	for d := range conflicts {
+		owners[d] = s.index[d]
 	}
 	gen := s.gen
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
+	for d, idx := range conflicts {
+		owner := owners[d]
+		rightful := slices.ContainsFunc(idx, func(i int) bool { return out[i].label == owner })
+		labels := make([]string, len(idx))
+		for k, i := range idx {
+			labels[k] = out[i].label
+		}
+		for _, i := range idx {
+			e := &out[i]
+			if rightful && e.label == owner {
+				continue
+			}
+			bad := *e.redisEntry
+			if rightful {
+				bad.err = fmt.Errorf("same token as %q, which the store's digest index names; a token can have one label only", owner)
+				e.dOK = false // the token is owner's
+			} else {
+				bad.err = fmt.Errorf("the same token as %s, and the store's digest index names none of them: the token is refused until one is deleted",
+					quoteLabels(slices.DeleteFunc(slices.Clone(labels), func(l string) bool { return l == e.label })))
+			}
+			e.redisEntry = &bad
+		}
+	}
 	return out, gen
+}
+
+func quoteLabels(labels []string) string {
+	q := make([]string, len(labels))
+	for i, l := range labels {
+		q[i] = strconv.Quote(l)
+	}
+	return strings.Join(q, " and ")
 }
 
 // event is what the subscriber goroutine hands to run.
@@ -463,6 +857,9 @@ func (s *redisStore) run(ctx context.Context) {
 	defer tick.Stop()
 	snap := time.NewTicker(time.Second)
 	defer snap.Stop()
+	full := time.NewTimer(time.Hour)
+	full.Stop()
+	defer full.Stop()
 	for {
 		var err error
 		select {
@@ -482,10 +879,30 @@ func (s *redisStore) run(ctx context.Context) {
 				// proves nothing. Load it all.
 				err = s.loadAll(ctx)
 			case ev.label == ReloadAll:
+				every := fullLoadEvery
+				if s.sameVersion(ctx) {
+					// Nothing says the store changed: a flood of * from
+					// someone who can only PUBLISH costs a load every
+					// idleFullLoadEvery, and a * sent without INCR still
+					// arrives within it.
+					every = idleFullLoadEvery
+				}
+				if wait := every - time.Since(s.lastFull); wait > 0 {
+					if at := time.Now().Add(wait); !s.fullDue || at.Before(s.fullAt) {
+						s.fullDue, s.fullAt = true, at
+						full.Reset(wait)
+					}
+					continue
+				}
 				err = s.loadAll(ctx)
 			default:
 				err = s.applyChange(ctx, ev.label)
 			}
+		case <-full.C:
+			if !s.fullDue {
+				continue
+			}
+			err = s.loadAll(ctx)
 		case <-tick.C:
 			err = s.sync(ctx)
 		case <-snap.C:
@@ -507,7 +924,7 @@ func (s *redisStore) sync(ctx context.Context) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	if err == nil && v == strconv.FormatInt(s.version, 10) {
+	if err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10) {
 		return nil
 	}
 	return s.loadAll(ctx)
@@ -521,6 +938,11 @@ func (s *redisStore) health(err error) {
 		s.mu.Lock()
 		n := len(s.entries)
 		s.mu.Unlock()
+		if isAuthError(err) {
+			s.logger.Error(authMessage(err)+"; the tokens in force keep serving until it is accepted",
+				zap.Int("tokens", n))
+			return
+		}
 		s.logger.Error("redis unreachable; the tokens in force keep serving until it returns",
 			zap.Int("tokens", n), zap.Error(err))
 	case err == nil && !s.down.IsZero():
@@ -528,6 +950,23 @@ func (s *redisStore) health(err error) {
 			zap.Duration("outage", time.Since(s.down).Round(time.Millisecond)), zap.Int64("version", s.version))
 		s.down = time.Time{}
 	}
+}
+
+// isAuthError reports whether Redis refused the credentials.
+func isAuthError(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") ||
+		strings.Contains(msg, "invalid password") || strings.Contains(msg, "invalid username-password")
+}
+
+// authMessage says that Redis refused the credentials; Redis's own words
+// (WRONGPASS, NOAUTH) name no secret.
+func authMessage(err error) string {
+	word, _, _ := strings.Cut(err.Error(), " ")
+	return "redis refused the password (" + word + "): check the redis block's password and username"
 }
 
 // idlePing is how long the subscriber waits for a message before it pings.
@@ -583,7 +1022,10 @@ func (s *redisStore) receive(ctx context.Context, events chan<- event, done chan
 	}
 }
 
-// writeSnapshot writes the entries as a tokens_file, atomically.
+// writeSnapshot writes the entries as a tokens_file, atomically. It is
+// written from the decoded entries, never their raw text: tokens as
+// digests only, and an entry this node refuses as a revoked one, so a node
+// started from the snapshot refuses its token too.
 func (s *redisStore) writeSnapshot() {
 	s.dirtySnap = false
 	if s.snapshot == "" {
@@ -594,14 +1036,23 @@ func (s *redisStore) writeSnapshot() {
 	b.WriteString("{")
 	sep := "\n"
 	for _, e := range list {
-		if e.err != nil {
-			continue // never decoded; nothing a node could use
+		tp := e.tp
+		if e.err == nil {
+			tp, _ = digestOnly(tp, nil)
+		}
+		if e.err != nil || tp.Token != "" {
+			d, ok := e.digest()
+			if !ok {
+				continue // refuses nothing, here or from the snapshot
+			}
+			tp = TokenPolicy{TokenSHA256: hex.EncodeToString(d[:]), Revoked: true}
 		}
 		label, _ := json.Marshal(e.label)
+		entry, _ := json.Marshal(&tp)
 		b.WriteString(sep)
 		b.Write(label)
 		b.WriteString(": ")
-		b.WriteString(strings.TrimSpace(e.raw))
+		b.Write(entry)
 		sep = ",\n"
 	}
 	b.WriteString("\n}\n")
@@ -641,21 +1092,33 @@ func readSnapshot(path string) (map[string]*redisEntry, error) {
 	return entries, nil
 }
 
-// openStore joins (or opens) the store the handler's redis source names.
-func (h *Handler) openStore() error {
+// openStore joins (or makes) the store the handler's redis source names.
+// It does not connect: the store starts when the config does, through the
+// ip_allowlist_redis app (redisApp), so that caddy validate needs no Redis
+// and writes no snapshot. Without a config to start (a bare context, as in
+// tests), it starts the store now.
+func (h *Handler) openStore(ctx caddy.Context) error {
 	opts, err := RedisOptions(h.Redis, caddy.NewReplacer())
 	if err != nil {
 		return err
 	}
 	key := redisStoreKey(opts, h.Redis)
 	v, _, err := redisStores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return openRedisStore(opts, h.Redis, h.logger)
+		return newRedisStore(opts, h.Redis, h.logger), nil
 	})
 	if err != nil {
 		return err
 	}
 	h.store, h.storeKey = v.(*redisStore), key
 	h.storeSubs = h.store.subscribe() // before the first build: no change is missed
+	if _, err := ctx.AppIfConfigured("http"); err != nil {
+		return h.store.start()
+	}
+	app, err := ctx.App(redisAppID)
+	if err != nil {
+		return err
+	}
+	app.(*redisApp).add(h.store)
 	return nil
 }
 
@@ -698,3 +1161,75 @@ func (h *Handler) followStore(ctx caddy.Context) {
 			zap.Duration("took", time.Since(began)))
 	}
 }
+
+// redisLog writes go-redis's own log lines (dial errors, about one a
+// second while Redis is down) through Caddy's logger at debug level: the
+// store logs an outage once, at its start, and once at its end.
+type redisLog struct{}
+
+func (redisLog) Printf(_ context.Context, format string, v ...any) {
+	// caddy.Log each time: the logging config may change on a reload.
+	if c := caddy.Log().Named("http.handlers.ip_allowlist.redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+		c.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
+
+var redisLogOnce sync.Once
+
+// useZapForRedis routes go-redis's logging, which is process-wide, through
+// Caddy's logger, once.
+func useZapForRedis() {
+	redisLogOnce.Do(func() {
+		redis.SetLogger(redisLog{})
+	})
+}
+
+func init() {
+	caddy.RegisterModule(new(redisApp))
+}
+
+// redisAppID is the app that starts the Redis stores of a config.
+const redisAppID = "ip_allowlist_redis"
+
+// redisApp starts the Redis stores that a config's handlers use, when the
+// config starts (never under caddy validate, which only provisions). A
+// handler loads it; it has nothing to configure. Start returns when every
+// store has loaded, from Redis or its snapshot, or fails as a store that
+// can do neither.
+type redisApp struct {
+	mu     sync.Mutex
+	stores []*redisStore
+}
+
+// CaddyModule returns the Caddy module information.
+func (*redisApp) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  redisAppID,
+		New: func() caddy.Module { return new(redisApp) },
+	}
+}
+
+func (a *redisApp) add(s *redisStore) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(a.stores, s) {
+		a.stores = append(a.stores, s)
+	}
+}
+
+// Start starts each store not started by an earlier config.
+func (a *redisApp) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.stores {
+		if err := s.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops nothing: a store lives while a config uses it (redisStores).
+func (a *redisApp) Stop() error { return nil }
+
+var _ caddy.App = (*redisApp)(nil)

@@ -87,15 +87,32 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 // are Provision.
 func (h *Handler) build() (*table, error) {
 	var shared []labeledEntry
+	cfg := h
 	if h.store != nil {
 		shared, _ = h.store.list()
+		if !h.store.isLoaded() {
+			// Until the store has loaded, its tokens are not known:
+			// refuse every token the config does not list, rather
+			// than let the store's tokens be unlisted.
+			pending := *h
+			pending.Unlisted = &Policy{}
+			cfg = &pending
+		}
 	}
 	skipped := map[string]string{}
-	t, err := compileWith(h, caddy.NewReplacer(), shared, func(label string, err error) {
+	t, err := compileWith(cfg, caddy.NewReplacer(), shared, func(label string, err error) {
 		msg := err.Error()
 		skipped[label] = msg
 		if h.skipped[label] != msg { // each bad entry is logged once
 			h.logger.Error("redis token entry skipped; fix or delete it", zap.String("token_label", label), zap.Error(err))
+		}
+	}, func(label, set string) {
+		// Kept with the skipped entries under a key no label can be.
+		key := "ip_set\x00" + label + "\x00" + set
+		skipped[key] = ""
+		if _, seen := h.skipped[key]; !seen { // once per entry and set, while it lasts
+			h.logger.Warn("redis token entry names an ip_set this node does not define; it matches nothing here",
+				zap.String("token_label", label), zap.String("ip_set", set))
 		}
 	})
 	if err == nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,16 +22,17 @@ import (
 // Server is one redis-server process, restartable on the same port.
 type Server struct {
 	Addr string // 127.0.0.1:port
+	args []string
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
 }
 
-// New starts a server for t, stopped when t ends. Without redis-server on
-// the PATH the test is skipped, or fails when CI is set (make test
-// installs it).
-func New(t testing.TB) *Server {
+// New starts a server for t, stopped when t ends, with extra arguments for
+// redis-server (such as --requirepass). Without redis-server on the PATH
+// the test is skipped, or fails when CI is set (make test installs it).
+func New(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -38,7 +40,7 @@ func New(t testing.TB) *Server {
 		}
 		t.Skip("redis-server is not installed (make test installs it)")
 	}
-	s, err := Start(t.TempDir())
+	s, err := Start(t.TempDir(), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +49,15 @@ func New(t testing.TB) *Server {
 }
 
 // Start runs redis-server on a free loopback port, keeping its data and
-// log in dir.
-func Start(dir string) (*Server, error) {
+// log in dir, with extra arguments args.
+func Start(dir string, args ...string) (*Server, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Addr: addr, dir: dir}
+	s := &Server{Addr: addr, dir: dir, args: args}
 	return s, s.Start()
 }
 
@@ -71,6 +73,7 @@ func (s *Server) Start() error {
 		"--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb",
 		"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+	s.cmd.Args = append(s.cmd.Args, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		log.Close()
@@ -81,11 +84,12 @@ func (s *Server) Start() error {
 	c := s.Client()
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
+	noauth := func(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOAUTH") }
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || noauth(err) { // answering, with a password set
 			return nil
 		}
 		select {
@@ -128,7 +132,13 @@ func (s *Server) Stop() {
 
 // Client returns a client of the server; the caller closes it.
 func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
+	var password string
+	for i, a := range s.args {
+		if a == "--requirepass" && i+1 < len(s.args) {
+			password = s.args[i+1]
+		}
+	}
+	return redis.NewClient(&redis.Options{Addr: s.Addr, Password: password, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
 }
 
 // Elsewhere runs fn against the server's data while the server is
@@ -143,7 +153,7 @@ func (s *Server) Elsewhere(fn func(addr string) error) error {
 	if err != nil {
 		return err
 	}
-	other := &Server{Addr: l.Addr().String(), dir: s.dir}
+	other := &Server{Addr: l.Addr().String(), dir: s.dir, args: s.args}
 	l.Close()
 	if err := other.Start(); err != nil {
 		return err
