@@ -85,14 +85,14 @@ func TestBadEntriesEverySource(t *testing.T) {
 			// config still compile, and its token, where its digest is
 			// known, is refused rather than unlisted.
 			var skipped error
-			shared := []labeledEntry{{c.Label, decodeEntry(string(c.Entry))}, {"good-store", decodeEntry(`{"token_sha256":"` + digestHex("good-store-token-01") + `","allow":["192.0.2.2"]}`)}}
+			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+digestHex("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
 			tb, err := compileWith(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), shared,
 				func(label string, err error) {
 					if label != c.Label {
 						t.Errorf("entry %q skipped too: %v", label, err)
 					}
 					skipped = err
-				})
+				}, nil)
 			if err != nil {
 				t.Fatalf("the whole table was refused: %v", err)
 			}
@@ -130,6 +130,16 @@ func TestBadEntriesEverySource(t *testing.T) {
 			})
 		}
 	}
+}
+
+// storeEntry is an entry as a node's store lists it, with the token it
+// claims.
+func storeEntry(label, raw string) labeledEntry {
+	e := labeledEntry{label: label, redisEntry: decodeEntry(raw)}
+	if e.claimed {
+		e.d, e.dOK = e.claim, true
+	}
+	return e
 }
 
 func jsonString(s string) string {
