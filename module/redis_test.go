@@ -329,3 +329,48 @@ func TestTokensCommands(t *testing.T) {
 		t.Errorf("%d entries after refused updates, want 3", n)
 	}
 }
+
+// TestRedisReadOnlyNode: a node needs only the ACL the README's Security
+// section gives it (read the prefix's keys, subscribe to its channel), and
+// follows changes with it.
+func TestRedisReadOnlyNode(t *testing.T) {
+	srv := redistest.New(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acl string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "user ip-allowlist-node ") {
+			acl = strings.TrimPrefix(line, "user ")
+		}
+	}
+	if acl == "" {
+		t.Fatal("the README has no ACL line for nodes")
+	}
+	c := srv.Client()
+	defer c.Close()
+	args := []any{"ACL", "SETUSER"}
+	for _, f := range strings.Fields(acl) {
+		args = append(args, f)
+	}
+	if err := c.Do(context.Background(), args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER %s: %v", acl, err)
+	}
+	putToken(t, srv, "a", "token-a", "192.0.2.1")
+	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Username: "ip-allowlist-node", Password: "node-password", Resync: caddy.Duration(time.Hour)})
+	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
+		t.Fatalf("as a read-only node: %d, want 200\n%v", got, logs.All())
+	}
+	putToken(t, srv, "b", "token-b", "192.0.2.2")
+	eventually(t, "a change, as a read-only node", func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
+	// The node cannot write.
+	node := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "ip-allowlist-node", Password: "node-password", Protocol: 2, DisableIdentity: true})
+	defer node.Close()
+	if err := node.HSet(context.Background(), Keys("").Tokens, "x", "{}").Err(); err == nil {
+		t.Error("the node's ACL lets it write")
+	}
+	if n := logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {
+		t.Errorf("%d errors logged: %v", n, logs.FilterLevelExact(zapcore.ErrorLevel).All())
+	}
+}
