@@ -107,10 +107,11 @@ const maxLookups = 64
 // would find one:
 //
 //   - A header line yields what is read after "<scheme> " (the whole line
-//     with no scheme configured), its primary value; the line itself and
-//     each of its words are candidates too. If any of these is a listed
-//     token, the listed ones are the line's values and an unlisted primary
-//     does not count; otherwise the primary is, listed or not.
+//     with no scheme configured), its primary value; the line itself, what
+//     follows its first word (any scheme word) and each of its words are
+//     candidates too. If any of these is a listed token, the listed ones
+//     are the line's values and an unlisted primary does not count;
+//     otherwise the primary is, listed or not.
 //   - Headers whose names equal a header source's when '-' and '_' are the
 //     same and case is ignored are read as that source.
 //   - Query pairs are separated by '&' or ';'; keys are matched as
@@ -224,8 +225,9 @@ func (x *reader) candidate(s string, found *token) bool {
 }
 
 // headerLine reads one line of a header source. Hashes: the primary; the
-// whole line when it has a scheme and white space; each word but the
-// scheme word and the primary. "Bearer <tok>" costs two.
+// whole line when it has a scheme and white space; what follows the first
+// word, when that has white space and is not the primary; each word but
+// the scheme word and the primary. "Bearer <tok>" costs two.
 func (x *reader) headerLine(line, scheme string) bool {
 	primary := afterScheme(line, scheme)
 	var p, found token
@@ -238,8 +240,12 @@ func (x *reader) headerLine(line, scheme string) bool {
 			found = p
 		}
 	}
-	// A line of one word is read as that word below.
+	// A line of one word is read as that word below, and so is what
+	// follows the first word when it is one word.
 	if line != primary && hasSpace(line) && !x.candidate(line, &found) {
+		return false
+	}
+	if _, rest := nextWord(line); rest != primary && hasSpace(rest) && !x.candidate(rest, &found) {
 		return false
 	}
 	for rest := line; rest != ""; {
@@ -337,23 +343,29 @@ func hasSpace(s string) bool {
 	return false
 }
 
-// nextWord returns the first word of s and what follows it.
+// nextWord returns the first word of s and what follows it, from the
+// next word on.
 func nextWord(s string) (word, rest string) {
+	s = trimSpace(s)
 	i := 0
-	for i < len(s) {
-		n := spaceLen(s[i:])
+	// Byte by byte, so a Latin-1 space inside a UTF-8 character ends
+	// the word too.
+	for i < len(s) && spaceLen(s[i:]) == 0 {
+		i++
+	}
+	return s[:i], trimSpace(s[i:])
+}
+
+// trimSpace returns s without the white space it starts with.
+func trimSpace(s string) string {
+	for s != "" {
+		n := spaceLen(s)
 		if n == 0 {
 			break
 		}
-		i += n
+		s = s[n:]
 	}
-	j := i
-	// Byte by byte, so a Latin-1 space inside a UTF-8 character ends
-	// the word too.
-	for j < len(s) && spaceLen(s[j:]) == 0 {
-		j++
-	}
-	return s[i:j], s[j:]
+	return s
 }
 
 // sameHeaderName reports whether the request header name is s's header

@@ -129,6 +129,9 @@ func TestExtractTokenRules(t *testing.T) {
 		{"a listed word twice is one token", "/", []string{"Authorization", "Bearer " + tokA + "\t" + tokA}, tokenFound, tokA, true},
 		{"listed primary with white space", "/", bearer(tokSpace), tokenFound, tokSpace, true},
 		{"listed whole value with white space", "/", []string{"X-Api-Key", tokSpace}, tokenFound, tokSpace, true},
+		{"listed whole line of another scheme", "/", []string{"Authorization", tokSpace}, tokenFound, tokSpace, true},
+		{"listed token with white space after another scheme word", "/", []string{"Authorization", "Token\t" + tokSpace}, tokenFound, tokSpace, true},
+		{"listed token with white space after a word, no scheme", "/", []string{"X-Api-Key", "Bearer " + tokSpace}, tokenFound, tokSpace, true},
 		{"unlisted value with white space is literal", "/", []string{"X-Api-Key", "nope x"}, tokenFound, "nope x", false},
 		{"a comma is not white space", "/", bearer(tokA + ","), tokenFound, tokA + ",", false},
 		// a source without a scheme reads words too
