@@ -18,11 +18,11 @@ type source struct {
 	header string
 	scheme string
 	query  string
-	// respelled: the header name has '-' or '_', so a request may carry
-	// it under another name that backends read as the same header
-	// (X_Api_Key for X-Api-Key). underscore: the name itself has '_', so
-	// such a name need not have one.
-	respelled, underscore bool
+	// respelled: the header name has '-', '_' or '.', so a request may
+	// carry it under another name that backends read as the same header
+	// (X_Api_Key for X-Api-Key). plain: the name has no '_' or '.', so
+	// only a name with one can be such a respelling.
+	respelled, plain bool
 }
 
 var defaultSources = []TokenSource{{Header: "Authorization", Scheme: "Bearer"}}
@@ -37,11 +37,11 @@ func compileSources(cfg []TokenSource) ([]source, error) {
 			return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
 		out = append(out, source{
-			header:     http.CanonicalHeaderKey(s.Header),
-			scheme:     s.Scheme,
-			query:      s.Query,
-			respelled:  strings.ContainsAny(s.Header, "-_"),
-			underscore: strings.Contains(s.Header, "_"),
+			header:    http.CanonicalHeaderKey(s.Header),
+			scheme:    s.Scheme,
+			query:     s.Query,
+			respelled: strings.ContainsAny(s.Header, "-_."),
+			plain:     !strings.ContainsAny(s.Header, "_."),
 		})
 	}
 	return out, nil
@@ -112,8 +112,8 @@ const maxLookups = 64
 //     candidates too. If any of these is a listed token, the listed ones
 //     are the line's values and an unlisted primary does not count;
 //     otherwise the primary is, listed or not.
-//   - Headers whose names equal a header source's when '-' and '_' are the
-//     same and case is ignored are read as that source.
+//   - Headers whose names equal a header source's when '-', '_' and '.'
+//     are the same and case is ignored are read as that source.
 //   - Query pairs are separated by '&' or ';'; keys are matched as
 //     queryKeyIs says; a value is percent-decoded ('+' a space), and read
 //     with '+' kept as a candidate too.
@@ -150,8 +150,9 @@ func extractToken(r *http.Request, sources []source, t *table) (token, tokenResu
 		}
 	}
 	if respelled {
-		// Only names with '_' can be respellings: Go canonicalises the case
-		// of every header name it reads.
+		// Caddy drops header names with '_' or '.' unless the server's
+		// expected_underscore_headers or expected_dot_headers keeps them,
+		// and then drops the spelling with '-' instead.
 		for name, lines := range r.Header {
 			for i := range sources {
 				s := &sources[i]
@@ -369,10 +370,12 @@ func trimSpace(s string) string {
 }
 
 // sameHeaderName reports whether the request header name is s's header
-// when '-' and '_' are the same and case is ignored, as CGI, WSGI, PHP and
-// some frameworks read header names.
+// when '-', '_' and '.' are the same and case is ignored, as CGI, WSGI,
+// PHP and some frameworks read header names. Go canonicalises the case of
+// the names it reads, so a name without '_' or '.' is s's only if it is
+// spelled exactly as s's.
 func sameHeaderName(name string, s *source) bool {
-	if len(name) != len(s.header) || !s.underscore && strings.IndexByte(name, '_') < 0 {
+	if len(name) != len(s.header) || s.plain && strings.IndexAny(name, "_.") < 0 {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
@@ -385,7 +388,7 @@ func sameHeaderName(name string, s *source) bool {
 
 func foldHeaderByte(c byte) byte {
 	switch {
-	case c == '_':
+	case c == '_' || c == '.':
 		return '-'
 	case 'A' <= c && c <= 'Z':
 		return c + 'a' - 'A'

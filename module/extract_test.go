@@ -145,6 +145,7 @@ func TestExtractTokenRules(t *testing.T) {
 		{"underscore header name, unlisted value", "/", []string{"X_api_key", "nope"}, tokenFound, "nope", false},
 		{"underscore header name disagrees with the header", "/", []string{"X-Api-Key", tokA, "X_api_key", tokB}, tokenAmbiguous, "", false},
 		{"underscore header name agrees with the header", "/", []string{"X-Api-Key", tokA, "X_api_key", tokA}, tokenFound, tokA, true},
+		{"dotted header name", "/", []string{"X.api.key", tokA}, tokenFound, tokA, true},
 		{"similar header name ignored", "/", []string{"X_api_keys", tokA}, tokenMissing, "", false},
 		// query keys and values
 		{"query key with brackets and text", "/?api_key[primary]=" + tokA, nil, tokenFound, tokA, true},
@@ -187,7 +188,8 @@ func repeat(n int, name, value string) []string {
 }
 
 // A source configured with a header name that has '_' reads the header
-// spelled with '-' too.
+// spelled with '-' too (a server whose expected_underscore_headers keeps
+// X_Api_Key drops X-Api-Key, but a proxy in front may not).
 func TestUnderscoreSourceReadsHyphenHeader(t *testing.T) {
 	h, _ := provisioned(t, &Handler{
 		TokenSources: []TokenSource{{Header: "X_Api_Key"}},
