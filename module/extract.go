@@ -241,23 +241,22 @@ func (x *reader) headerLine(line, scheme string) bool {
 			found = p
 		}
 	}
-	// A line of one word is read as that word below, and so is what
-	// follows the first word when it is one word.
-	if line != primary && hasSpace(line) && !x.candidate(line, &found) {
+	// One pass over the words. The whole line and what follows the first
+	// word are looked up only when they are more than one word (a word is
+	// looked up as such) and not the primary.
+	word, next := nextWord(line)
+	if word != line && line != primary && !x.candidate(line, &found) {
 		return false
 	}
-	if _, rest := nextWord(line); rest != primary && hasSpace(rest) && !x.candidate(rest, &found) {
-		return false
-	}
-	for rest := line; rest != ""; {
-		var word string
-		word, rest = nextWord(rest)
-		if word == "" || word == primary || scheme != "" && equalFoldASCII(word, scheme) {
-			continue
-		}
-		if !x.candidate(word, &found) {
+	tail := next
+	for n := 0; word != ""; n++ {
+		if n == 1 && word != tail && tail != primary && !x.candidate(tail, &found) {
 			return false
 		}
+		if word != primary && (scheme == "" || !equalFoldASCII(word, scheme)) && !x.candidate(word, &found) {
+			return false
+		}
+		word, next = nextWord(next)
 	}
 	switch {
 	case found.listed:
@@ -320,13 +319,10 @@ func afterScheme(line, scheme string) string {
 // and Node.js's \s on headers decoded as Latin-1) and read as UTF-8 (Go's
 // strings.Fields), and the separators 0x1c-0x1f (Python's str.split).
 func spaceLen(s string) int {
-	c := s[0]
-	switch {
-	case c == ' ' || '\t' <= c && c <= '\r' || 0x1c <= c && c <= 0x1f:
-		return 1
-	case c < utf8.RuneSelf:
+	switch spaceBytes[s[0]] {
+	case notSpace:
 		return 0
-	case c == 0x85 || c == 0xa0:
+	case space:
 		return 1
 	}
 	if r, n := utf8.DecodeRuneInString(s); unicode.IsSpace(r) {
@@ -335,14 +331,29 @@ func spaceLen(s string) int {
 	return 0
 }
 
-func hasSpace(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if spaceLen(s[i:]) > 0 {
-			return true
+// spaceBytes classifies each byte for spaceLen, so that the bytes of a
+// token cost one load each.
+var spaceBytes = func() (t [256]uint8) {
+	for c := range 256 {
+		if unicode.IsSpace(rune(c)) || 0x1c <= c && c <= 0x1f {
+			t[c] = space
 		}
 	}
-	return false
-}
+	for _, rg := range unicode.White_Space.R16 {
+		for r := rune(rg.Lo); r <= rune(rg.Hi); r += rune(rg.Stride) {
+			if r >= utf8.RuneSelf {
+				t[utf8.AppendRune(nil, r)[0]] = maybeSpace
+			}
+		}
+	}
+	return t
+}()
+
+const (
+	notSpace   = iota
+	space      // one byte of white space
+	maybeSpace // the first byte of some UTF-8 white space
+)
 
 // nextWord returns the first word of s and what follows it, from the
 // next word on.
@@ -351,7 +362,7 @@ func nextWord(s string) (word, rest string) {
 	i := 0
 	// Byte by byte, so a Latin-1 space inside a UTF-8 character ends
 	// the word too.
-	for i < len(s) && spaceLen(s[i:]) == 0 {
+	for i < len(s) && (spaceBytes[s[i]] == notSpace || spaceLen(s[i:]) == 0) {
 		i++
 	}
 	return s[:i], trimSpace(s[i:])

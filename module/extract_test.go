@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Tokens listed by extractConfig beside tokA and tokB: one with white space
@@ -259,5 +261,27 @@ func TestExtractTokenAllocs(t *testing.T) {
 				t.Errorf("%v allocations", n)
 			}
 		})
+	}
+}
+
+// Every rune unicode.IsSpace calls white space separates words in UTF-8,
+// every byte it calls white space read as Latin-1 does too, and nothing
+// else ASCII but 0x1c-0x1f.
+func TestSpaceLenAgreesWithUnicode(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		s := string(r) + "x"
+		want := 0
+		if unicode.IsSpace(r) || 0x1c <= r && r <= 0x1f {
+			want = utf8.RuneLen(r)
+		}
+		if got := spaceLen(s); got != want {
+			t.Errorf("spaceLen(%q) = %d, want %d", s, got, want)
+		}
+	}
+	for c := 0x80; c < 0x100; c++ {
+		s := string([]byte{byte(c), 'x'})
+		if got, want := spaceLen(s) == 1, unicode.IsSpace(rune(c)); got != want {
+			t.Errorf("spaceLen(%q) == 1 is %v, want %v (Latin-1)", s, got, want)
+		}
 	}
 }
