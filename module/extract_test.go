@@ -285,3 +285,24 @@ func TestSpaceLenAgreesWithUnicode(t *testing.T) {
 		}
 	}
 }
+
+// nextWord ends a word at white space wherever it falls, inside the eight-
+// byte groups plainPrefix skips and after them, and never inside plain
+// bytes or a character with no Latin-1 space byte in it (é, not à).
+func TestNextWordFindsSpaceAnywhere(t *testing.T) {
+	const plain = "!0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz~\x7f"
+	for _, sep := range []string{" ", "\t", "\x1c", "\xa0", "\x85", "\u00a0", "\u2003", "\u3000"} {
+		for i := 1; i <= 20; i++ {
+			s := plain[:i] + sep + "rest"
+			word, rest := nextWord(s)
+			if word != plain[:i] || rest != "rest" {
+				t.Errorf("nextWord(%q) = %q, %q; want %q, %q", s, word, rest, plain[:i], "rest")
+			}
+		}
+	}
+	for _, s := range []string{plain, plain + "\u00e9", "\u00e9" + plain, plain[:13] + "\u00e9" + plain} {
+		if word, rest := nextWord(s); word != s || rest != "" {
+			t.Errorf("nextWord(%q) = %q, %q; want one word", s, word, rest)
+		}
+	}
+}
