@@ -226,10 +226,10 @@ func (x *reader) candidate(s string, found *token) bool {
 	return true
 }
 
-// headerLine reads one line of a header source. Hashes: the primary; the
-// whole line when it has a scheme and white space; what follows the first
-// word, when that has white space and is not the primary; each word but
-// the scheme word and the primary. "Bearer <tok>" costs two.
+// headerLine reads one line of a header source. It hashes the primary; the
+// whole line and what follows the first word, each when it is more than one
+// word and not the primary; and each word but the scheme word and the
+// primary. "Bearer <tok>" costs two hashes: the token and the line.
 func (x *reader) headerLine(line, scheme string) bool {
 	primary := afterScheme(line, scheme)
 	var p, found token
@@ -302,8 +302,8 @@ func (x *reader) queryValue(raw string) bool {
 }
 
 // afterScheme returns the credentials after "<scheme> " in a header line, or
-// the whole line when no scheme is configured. A line with another scheme
-// yields nothing: it is not this source's token.
+// the whole line when no scheme is configured: the line's primary value. A
+// line with another scheme has none (headerLine still reads its words).
 func afterScheme(line, scheme string) string {
 	if scheme == "" {
 		return line
