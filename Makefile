@@ -70,6 +70,7 @@ FUZZTIME ?= 30s
 fuzz:
 	go test ./module -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzExtractToken$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzLenientParserAgrees$$' -fuzztime $(FUZZTIME)
 	go test ./caddyfile -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 clean:

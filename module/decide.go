@@ -1,10 +1,8 @@
 package ipallowlist
 
 import (
-	"crypto/sha256"
 	"net/http"
 	"net/netip"
-	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -80,7 +78,7 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 	addr, ok := clientAddr(raw)
 	d.addr = addr
 
-	tok, res := extractToken(r, h.sources)
+	tok, res := extractToken(r, h.sources, t)
 	switch res {
 	case tokenAmbiguous:
 		d.reason = reasonAmbiguousToken
@@ -95,23 +93,22 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 		return d
 	}
 
-	// Every presented token is hashed, looked up and observed, known or
-	// not, so the time taken says nothing about which tokens exist.
+	// extractToken hashed and looked up every candidate, listed or not,
+	// and every presented token is observed, known or not, so the time
+	// taken says nothing about which tokens exist.
 	d.token = true
-	digest := sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))
-	i, listed := t.index[digest]
 	if !ok {
 		d.reason = reasonNoClientIP
-		if listed {
-			d.policy = &t.policies[i]
+		if tok.listed {
+			d.policy = &t.policies[tok.policy]
 		}
 		return d
 	}
-	if !listed {
+	if !tok.listed {
 		d.reason = t.checkUnlisted(addr)
 		return d
 	}
-	p := &t.policies[i]
+	p := &t.policies[tok.policy]
 	d.policy = p
 	d.reason = t.check(p, addr)
 	return d

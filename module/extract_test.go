@@ -1,0 +1,308 @@
+package ipallowlist
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Tokens listed by extractConfig beside tokA and tokB: one with white space
+// inside and one with a '+'.
+const (
+	tokSpace = "tok c-5e21"
+	tokPlus  = "tok+d-90b4"
+)
+
+// extractConfig reads the sources of the bypass report: a Bearer token, an
+// X-Api-Key header and an api_key query parameter. The listed tokens may be
+// used from 203.0.113.0/24 only; anything else passes, as a permissive
+// gateway in front of a backend that checks tokens itself would be set up.
+func extractConfig() *Handler {
+	allow := []string{"203.0.113.0/24"}
+	return &Handler{
+		TokenSources: []TokenSource{{Header: "Authorization", Scheme: "Bearer"}, {Header: "X-Api-Key"}, {Query: "api_key"}},
+		Tokens: map[string]*TokenPolicy{
+			"a":     {Token: tokA, Allow: allow},
+			"b":     {Token: tokB, Allow: allow},
+			"space": {Token: tokSpace, Allow: allow},
+			"plus":  {Token: tokPlus, Allow: allow},
+		},
+		Unlisted:     &Policy{Allow: []string{"any"}},
+		MissingToken: MissingAllow,
+	}
+}
+
+// extractRequest builds a request for target with header lines as name,
+// value pairs, set as given (not canonicalised), as Go's server would
+// store them after canonicalising.
+func extractRequest(target string, header ...string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header[header[i]] = append(req.Header[header[i]], header[i+1])
+	}
+	return req
+}
+
+// Each credential of the bypass report, and its neighbours, is found now,
+// so the listed token's policy applies: 401 from an address it is not
+// allowed from, 200 from one it is.
+func TestBypassCredentialsFindTheListedToken(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	tests := []struct {
+		name   string
+		target string
+		header []string
+	}{
+		{"tab between scheme and token", "/", []string{"Authorization", "Bearer\t" + tokA}},
+		{"tab and space after the scheme", "/", []string{"Authorization", "Bearer \t" + tokA}},
+		{"another scheme word", "/", []string{"Authorization", "Token " + tokA}},
+		{"token without a scheme word", "/", []string{"Authorization", tokA}},
+		{"token before other words", "/", []string{"Authorization", tokA + " extra"}},
+		{"no-break space, UTF-8", "/", []string{"Authorization", "Bearer\u00a0" + tokA}},
+		{"no-break space, Latin-1 byte", "/", []string{"Authorization", "Bearer\xa0" + tokA}},
+		{"ideographic space", "/", []string{"Authorization", "Bearer\u3000" + tokA}},
+		{"word of a custom header", "/", []string{"X-Api-Key", "key " + tokA}},
+		{"underscore header name", "/", []string{"X_api_key", tokA}},
+		{"underscore and hyphen header name", "/", []string{"X-Api_key", tokA}},
+		{"upper-case query key", "/?API_KEY=" + tokA, nil},
+		{"mixed-case query key", "/?Api_Key=" + tokA, nil},
+		{"percent-encoded query key", "/?%41PI%5Fkey=" + tokA, nil},
+		{"semicolon separator", "/?x=1;api_key=" + tokA, nil},
+		{"array query key, encoded", "/?api_key%5B%5D=" + tokA, nil},
+		{"array query key", "/?api_key[]=" + tokA, nil},
+		{"indexed query key", "/?api_key[0]=" + tokA, nil},
+		{"PHP reads a dot as underscore", "/?api.key=" + tokA, nil},
+		{"PHP reads a space as underscore", "/?api+key=" + tokA, nil},
+		{"PHP drops leading spaces", "/?+api_key=" + tokA, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				remote string
+				reason string
+				status int
+			}{
+				{"198.51.100.1:1", ReasonIPNotAllowed, http.StatusUnauthorized},
+				{"203.0.113.1:1", ReasonAllowed, http.StatusOK},
+			} {
+				req := newRequest(c.remote, tt.target)
+				for i := 0; i+1 < len(tt.header); i += 2 {
+					req.Header[tt.header[i]] = append(req.Header[tt.header[i]], tt.header[i+1])
+				}
+				res := serve(h, req)
+				if got := res.placeholder(placeholderReason); got != c.reason || res.status != c.status {
+					t.Errorf("from %s: reason %q status %d, want %q %d", c.remote, got, res.status, c.reason, c.status)
+				}
+				if got := res.placeholder(placeholderLabel); got != "a" {
+					t.Errorf("from %s: token_label %q, want a", c.remote, got)
+				}
+			}
+		})
+	}
+}
+
+// The rules of extractToken, case by case: which value is the token, and
+// when there is none or more than one.
+func TestExtractTokenRules(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	tab := h.current.Load()
+	tests := []struct {
+		name   string
+		target string
+		header []string
+		res    tokenResult
+		value  string
+		listed bool
+	}{
+		// a header line: its primary value, the line and its words
+		{"bearer token", "/", bearer(tokA), tokenFound, tokA, true},
+		{"scheme word in any case", "/", []string{"Authorization", "bEaReR " + tokA}, tokenFound, tokA, true},
+		{"unlisted bearer token", "/", bearer("nope"), tokenFound, "nope", false},
+		{"basic credentials are no token", "/", []string{"Authorization", "Basic dXNlcjpwYXNz"}, tokenMissing, "", false},
+		{"basic credentials beside a bearer line", "/", []string{"Authorization", "Basic dXNlcjpwYXNz", "Authorization", "Bearer " + tokA}, tokenFound, tokA, true},
+		{"listed word of another scheme", "/", []string{"Authorization", "Basic " + tokA}, tokenFound, tokA, true},
+		{"unlisted word of another scheme is no token", "/", []string{"Authorization", "Token nope"}, tokenMissing, "", false},
+		{"scheme glued to an unlisted token is no token", "/", []string{"Authorization", "Bearernope"}, tokenMissing, "", false},
+		{"listed word beats the unlisted primary", "/", []string{"Authorization", "Bearer nope " + tokA}, tokenFound, tokA, true},
+		{"two listed words are ambiguous", "/", []string{"Authorization", "Bearer " + tokA + " " + tokB}, tokenAmbiguous, "", false},
+		{"a listed word twice is one token", "/", []string{"Authorization", "Bearer " + tokA + "\t" + tokA}, tokenFound, tokA, true},
+		{"listed primary with white space", "/", bearer(tokSpace), tokenFound, tokSpace, true},
+		{"listed whole value with white space", "/", []string{"X-Api-Key", tokSpace}, tokenFound, tokSpace, true},
+		{"listed whole line of another scheme", "/", []string{"Authorization", tokSpace}, tokenFound, tokSpace, true},
+		{"listed token with white space after another scheme word", "/", []string{"Authorization", "Token\t" + tokSpace}, tokenFound, tokSpace, true},
+		{"listed token with white space after a word, no scheme", "/", []string{"X-Api-Key", "Bearer " + tokSpace}, tokenFound, tokSpace, true},
+		{"unlisted value with white space is literal", "/", []string{"X-Api-Key", "nope x"}, tokenFound, "nope x", false},
+		{"a comma is not white space", "/", bearer(tokA + ","), tokenFound, tokA + ",", false},
+		// a source without a scheme reads words too
+		{"bearer scheme in a header without one", "/", []string{"X-Api-Key", "Bearer " + tokA}, tokenFound, tokA, true},
+		// across lines and sources
+		{"listed words of two sources differ", "/", []string{"Authorization", "Token " + tokA, "X-Api-Key", tokB}, tokenAmbiguous, "", false},
+		{"listed word and query agree", "/?api_key=" + tokA, []string{"Authorization", "Token " + tokA}, tokenFound, tokA, true},
+		{"unlisted primary beside a listed token elsewhere", "/?api_key=" + tokA, bearer("nope"), tokenAmbiguous, "", false},
+		// header names
+		{"underscore header name, upper case", "/", []string{"X_API_KEY", tokA}, tokenFound, tokA, true},
+		{"underscore header name, unlisted value", "/", []string{"X_api_key", "nope"}, tokenFound, "nope", false},
+		{"underscore header name disagrees with the header", "/", []string{"X-Api-Key", tokA, "X_api_key", tokB}, tokenAmbiguous, "", false},
+		{"underscore header name agrees with the header", "/", []string{"X-Api-Key", tokA, "X_api_key", tokA}, tokenFound, tokA, true},
+		{"dotted header name", "/", []string{"X.api.key", tokA}, tokenFound, tokA, true},
+		{"similar header name ignored", "/", []string{"X_api_keys", tokA}, tokenMissing, "", false},
+		// query keys and values
+		{"query key with brackets and text", "/?api_key[primary]=" + tokA, nil, tokenFound, tokA, true},
+		{"query key with lower-case escapes", "/?api_key%5b%5d=" + tokA, nil, tokenFound, tokA, true},
+		{"unclosed bracket is another key", "/?api_key[=" + tokA, nil, tokenMissing, "", false},
+		{"bracket inside the name is another key", "/?api[x]_key=" + tokA, nil, tokenMissing, "", false},
+		{"longer query key ignored", "/?api_key2=" + tokA, nil, tokenMissing, "", false},
+		{"query keys differing in case disagree", "/?api_key=" + tokA + "&API_KEY=" + tokB, nil, tokenAmbiguous, "", false},
+		{"semicolon pairs disagree", "/?api_key=" + tokA + ";api_key=" + tokB, nil, tokenAmbiguous, "", false},
+		{"undecodable value is still a value", "/?api_key=%zz", nil, tokenFound, "%zz", false},
+		{"plus is a space", "/?api_key=" + strings.ReplaceAll(tokSpace, " ", "+"), nil, tokenFound, tokSpace, true},
+		{"plus read as itself finds a listed token", "/?api_key=" + tokPlus, nil, tokenFound, tokPlus, true},
+		{"escaped plus", "/?api_key=" + strings.ReplaceAll(tokPlus, "+", "%2B"), nil, tokenFound, tokPlus, true},
+		{"plus read both ways", "/?api_key=nope+x", nil, tokenFound, "nope x", false},
+		// the bound on lookups
+		{"thirty words are read", "/", []string{"X-Api-Key", strings.Repeat("w ", 30) + tokA}, tokenFound, tokA, true},
+		{"seventy words are refused", "/", []string{"X-Api-Key", strings.Repeat("w ", 70) + tokA}, tokenAmbiguous, "", false},
+		{"many lines of one value are read", "/", repeat(200, "X-Api-Key", tokA), tokenFound, tokA, true},
+		{"many lines of other schemes are refused", "/", repeat(100, "Authorization", "Basic dXNlcjpwYXNz"), tokenAmbiguous, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, res := extractToken(extractRequest(tt.target, tt.header...), h.sources, tab)
+			if res != tt.res || tok.value != tt.value || tok.listed != tt.listed {
+				t.Errorf("got %v %q listed=%v, want %v %q listed=%v", res, tok.value, tok.listed, tt.res, tt.value, tt.listed)
+			}
+			if tok.listed && tab.label(&tab.policies[tok.policy]).String() == "" {
+				t.Error("listed token without a policy label")
+			}
+		})
+	}
+}
+
+func repeat(n int, name, value string) []string {
+	var h []string
+	for range n {
+		h = append(h, name, value)
+	}
+	return h
+}
+
+// A source configured with a header name that has '_' reads the header
+// spelled with '-' too (a server whose expected_underscore_headers keeps
+// X_Api_Key drops X-Api-Key, but a proxy in front may not).
+func TestUnderscoreSourceReadsHyphenHeader(t *testing.T) {
+	h, _ := provisioned(t, &Handler{
+		TokenSources: []TokenSource{{Header: "X_Api_Key"}},
+		Tokens:       map[string]*TokenPolicy{"a": {Token: tokA, Allow: []string{"203.0.113.0/24"}}},
+	})
+	tab := h.current.Load()
+	for _, tt := range []struct {
+		name, header string
+	}{
+		{"as configured", "X_api_key"},
+		{"with hyphens", "X-Api-Key"},
+		{"mixed", "X-Api_key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, res := extractToken(extractRequest("/", tt.header, tokA), h.sources, tab)
+			if res != tokenFound || tok.value != tokA {
+				t.Errorf("got %v %q, want %q", res, tok.value, tokA)
+			}
+		})
+	}
+}
+
+// What a line costs in hashes (about 80 ns each): the bound on lookups and
+// the README's figure rest on it.
+func TestHeaderLineLookups(t *testing.T) {
+	tab := newTableBuilder(0).finish()
+	for _, tt := range []struct {
+		name, line, scheme string
+		lookups            int
+	}{
+		{"bearer token: the token and the line", "Bearer " + tokA, "Bearer", 2},
+		{"header without a scheme: the value", tokA, "", 1},
+		{"another scheme: the line and both words", "Basic dXNlcjpwYXNz", "Bearer", 3},
+		{"bearer in a header without a scheme: the line and the words", "Bearer " + tokA, "", 3},
+		{"glued scheme: the one word", "Bearer" + tokA, "Bearer", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			x := reader{index: tab.index}
+			if !x.headerLine(tt.line, tt.scheme) {
+				t.Fatal("refused")
+			}
+			if x.lookups != tt.lookups {
+				t.Errorf("%d lookups, want %d", x.lookups, tt.lookups)
+			}
+		})
+	}
+}
+
+// Reading the token allocates nothing on the way a Bearer token or an
+// X-Api-Key header is read, respelled header names included.
+func TestExtractTokenAllocs(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	tab := h.current.Load()
+	for _, tt := range []struct {
+		name   string
+		target string
+		header []string
+	}{
+		{"bearer", "/", bearer(tokA)},
+		{"other scheme", "/", []string{"Authorization", "Token " + tokA}},
+		{"underscore header name", "/", []string{"X_api_key", tokA, "Accept", "*/*"}},
+		{"query key folded", "/?x=1;API_KEY[]=" + tokA, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := extractRequest(tt.target, tt.header...)
+			if n := testing.AllocsPerRun(100, func() { extractToken(req, h.sources, tab) }); n != 0 {
+				t.Errorf("%v allocations", n)
+			}
+		})
+	}
+}
+
+// Every rune unicode.IsSpace calls white space separates words in UTF-8,
+// every byte it calls white space read as Latin-1 does too, and nothing
+// else ASCII but 0x1c-0x1f.
+func TestSpaceLenAgreesWithUnicode(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		s := string(r) + "x"
+		want := 0
+		if unicode.IsSpace(r) || 0x1c <= r && r <= 0x1f {
+			want = utf8.RuneLen(r)
+		}
+		if got := spaceLen(s); got != want {
+			t.Errorf("spaceLen(%q) = %d, want %d", s, got, want)
+		}
+	}
+	for c := 0x80; c < 0x100; c++ {
+		s := string([]byte{byte(c), 'x'})
+		if got, want := spaceLen(s) == 1, unicode.IsSpace(rune(c)); got != want {
+			t.Errorf("spaceLen(%q) == 1 is %v, want %v (Latin-1)", s, got, want)
+		}
+	}
+}
+
+// nextWord ends a word at white space wherever it falls, inside the eight-
+// byte groups plainPrefix skips and after them, and never inside plain
+// bytes or a character with no Latin-1 space byte in it (é, not à).
+func TestNextWordFindsSpaceAnywhere(t *testing.T) {
+	const plain = "!0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz~\x7f"
+	for _, sep := range []string{" ", "\t", "\x1c", "\xa0", "\x85", "\u00a0", "\u2003", "\u3000"} {
+		for i := 1; i <= 20; i++ {
+			s := plain[:i] + sep + "rest"
+			word, rest := nextWord(s)
+			if word != plain[:i] || rest != "rest" {
+				t.Errorf("nextWord(%q) = %q, %q; want %q, %q", s, word, rest, plain[:i], "rest")
+			}
+		}
+	}
+	for _, s := range []string{plain, plain + "\u00e9", "\u00e9" + plain, plain[:13] + "\u00e9" + plain} {
+		if word, rest := nextWord(s); word != s || rest != "" {
+			t.Errorf("nextWord(%q) = %q, %q; want one word", s, word, rest)
+		}
+	}
+}
