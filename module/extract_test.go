@@ -12,8 +12,8 @@ import (
 // Tokens listed by extractConfig beside tokA and tokB: one with white space
 // inside and one with a '+'.
 const (
-	tokSpace = "tok c-5e21"
-	tokPlus  = "tok+d-90b4"
+	tokSpace = "tok c-5e21-abcdef"
+	tokPlus  = "tok+d-90b4-abcdef"
 )
 
 // extractConfig reads the sources of the bypass report: a Bearer token, an
