@@ -199,6 +199,12 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	h.current.Store(t)
 	h.config = ctx.Context
 	h.warnUnlisted(h.previousTable(), t)
+	if t.missingAllow && t.unlistedSummary() != KeywordAny {
+		// A token sent in a form no source reads (Basic credentials, a
+		// cookie, a body) is no token here: it passes as missing, and the
+		// unlisted policy never sees it.
+		h.logger.Warn("unlisted_tokens is restricted but missing_token is allow: a request whose token is sent where no token_from source reads it passes as having no token; set missing_token deny")
+	}
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

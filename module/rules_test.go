@@ -255,3 +255,31 @@ func TestRemovedTokenWarns(t *testing.T) {
 		t.Errorf("%d warnings for the token the file lost, want 1", n)
 	}
 }
+
+// A restricted unlisted policy with missing_token allow is a half-closed
+// door: say so at provision.
+func TestRestrictedUnlistedWithMissingAllowWarns(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		h    *Handler
+		warn bool
+	}{
+		{"unlisted none, missing allow", &Handler{Unlisted: &Policy{Allow: []string{}}}, true},
+		{"unlisted ranges, missing allow", &Handler{Unlisted: &Policy{Allow: []string{"10.0.0.0/8"}}}, true},
+		{"unlisted none, missing deny", &Handler{Unlisted: &Policy{Allow: []string{}}, MissingToken: MissingDeny}, false},
+		{"defaults", &Handler{}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			core, logs := observer.New(zapcore.WarnLevel)
+			if err := tt.h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+				t.Fatal(err)
+			}
+			defer tt.h.Cleanup()
+			if got := logs.FilterMessageSnippet("set missing_token deny").Len() == 1; got != tt.warn {
+				t.Errorf("warned %v, want %v", got, tt.warn)
+			}
+		})
+	}
+}
