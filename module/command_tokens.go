@@ -459,61 +459,67 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 	if err := CheckLabel(label); err != nil {
 		return err
 	}
-	for range 10 {
-		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
-			if err := s.checkVersion(ctx, tx); err != nil {
-				return err
-			}
-			var cur *TokenPolicy
-			raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
-			switch {
-			case errors.Is(err, redis.Nil):
-			case err != nil:
-				return err
-			default:
-				e := decodeEntry(raw)
-				if e.err != nil {
-					return fmt.Errorf("token %q in the store: %w; replace it with delete --unrestrict and put, or fix it by hand", label, e.err)
-				}
-				cur = &e.tp
-			}
-			var was string
-			if cur != nil {
-				was = entryDigest(cur)
-			}
-			next, err := change(cur)
-			if err != nil {
-				return err
-			}
-			tp, err := digestOnly(*next, nil) // a token written by hand
-			if err != nil {
-				return &ConfigError{Token: label, Err: err}
-			}
-			next = &tp
-			if err := s.checkEntry(label, next); err != nil {
-				return err
-			}
-			d := entryDigest(next)
-			owner, err := tx.HGet(ctx, s.keys.Digests, d).Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return err
-			}
-			if owner != "" && owner != label {
-				return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only (nothing written; an entry written by hand with another label's token is removed with delete --unrestrict, which leaves %q as it is)", label, owner, owner)
-			}
-			if cur != nil && d != was {
-				return fmt.Errorf("token %q is in the store with another token; a label's token does not change, as the old token would become unlisted: put the new token under a new label, then delete this one (which revokes the old token)", label)
-			}
-			b, _ := json.Marshal(next)
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.HSet(ctx, s.keys.Tokens, label, string(b))
-				p.HSet(ctx, s.keys.Digests, d, label)
-				p.Incr(ctx, s.keys.Version)
-				p.Publish(ctx, s.keys.Changes, label)
-				return nil
-			})
+	return s.inTx(ctx, func(tx *redis.Tx) error {
+		if err := s.checkVersion(ctx, tx); err != nil {
 			return err
-		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
+		}
+		var cur *TokenPolicy
+		raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return err
+		default:
+			e := decodeEntry(raw)
+			if e.err != nil {
+				return fmt.Errorf("token %q in the store: %w; replace it with delete --unrestrict and put, or fix it by hand", label, e.err)
+			}
+			cur = &e.tp
+		}
+		var was string
+		if cur != nil {
+			was = entryDigest(cur)
+		}
+		next, err := change(cur)
+		if err != nil {
+			return err
+		}
+		tp, err := digestOnly(*next, nil) // a token written by hand
+		if err != nil {
+			return &ConfigError{Token: label, Err: err}
+		}
+		next = &tp
+		if err := s.checkEntry(label, next); err != nil {
+			return err
+		}
+		d := entryDigest(next)
+		owner, err := tx.HGet(ctx, s.keys.Digests, d).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		if owner != "" && owner != label {
+			return fmt.Errorf("token %q: the token is already in the store as %q; a token can have one label only (nothing written; an entry written by hand with another label's token is removed with delete --unrestrict, which leaves %q as it is)", label, owner, owner)
+		}
+		if cur != nil && d != was {
+			return fmt.Errorf("token %q is in the store with another token; a label's token does not change, as the old token would become unlisted: put the new token under a new label, then delete this one (which revokes the old token)", label)
+		}
+		b, _ := json.Marshal(next)
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, s.keys.Tokens, label, string(b))
+			p.HSet(ctx, s.keys.Digests, d, label)
+			p.Incr(ctx, s.keys.Version)
+			p.Publish(ctx, s.keys.Changes, label)
+			return nil
+		})
+		return err
+	})
+}
+
+// inTx runs fn in a transaction that watches the entries, the index and
+// the version, and runs it again while another writer changes them first.
+func (s *tokenStore) inTx(ctx context.Context, fn func(*redis.Tx) error) error {
+	for range 10 {
+		err := s.c.Watch(ctx, fn, s.keys.Tokens, s.keys.Digests, s.keys.Version)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return err
 		}
@@ -524,51 +530,45 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 // unrestrict removes an entry and its digest index entry: its token
 // becomes unlisted.
 func (s *tokenStore) unrestrict(ctx context.Context, label string) error {
-	for range 10 {
-		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
-			if err := s.checkVersion(ctx, tx); err != nil {
-				return err
+	return s.inTx(ctx, func(tx *redis.Tx) error {
+		if err := s.checkVersion(ctx, tx); err != nil {
+			return err
+		}
+		raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("token %q is not in the store", label)
+		} else if err != nil {
+			return err
+		}
+		// The index entries of this label: the entry's own token, and
+		// any the index gives the label (an entry that does not
+		// decode).
+		index, err := tx.HGetAll(ctx, s.keys.Digests).Result()
+		if err != nil {
+			return err
+		}
+		var digests []string
+		for d, l := range index {
+			if l == label {
+				digests = append(digests, d)
 			}
-			raw, err := tx.HGet(ctx, s.keys.Tokens, label).Result()
-			if errors.Is(err, redis.Nil) {
-				return fmt.Errorf("token %q is not in the store", label)
-			} else if err != nil {
-				return err
-			}
-			// The index entries of this label: the entry's own token, and
-			// any the index gives the label (an entry that does not
-			// decode).
-			index, err := tx.HGetAll(ctx, s.keys.Digests).Result()
-			if err != nil {
-				return err
-			}
-			var digests []string
-			for d, l := range index {
-				if l == label {
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, s.keys.Tokens, label)
+			if e := decodeEntry(raw); e.claimed {
+				if d := hex.EncodeToString(e.claim[:]); index[d] == label && !slices.Contains(digests, d) {
 					digests = append(digests, d)
 				}
 			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.HDel(ctx, s.keys.Tokens, label)
-				if e := decodeEntry(raw); e.claimed {
-					if d := hex.EncodeToString(e.claim[:]); index[d] == label && !slices.Contains(digests, d) {
-						digests = append(digests, d)
-					}
-				}
-				if len(digests) > 0 {
-					p.HDel(ctx, s.keys.Digests, digests...)
-				}
-				p.Incr(ctx, s.keys.Version)
-				p.Publish(ctx, s.keys.Changes, label)
-				return nil
-			})
-			return err
-		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
-		if !errors.Is(err, redis.TxFailedErr) {
-			return err
-		}
-	}
-	return errors.New("the store kept changing; try again")
+			if len(digests) > 0 {
+				p.HDel(ctx, s.keys.Digests, digests...)
+			}
+			p.Incr(ctx, s.keys.Version)
+			p.Publish(ctx, s.keys.Changes, label)
+			return nil
+		})
+		return err
+	})
 }
 
 // ReloadAll is the change message that makes every node load the whole
