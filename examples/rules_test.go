@@ -36,7 +36,7 @@ func TestRefusedConfigs(t *testing.T) {
 	}
 	dir := t.TempDir()
 	running := startConfig(t, "good.Caddyfile", func(admin, site string) string {
-		return fmt.Sprintf("{\n\tadmin %s\n}\nhttp://%s {\n\trespond ok\n}\n", admin, site)
+		return fmt.Sprintf("{\n\tadmin %s\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\trespond ok\n}\n", admin, site)
 	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
