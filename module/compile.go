@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -182,8 +181,8 @@ func (c *compiler) policy(label string, allow, deny []string, broad bool) (polic
 // where says where it was defined ("tokens" or a file), for the
 // duplicate-label error. Errors are *ConfigError naming the label.
 func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
-	if err := CheckLabel(label); err != nil {
-		return &ConfigError{Token: label, Err: errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("token label %q: ", label)))}
+	if err := labelRule(label); err != nil {
+		return &ConfigError{Token: label, Err: err}
 	}
 	if tp == nil {
 		return &ConfigError{Token: label, Err: errors.New("no token or token_sha256 given")}

@@ -72,8 +72,9 @@ type Handler struct {
 	Watch caddy.Duration `json:"watch,omitempty"`
 
 	// A Redis token store shared with other nodes. Its tokens are added
-	// to those of tokens and tokens_files; a label may appear only once
-	// across all of them (a Redis entry whose label is taken is skipped).
+	// to those of tokens and tokens_files, which win: a Redis entry whose
+	// label is taken is skipped and logged, and its token refused rather
+	// than unlisted. Default: none.
 	Redis *RedisSource `json:"redis,omitempty"`
 
 	// Also count requests per listed token, in a series labelled with the

@@ -127,13 +127,20 @@ func Fingerprint(digest [32]byte) string {
 
 // CheckLabel refuses labels that would not be a plain admin API path segment.
 func CheckLabel(label string) error {
+	if err := labelRule(label); err != nil {
+		return fmt.Errorf("token label %q: %w", label, err)
+	}
+	return nil
+}
+
+func labelRule(label string) error {
 	if label == "" || len(label) > 128 {
-		return fmt.Errorf("token label %q: a label has 1 to 128 characters", label)
+		return errors.New("a label has 1 to 128 characters")
 	}
 	for i := 0; i < len(label); i++ {
 		c := label[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
-			return fmt.Errorf("token label %q: use letters, digits, _ . : and - only, so the label is a plain admin API path segment", label)
+			return errors.New("use letters, digits, _ . : and - only, so the label is a plain admin API path segment")
 		}
 	}
 	return nil
