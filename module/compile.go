@@ -34,12 +34,6 @@ type compiler struct {
 	allow, deny, allowed, denied spanLists
 }
 
-// compile validates h and builds its table. Placeholders in tokens are
-// resolved with repl.
-func compile(h *Handler, repl *caddy.Replacer) (*table, error) {
-	return compileWith(h, repl, nil, nil, nil)
-}
-
 // newCompiler applies the rules of h that are not its tokens: modes, token
 // sources, sets and the unlisted policy.
 func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error) {
@@ -312,9 +306,6 @@ func CheckStoreEntry(label string, tp *TokenPolicy) error {
 		return err
 	}
 	c.origin = originWriter
-	if tp != nil && isPlaceholder(tp.Token) {
-		return &ConfigError{Token: label, Err: errors.New("the token is a placeholder; store entries are data and hold token_sha256")}
-	}
 	return c.addToken(label, tp, "the store")
 }
 

@@ -164,7 +164,7 @@ func (c *compiler) tokenDigest(tp *TokenPolicy) (digest [32]byte, known bool, er
 	}
 	if isPlaceholder(tok) {
 		switch {
-		case c.origin == originStore:
+		case c.origin != originConfig:
 			return digest, false, errors.New("the token is a placeholder; store entries are data and hold token_sha256 (tokens import resolves placeholders before writing)")
 		case c.repl == nil:
 			return digest, false, nil
