@@ -65,12 +65,12 @@ func handleObserved(w http.ResponseWriter, r *http.Request) error {
 	case format == "caddyfile" && r.Method == http.MethodDelete:
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("DELETE answers JSON only")}
 	}
-	seen := map[string][]ObservedAddress{}
-	observers.Range(func(_, v any) bool {
+	seen := map[string][]observedAddress{}
+	observedPool.Range(func(_, v any) bool {
 		if r.Method == http.MethodDelete {
-			seen = v.(*observedStore).drop(label)
+			seen = v.(*observedAddrs).drop(label)
 		} else {
-			seen = v.(*observedStore).snapshot(label)
+			seen = v.(*observedAddrs).snapshot(label)
 		}
 		return false
 	})
@@ -89,32 +89,32 @@ func handleObserved(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(seen)
 }
 
-// live holds the handlers of the configs in force. The admin routes live
+// inForce holds the handlers of the configs in force. The admin routes live
 // outside any one config, so, like caddy.UsagePool, this is the one piece of
 // process-wide state: handlers join it when provisioned and leave it when
 // cleaned up, so after a reload it holds the new config's handlers, and
 // after a refused load the old ones.
-var live = struct {
+var inForce = struct {
 	sync.RWMutex
 	handlers map[*Handler]struct{}
 }{handlers: map[*Handler]struct{}{}}
 
 func (h *Handler) register() {
-	live.Lock()
-	live.handlers[h] = struct{}{}
-	live.Unlock()
+	inForce.Lock()
+	inForce.handlers[h] = struct{}{}
+	inForce.Unlock()
 }
 
 // Cleanup takes the handler out of the admin routes' view. It is safe on a
 // handler that was never provisioned.
 func (h *Handler) Cleanup() error {
-	live.Lock()
-	_, provisioned := live.handlers[h]
-	delete(live.handlers, h)
-	live.Unlock()
+	inForce.Lock()
+	_, provisioned := inForce.handlers[h]
+	delete(inForce.handlers, h)
+	inForce.Unlock()
 	err := h.closeStore()
-	if provisioned && h.observer != nil {
-		_, oerr := observers.Delete(observerKey)
+	if provisioned && h.observed != nil {
+		_, oerr := observedPool.Delete(observedPoolKey)
 		err = errors.Join(err, oerr)
 	}
 	return err
@@ -140,8 +140,8 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("ip %q: not an IP address", ipText)}
 	}
 	results := []checkResult{}
-	live.RLock()
-	for h := range live.handlers {
+	inForce.RLock()
+	for h := range inForce.handlers {
 		t := h.current.Load()
 		var res reason
 		if label == "" {
@@ -157,7 +157,7 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 		}
 		results = append(results, checkResult{label, addr.String(), decision, res.String(), h.modeName()})
 	}
-	live.RUnlock()
+	inForce.RUnlock()
 	if len(results) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no token labelled %q in the config in force", label)}
 	}

@@ -263,7 +263,7 @@ func (f *tokensFlags) run(cmd *cobra.Command, do func(context.Context, *tokenSto
 	if f.tls || f.tlsCA != "" || f.tlsServerName != "" {
 		src.TLS = &RedisTLS{ServerName: f.tlsServerName, CAFile: f.tlsCA}
 	}
-	opts, err := RedisOptions(&src, nil)
+	opts, err := redisOptions(&src, nil)
 	if err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func (f *tokensFlags) run(cmd *cobra.Command, do func(context.Context, *tokenSto
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s := &tokenStore{c: c, keys: Keys(src.KeyPrefix), notes: cmd.ErrOrStderr()}
+	s := &tokenStore{c: c, keys: keysFor(src.KeyPrefix), notes: cmd.ErrOrStderr()}
 	if err := s.ready(ctx, cmd.Name() != "list"); err != nil {
 		if isAuthError(err) {
 			return errors.New(authMessage(err))
@@ -311,7 +311,7 @@ func tokenDigest(given string, in io.Reader) (string, error) {
 // tokenStore writes a Redis store the way nodes read it.
 type tokenStore struct {
 	c     *redis.Client
-	keys  RedisKeys
+	keys  redisKeys
 	notes io.Writer // where notes for the user go (standard error); nil: none
 }
 
@@ -336,8 +336,8 @@ func (s *tokenStore) ready(ctx context.Context, write bool) error {
 		return s.upgradeSchema(ctx)
 	case err != nil:
 		return err
-	case schema != strconv.Itoa(StoreSchema):
-		return fmt.Errorf("the store's schema (%s = %q) is not this release's (%d); use the caddy of the release that wrote it", s.keys.Schema, schema, StoreSchema)
+	case schema != strconv.Itoa(storeSchema):
+		return fmt.Errorf("the store's schema (%s = %q) is not this release's (%d); use the caddy of the release that wrote it", s.keys.Schema, schema, storeSchema)
 	}
 	return nil
 }
@@ -399,13 +399,13 @@ func (s *tokenStore) upgradeSchema(ctx context.Context) error {
 			for d, label := range index {
 				p.HSet(ctx, s.keys.Digests, d, label)
 			}
-			p.Set(ctx, s.keys.Schema, StoreSchema, 0)
+			p.Set(ctx, s.keys.Schema, storeSchema, 0)
 			p.Incr(ctx, s.keys.Version)
-			p.Publish(ctx, s.keys.Changes, ReloadAll)
+			p.Publish(ctx, s.keys.Changes, reloadAll)
 			return nil
 		})
 		if err == nil && len(labels) > 0 {
-			s.note("note: the store moved to schema %d: %s copied from %s to %s, with a digest index", StoreSchema, plural(len(labels), "entry"), s.keys.Legacy, s.keys.Tokens)
+			s.note("note: the store moved to schema %d: %s copied from %s to %s, with a digest index", storeSchema, plural(len(labels), "entry"), s.keys.Legacy, s.keys.Tokens)
 		}
 		return err
 	}, s.keys.Schema, s.keys.Legacy, s.keys.Version)
@@ -421,16 +421,16 @@ func (s *tokenStore) note(format string, args ...any) {
 	}
 }
 
-// checkEntry applies the entry rules (CheckStoreEntry) and notes the set
+// checkEntry applies the entry rules (checkStoreEntry) and notes the set
 // names, which only the nodes can check.
 func (s *tokenStore) checkEntry(label string, tp *TokenPolicy) error {
-	if err := CheckStoreEntry(label, tp); err != nil {
+	if err := checkStoreEntry(label, tp); err != nil {
 		return err
 	}
 	var sets []string
 	for _, list := range [][]string{tp.Allow, tp.Deny} {
 		for _, r := range list {
-			if IsSetName(r) && !slices.Contains(sets, quoteEntry(r)) {
+			if isSetName(r) && !slices.Contains(sets, quoteEntry(r)) {
 				sets = append(sets, quoteEntry(r))
 			}
 		}
@@ -456,7 +456,7 @@ func entryDigest(tp *TokenPolicy) string {
 // that retries if either is changed meanwhile. change gets the current
 // entry (nil if none) and returns the new one.
 func (s *tokenStore) update(ctx context.Context, label string, change func(cur *TokenPolicy) (*TokenPolicy, error)) error {
-	if err := CheckLabel(label); err != nil {
+	if err := checkLabel(label); err != nil {
 		return err
 	}
 	return s.inTx(ctx, func(tx *redis.Tx) error {
@@ -571,9 +571,9 @@ func (s *tokenStore) unrestrict(ctx context.Context, label string) error {
 	})
 }
 
-// ReloadAll is the change message that makes every node load the whole
+// reloadAll is the change message that makes every node load the whole
 // store, as after an import.
-const ReloadAll = "*"
+const reloadAll = "*"
 
 // importBatch is how many entries import writes per transaction.
 const importBatch = 512
@@ -676,7 +676,7 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 				err = errors.New("the store changed meanwhile; run the import again")
 			}
 			if n > 0 {
-				s.c.Publish(ctx, s.keys.Changes, ReloadAll)
+				s.c.Publish(ctx, s.keys.Changes, reloadAll)
 			}
 			return n, fmt.Errorf("%s: %w (%s were imported before it)", path, err, plural(n, "token"))
 		}
@@ -684,7 +684,7 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 	}
 	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Incr(ctx, s.keys.Version)
-		p.Publish(ctx, s.keys.Changes, ReloadAll)
+		p.Publish(ctx, s.keys.Changes, reloadAll)
 		return nil
 	})
 	return n, err

@@ -297,10 +297,10 @@ func (k *Checker) Token(label string, tp *TokenPolicy) error {
 
 const checkerWhere = "this block"
 
-// CheckStoreEntry applies the rules a store entry must pass where it is
+// checkStoreEntry applies the rules a store entry must pass where it is
 // written, before any node sees it: set names are the nodes' and are not
 // checked, placeholders are refused.
-func CheckStoreEntry(label string, tp *TokenPolicy) error {
+func checkStoreEntry(label string, tp *TokenPolicy) error {
 	c, err := newCompiler(&Handler{}, nil, 1)
 	if err != nil {
 		return err

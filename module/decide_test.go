@@ -360,13 +360,13 @@ func TestUserID(t *testing.T) {
 			if got := res.placeholder("http.auth.user.id"); got != tt.want {
 				t.Errorf("user id %q, want %q", got, tt.want)
 			}
-			v, _ := caddyhttp.GetVar(req.Context(), UserIDVar).(fmt.Stringer)
+			v, _ := caddyhttp.GetVar(req.Context(), userIDVar).(fmt.Stringer)
 			got := ""
 			if v != nil {
 				got = v.String()
 			}
 			if got != tt.wantVar {
-				t.Errorf("%s = %q, want %q", UserIDVar, got, tt.wantVar)
+				t.Errorf("%s = %q, want %q", userIDVar, got, tt.wantVar)
 			}
 		})
 	}

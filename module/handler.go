@@ -86,10 +86,10 @@ type Handler struct {
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
-	current  *atomic.Pointer[table] // swapped whole when watched files change
+	current  *atomic.Pointer[table] // swapped whole when watched files or the store change
 	logger   *zap.Logger
 	metrics  *metrics
-	observer *observedStore
+	observed *observedAddrs // the addresses tokens were used from, shared across reloads
 
 	store     *redisStore   // of Redis, shared with other configs' handlers
 	storeKey  string        // its key in redisStores
@@ -209,7 +209,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	if h.observer, err = loadObserver(); err != nil {
+	if h.observed, err = loadObservedAddrs(); err != nil {
 		return err
 	}
 	h.register()
@@ -269,11 +269,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.warnUnixSocket(r)
 	}
 	if d.token && d.addr.IsValid() {
-		observed := label
+		who := label
 		if d.policy == nil {
-			observed = (*labelRef)(&t.labels[t.unlistedLabel])
+			who = (*labelRef)(&t.labels[t.unlistedLabel])
 		}
-		h.observer.record(observed, d.addr, h.observedOutcome(d), time.Now().UnixNano())
+		h.observed.record(who, d.addr, h.observedOutcome(d), time.Now().UnixNano())
 	}
 	// Constants assigned to an interface are not allocated.
 	var decision any = decisionAllow
@@ -330,11 +330,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // it has one ip_allowlist handler: with several, which one this handler
 // replaces cannot be told.
 func (h *Handler) previousTable() *table {
-	live.RLock()
-	defer live.RUnlock()
+	inForce.RLock()
+	defer inForce.RUnlock()
 	var prev *table
 	n := 0
-	for o := range live.handlers {
+	for o := range inForce.handlers {
 		if o.config != h.config {
 			prev = o.current.Load()
 			n++
@@ -374,11 +374,11 @@ func (h *Handler) warnUnlisted(old, t *table) {
 	}
 }
 
-// UserIDVar is the Caddy variable ({http.vars.ip_allowlist.user_id}) set
+// userIDVar is the Caddy variable ({http.vars.ip_allowlist.user_id}) set
 // to the label ip_allowlist put in {http.auth.user.id}. The label names an
 // API token, not a person who logged in: a handler that takes
 // {http.auth.user.id} as a login must refuse it when the two are equal.
-const UserIDVar = "ip_allowlist.user_id"
+const userIDVar = "ip_allowlist.user_id"
 
 // setUser makes an allowed listed token's label the request's user id, as
 // basic_auth does for its users, so the access log shows it as user_id. An
@@ -391,7 +391,7 @@ func (h *Handler) setUser(r *http.Request, repl *caddy.Replacer, label *labelRef
 		return
 	}
 	repl.Set(placeholderUserID, label)
-	caddyhttp.SetVar(r.Context(), UserIDVar, label)
+	caddyhttp.SetVar(r.Context(), userIDVar, label)
 }
 
 const placeholderUserID = "http.auth.user.id"

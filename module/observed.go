@@ -85,32 +85,32 @@ type labelSummary struct {
 	lastSeen int64
 }
 
-// observedStore holds the summaries of every label.
-type observedStore struct {
+// observedAddrs holds the summaries of every label.
+type observedAddrs struct {
 	mu     sync.Mutex
 	labels map[string]*labelSummary
 }
 
-var observers = caddy.NewUsagePool()
+var observedPool = caddy.NewUsagePool()
 
-const observerKey = "ip_allowlist.observed"
+const observedPoolKey = "ip_allowlist.observed"
 
-func loadObserver() (*observedStore, error) {
-	v, _, err := observers.LoadOrNew(observerKey, func() (caddy.Destructor, error) {
-		return &observedStore{labels: map[string]*labelSummary{}}, nil
+func loadObservedAddrs() (*observedAddrs, error) {
+	v, _, err := observedPool.LoadOrNew(observedPoolKey, func() (caddy.Destructor, error) {
+		return &observedAddrs{labels: map[string]*labelSummary{}}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*observedStore), nil
+	return v.(*observedAddrs), nil
 }
 
-// Destruct is called when no config uses the observer any more.
-func (*observedStore) Destruct() error { return nil }
+// Destruct is called when no config uses the observed addresses any more.
+func (*observedAddrs) Destruct() error { return nil }
 
 // record counts one request of label from addr, which went as out. It
 // allocates only when a label is seen for the first time.
-func (o *observedStore) record(label *labelRef, addr netip.Addr, out outcome, now int64) {
+func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, now int64) {
 	if o == nil {
 		return
 	}
@@ -172,7 +172,7 @@ func (s *labelSummary) take(key [16]byte, is4 bool) *observation {
 	return min
 }
 
-func (o *observedStore) evictOldestLabel() {
+func (o *observedAddrs) evictOldestLabel() {
 	var oldest string
 	var at int64
 	for l, s := range o.labels {
@@ -183,8 +183,8 @@ func (o *observedStore) evictOldestLabel() {
 	delete(o.labels, oldest)
 }
 
-// ObservedAddress is one address in the admin API's answer.
-type ObservedAddress struct {
+// observedAddress is one address in the admin API's answer.
+type observedAddress struct {
 	IP string `json:"ip"`
 	// Requests let through because the address is allowed.
 	Allowed uint64 `json:"allowed"`
@@ -195,11 +195,11 @@ type ObservedAddress struct {
 	LastSeen  time.Time `json:"last_seen"`
 }
 
-func (a ObservedAddress) uses() uint64 { return a.Allowed + a.Denied + a.WouldDeny }
+func (a observedAddress) uses() uint64 { return a.Allowed + a.Denied + a.WouldDeny }
 
 // snapshot returns the summary of label, or of every label when label is
 // empty, most used addresses first.
-func (o *observedStore) snapshot(label string) map[string][]ObservedAddress {
+func (o *observedAddrs) snapshot(label string) map[string][]observedAddress {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.unsyncedSnapshot(label)
@@ -207,7 +207,7 @@ func (o *observedStore) snapshot(label string) map[string][]ObservedAddress {
 
 // drop forgets label, or every label when label is empty, and returns what
 // it held, as snapshot would have.
-func (o *observedStore) drop(label string) map[string][]ObservedAddress {
+func (o *observedAddrs) drop(label string) map[string][]observedAddress {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := o.unsyncedSnapshot(label)
@@ -217,18 +217,18 @@ func (o *observedStore) drop(label string) map[string][]ObservedAddress {
 	return out
 }
 
-func (o *observedStore) unsyncedSnapshot(label string) map[string][]ObservedAddress {
-	out := map[string][]ObservedAddress{}
+func (o *observedAddrs) unsyncedSnapshot(label string) map[string][]observedAddress {
+	out := map[string][]observedAddress{}
 	for l, s := range o.labels {
 		if label != "" && l != label {
 			continue
 		}
-		list := make([]ObservedAddress, 0, s.n)
+		list := make([]observedAddress, 0, s.n)
 		for i := range s.n {
 			e := &s.entries[i]
-			list = append(list, ObservedAddress{e.address().String(), e.allowed, e.denied, e.wouldDeny, time.Unix(0, e.lastSeen).UTC()})
+			list = append(list, observedAddress{e.address().String(), e.allowed, e.denied, e.wouldDeny, time.Unix(0, e.lastSeen).UTC()})
 		}
-		slices.SortFunc(list, func(a, b ObservedAddress) int {
+		slices.SortFunc(list, func(a, b observedAddress) int {
 			if c := cmp.Compare(b.uses(), a.uses()); c != 0 {
 				return c
 			}
@@ -253,7 +253,7 @@ func compareIP(a, b string) int {
 // undo. Those addresses follow as comments, with their counts, for the
 // operator to judge. Addresses that report mode would have refused are
 // listed: learning them is what report mode is for.
-func observedCaddyfile(list []ObservedAddress) string {
+func observedCaddyfile(list []observedAddress) string {
 	var allow, refused, notListed strings.Builder
 	for _, a := range list {
 		if a.Denied > 0 {
@@ -273,7 +273,7 @@ func observedCaddyfile(list []ObservedAddress) string {
 
 // countsText is "12 requests refused, 40 allowed": the counts a comment
 // line shows, the one that put the address on that line first.
-func countsText(a ObservedAddress) string {
+func countsText(a observedAddress) string {
 	var parts []string
 	for _, c := range []struct {
 		n    uint64

@@ -27,7 +27,7 @@ func labelOf(t *testing.T, s string) *labelRef {
 // the token's requests survives the churn with its exact count, and memory
 // does not grow with the addresses.
 func TestObservedBoundedUnderChurn(t *testing.T) {
-	o := &observedStore{labels: map[string]*labelSummary{}}
+	o := &observedAddrs{labels: map[string]*labelSummary{}}
 	label := labelOf(t, "partner-a")
 	heavy := netip.MustParseAddr("203.0.113.7")
 	var before, after runtime.MemStats
@@ -91,7 +91,7 @@ func TestObservedSurvivesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve(next, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
-	got := next.observer.snapshot("a")["a"]
+	got := next.observed.snapshot("a")["a"]
 	if len(got) != 2 || got[0].IP != "203.0.113.9" || got[0].Allowed != 2 || got[1].IP != "198.51.100.1" || got[1].Denied != 1 {
 		t.Errorf("after the reload: %+v, want 203.0.113.9 allowed twice and 198.51.100.1 denied once", got)
 	}
@@ -101,7 +101,7 @@ func TestObservedSurvivesReload(t *testing.T) {
 	// With no config left, the pool lets go of the summary.
 	fresh := provisionIn()
 	defer fresh.Cleanup()
-	if n := len(fresh.observer.snapshot("")); n != 0 {
+	if n := len(fresh.observed.snapshot("")); n != 0 {
 		t.Errorf("a new store after every config is gone holds %d labels", n)
 	}
 }
@@ -113,11 +113,11 @@ func TestObservedUnlisted(t *testing.T) {
 	serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-1")...))
 	serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-2")...))
 	serve(h, newRequest("10.9.9.9:1", "/")) // no token: nothing to observe
-	got := h.observer.snapshot(unlistedObservedLabel)[unlistedObservedLabel]
+	got := h.observed.snapshot(unlistedObservedLabel)[unlistedObservedLabel]
 	if len(got) != 1 || got[0].IP != "10.9.9.9" || got[0].Allowed != 2 || got[0].Denied != 0 {
 		t.Errorf("unlisted observed: %+v, want 10.9.9.9 allowed twice (the unlisted policy allows 10.0.0.0/8)", got)
 	}
-	if CheckLabel(unlistedObservedLabel) == nil {
+	if checkLabel(unlistedObservedLabel) == nil {
 		t.Error("a token could be labelled like the unlisted entry")
 	}
 	res := serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-1")...))
@@ -129,7 +129,7 @@ func TestObservedUnlisted(t *testing.T) {
 // TestObservedKeysDoNotPinTables: the store outlives the tables whose labels
 // it is given, so its keys must be copies, not views into a table's blob.
 func TestObservedKeysDoNotPinTables(t *testing.T) {
-	o := &observedStore{labels: map[string]*labelSummary{}}
+	o := &observedAddrs{labels: map[string]*labelSummary{}}
 	blob := append([]byte{9}, "partner-a"...)
 	o.record((*labelRef)(&blob[0]), netip.MustParseAddr("203.0.113.7"), outcomeAllowed, 1)
 	for key := range o.labels {
@@ -165,9 +165,9 @@ func TestObservedOutcomeByMode(t *testing.T) {
 			cfg := decisionConfig()
 			cfg.Mode = tc.mode
 			h, _ := provisioned(t, cfg)
-			h.observer.drop("")
+			h.observed.drop("")
 			serve(h, newRequest(tc.remote, "/", bearer(tc.tok)...))
-			got := h.observer.snapshot(tc.label)[tc.label]
+			got := h.observed.snapshot(tc.label)[tc.label]
 			if len(got) != 1 || got[0].Allowed != tc.allowed || got[0].Denied != tc.denied || got[0].WouldDeny != tc.wouldDeny {
 				t.Errorf("observed %+v, want allowed %d, denied %d, would_deny %d", got, tc.allowed, tc.denied, tc.wouldDeny)
 			}
@@ -180,27 +180,27 @@ func TestObservedOutcomeByMode(t *testing.T) {
 // are reported after it. Addresses report mode would have refused are
 // listed: the learn-then-restrict flow depends on it.
 func TestObservedCaddyfileNeverAllowsRefused(t *testing.T) {
-	addr := func(ip string, allowed, denied, wouldDeny uint64) ObservedAddress {
-		return ObservedAddress{IP: ip, Allowed: allowed, Denied: denied, WouldDeny: wouldDeny}
+	addr := func(ip string, allowed, denied, wouldDeny uint64) observedAddress {
+		return observedAddress{IP: ip, Allowed: allowed, Denied: denied, WouldDeny: wouldDeny}
 	}
 	tests := []struct {
 		name string
-		list []ObservedAddress
+		list []observedAddress
 		want string
 	}{
-		{"allowed addresses only", []ObservedAddress{addr("127.0.0.2", 3, 0, 0), addr("127.0.0.3", 2, 0, 0)},
+		{"allowed addresses only", []observedAddress{addr("127.0.0.2", 3, 0, 0), addr("127.0.0.3", 2, 0, 0)},
 			"allow 127.0.0.2 127.0.0.3\n"},
 		{"a refused address, even the most used, is left out and reported",
-			[]ObservedAddress{addr("198.51.100.9", 0, 12, 0), addr("127.0.0.1", 3, 0, 0)},
+			[]observedAddress{addr("198.51.100.9", 0, 12, 0), addr("127.0.0.1", 3, 0, 0)},
 			"allow 127.0.0.1\n# refused in enforce mode, not listed above: 198.51.100.9 (12 requests refused)\n"},
 		{"an address both allowed and refused is left out",
-			[]ObservedAddress{addr("203.0.113.9", 40, 1, 0), addr("127.0.0.1", 3, 0, 0)},
+			[]observedAddress{addr("203.0.113.9", 40, 1, 0), addr("127.0.0.1", 3, 0, 0)},
 			"allow 127.0.0.1\n# refused in enforce mode, not listed above: 203.0.113.9 (1 request refused, 40 allowed)\n"},
 		{"an address report mode would refuse is listed",
-			[]ObservedAddress{addr("198.51.100.9", 0, 0, 5), addr("127.0.0.1", 3, 0, 0)},
+			[]observedAddress{addr("198.51.100.9", 0, 0, 5), addr("127.0.0.1", 3, 0, 0)},
 			"allow 198.51.100.9 127.0.0.1\n# would have been refused in report mode, listed above: 198.51.100.9 (5 requests would have been refused)\n"},
 		{"every address refused: no allow line",
-			[]ObservedAddress{addr("198.51.100.9", 0, 2, 0)},
+			[]observedAddress{addr("198.51.100.9", 0, 2, 0)},
 			"# no address to allow: every observed address was refused in enforce mode\n# refused in enforce mode, not listed above: 198.51.100.9 (2 requests refused)\n"},
 	}
 	for _, tc := range tests {
@@ -233,7 +233,7 @@ func adminCall(t *testing.T, method, target string) (int, string) {
 // format=caddyfile must not hand the refused address back as allowed.
 func TestObservedRouteRefusedAddressNotInAllowLine(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	h.observer.drop("")
+	h.observed.drop("")
 	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
 	for range 12 {
 		serve(h, newRequest("198.51.100.9:1", "/", bearer(tokA)...))
@@ -254,7 +254,7 @@ func TestObservedRouteRefusedAddressNotInAllowLine(t *testing.T) {
 // anything else is a 400 that names them, not a silent JSON answer.
 func TestObservedRouteFormats(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	h.observer.drop("")
+	h.observed.drop("")
 	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
 	tests := []struct {
 		name, target string
@@ -283,7 +283,7 @@ func TestObservedRouteFormats(t *testing.T) {
 // label's, and answers with what it dropped; an unknown label is a 404.
 func TestObservedRouteDelete(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	h.observer.drop("")
+	h.observed.drop("")
 	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
 	serve(h, newRequest("198.51.100.7:1", "/", bearer(tokC)...))
 
@@ -311,7 +311,7 @@ func TestObservedRouteDelete(t *testing.T) {
 	}
 	// Recording goes on after a reset.
 	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
-	if got := h.observer.snapshot("a")["a"]; len(got) != 1 || got[0].Allowed != 1 {
+	if got := h.observed.snapshot("a")["a"]; len(got) != 1 || got[0].Allowed != 1 {
 		t.Errorf("after the reset: %+v, want 203.0.113.9 allowed once", got)
 	}
 }

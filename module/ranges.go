@@ -28,17 +28,17 @@ var (
 		255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255}))
 )
 
-// ParseRange parses one range entry that is not a set name: an address, a
+// parseRange parses one range entry that is not a set name: an address, a
 // CIDR prefix, an inclusive start-end range of one family, or one of the
 // keywords any and private_ranges. It is stricter than net/netip where netip
 // is lenient in ways that would surprise an allowlist: zones, IPv4-mapped
 // IPv6 addresses and prefixes with host bits set are refused, each with an
 // error that says what to write instead.
-func ParseRange(s string) ([]netipx.IPRange, error) {
+func parseRange(s string) ([]netipx.IPRange, error) {
 	return appendRange(nil, s)
 }
 
-// appendRange is ParseRange appending to dst, so compiling a million tokens
+// appendRange is parseRange appending to dst, so compiling a million tokens
 // does not allocate a slice per entry.
 func appendRange(dst []netipx.IPRange, s string) ([]netipx.IPRange, error) {
 	switch {
@@ -141,10 +141,10 @@ var privateRanges = func() []netipx.IPRange {
 	return out
 }()
 
-// IsSetName reports whether s has the shape of an ip_set name: a letter or
+// isSetName reports whether s has the shape of an ip_set name: a letter or
 // underscore, then letters, digits, underscores and dashes. No address,
 // prefix or range has that shape, so a name never shadows an address.
-func IsSetName(s string) bool {
+func isSetName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

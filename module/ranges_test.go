@@ -22,7 +22,7 @@ func TestParseRangeAccepts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			rs, err := ParseRange(tt.in)
+			rs, err := parseRange(tt.in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -34,11 +34,11 @@ func TestParseRangeAccepts(t *testing.T) {
 }
 
 func TestParseRangeKeywords(t *testing.T) {
-	any, err := ParseRange(KeywordAny)
+	any, err := parseRange(KeywordAny)
 	if err != nil || len(any) != 2 || !any[0].From().Is4() || any[1].From().Is4() {
 		t.Fatalf("any = %v, %v; want all of IPv4 and all of IPv6", any, err)
 	}
-	priv, err := ParseRange(KeywordPrivateRanges)
+	priv, err := parseRange(KeywordPrivateRanges)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,13 +69,13 @@ func TestIsSetName(t *testing.T) {
 		"any": false, "none": false, "private_ranges": false, "1office": false,
 		"fe80::1": false, "a.b": false, "": false, "a b": false,
 	} {
-		if IsSetName(s) != want {
-			t.Errorf("IsSetName(%q) = %v, want %v", s, !want, want)
+		if isSetName(s) != want {
+			t.Errorf("isSetName(%q) = %v, want %v", s, !want, want)
 		}
 	}
 }
 
-// FuzzParseRange checks that whatever ParseRange accepts agrees with
+// FuzzParseRange checks that whatever parseRange accepts agrees with
 // net/netip, is of one family, and is in order. Seeds: testdata/fuzz/ranges.txt.
 func FuzzParseRange(f *testing.F) {
 	for _, seed := range seedLines(f, "ranges.txt") {
@@ -84,7 +84,7 @@ func FuzzParseRange(f *testing.F) {
 	f.Add(strings.Repeat("1", 1<<16))
 	f.Add("1.2.3.4\x00")
 	f.Fuzz(func(t *testing.T, s string) {
-		rs, err := ParseRange(s)
+		rs, err := parseRange(s)
 		if err != nil {
 			return
 		}

@@ -29,7 +29,7 @@ import (
 // RedisSource is a token store shared by many Caddy nodes. Tokens live in a
 // Redis hash, <key_prefix>entries, keyed by label, each value a JSON object
 // of the same shape as a tokens_file entry, beside a digest index of token
-// to label (see RedisKeys). Every node holds all of them in
+// to label (see redisKeys). Every node holds all of them in
 // memory, so Redis is never on a request's path: changes arrive on the
 // channel <key_prefix>changes and are swapped in as a whole new table, and
 // a periodic resync repairs what a node missed.
@@ -80,8 +80,8 @@ const (
 	defaultResync       = 30 * time.Second
 )
 
-// RedisKeys are the names a store uses under its prefix.
-type RedisKeys struct {
+// redisKeys are the names a store uses under its prefix.
+type redisKeys struct {
 	// Tokens is the hash of label to entry (schema 2).
 	Tokens string
 	// Digests is the hash of token digest (64 hex digits) to label: which
@@ -100,15 +100,15 @@ type RedisKeys struct {
 	Version, Changes string
 }
 
-// StoreSchema is the schema this release reads and writes.
-const StoreSchema = 2
+// storeSchema is the schema this release reads and writes.
+const storeSchema = 2
 
-// Keys returns the key names under prefix ("" for the default).
-func Keys(prefix string) RedisKeys {
+// keysFor returns the key names under prefix ("" for the default).
+func keysFor(prefix string) redisKeys {
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	return RedisKeys{
+	return redisKeys{
 		Tokens:  prefix + "entries",
 		Digests: prefix + "digests",
 		Schema:  prefix + "schema",
@@ -118,9 +118,9 @@ func Keys(prefix string) RedisKeys {
 	}
 }
 
-// RedisOptions returns the client options for src after resolving its
+// redisOptions returns the client options for src after resolving its
 // password with repl. It checks the source but does not connect.
-func RedisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error) {
+func redisOptions(src *RedisSource, repl *caddy.Replacer) (*redis.Options, error) {
 	if err := CheckRedisSource(src); err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (e labeledEntry) digest() ([32]byte, bool) {
 // caddy.UsagePool), so a reload neither reloads the store nor needs Redis
 // to be up.
 type redisStore struct {
-	keys     RedisKeys
+	keys     redisKeys
 	addr     string
 	snapshot string
 	resync   time.Duration
@@ -332,7 +332,7 @@ func redisStoreKey(opts *redis.Options, src *RedisSource) string {
 		tlsOn, sn, ca = true, src.TLS.ServerName, src.TLS.CAFile
 	}
 	return fmt.Sprintf("%s|%s|%s|%d|%s|%t|%s|%s|%s|%d", opts.Addr, opts.Username, hex.EncodeToString(pw[:8]),
-		opts.DB, Keys(src.KeyPrefix).Tokens, tlsOn, sn, ca, src.Snapshot, src.Resync)
+		opts.DB, keysFor(src.KeyPrefix).Tokens, tlsOn, sn, ca, src.Snapshot, src.Resync)
 }
 
 // newRedisStore makes a node's copy of a store, empty and not yet
@@ -342,7 +342,7 @@ func redisStoreKey(opts *redis.Options, src *RedisSource) string {
 func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *redisStore {
 	useZapForRedis()
 	s := &redisStore{
-		keys:     Keys(src.KeyPrefix),
+		keys:     keysFor(src.KeyPrefix),
 		addr:     opts.Addr,
 		snapshot: src.Snapshot,
 		resync:   time.Duration(src.Resync),
@@ -593,13 +593,13 @@ func (s *redisStore) checkSchema(cmd *redis.StringCmd, legacy *redis.IntCmd) (st
 		}
 		return s.keys.Tokens, true
 	}
-	if cmd.Val() == strconv.Itoa(StoreSchema) {
+	if cmd.Val() == strconv.Itoa(storeSchema) {
 		s.badSchema = false
 		return s.keys.Tokens, true
 	}
 	if !s.badSchema {
 		s.logger.Error("the redis store has a schema this node does not know; keeping the tokens in force: upgrade this node",
-			zap.String("key", s.keys.Schema), zap.String("schema", cmd.Val()), zap.Int("known", StoreSchema))
+			zap.String("key", s.keys.Schema), zap.String("schema", cmd.Val()), zap.Int("known", storeSchema))
 		s.badSchema = true
 	}
 	return "", false
@@ -878,7 +878,7 @@ func (s *redisStore) run(ctx context.Context) {
 				// restarted, and lost or restored data, so the version
 				// proves nothing. Load it all.
 				err = s.loadAll(ctx)
-			case ev.label == ReloadAll:
+			case ev.label == reloadAll:
 				every := fullLoadEvery
 				if s.sameVersion(ctx) {
 					// Nothing says the store changed: a flood of * from
@@ -1098,7 +1098,7 @@ func readSnapshot(path string) (map[string]*redisEntry, error) {
 // and writes no snapshot. Without a config to start (a bare context, as in
 // tests), it starts the store now.
 func (h *Handler) openStore(ctx caddy.Context) error {
-	opts, err := RedisOptions(h.Redis, caddy.NewReplacer())
+	opts, err := redisOptions(h.Redis, caddy.NewReplacer())
 	if err != nil {
 		return err
 	}

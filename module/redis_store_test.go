@@ -60,7 +60,7 @@ func handWrite(t *testing.T, srv *redistest.Server, pairs ...string) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	keys := Keys("")
+	keys := keysFor("")
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for i := 0; i+1 < len(pairs); i += 2 {
 			p.HSet(ctx, keys.Tokens, pairs[i], pairs[i+1])
@@ -362,7 +362,7 @@ func TestRedisVersionNotInteger(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	keys := Keys("")
+	keys := keysFor("")
 	if err := c.Set(ctx, keys.Version, "frozen", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	s.c.Incr(ctx, s.keys.Version)
 	began := time.Now()
 	for time.Since(began) < 2*time.Second {
-		pub.Publish(ctx, s.keys.Changes, ReloadAll)
+		pub.Publish(ctx, s.keys.Changes, reloadAll)
 		time.Sleep(10 * time.Millisecond)
 	}
 	eventually(t, "the change loaded by *", func() bool { return reasonOf(h, "203.0.113.77", benchTokenN(1)) == ReasonAllowed })
@@ -473,7 +473,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	// The last * is applied even within a second of a load.
 	s.c.HSet(ctx, s.keys.Tokens, "t2", entryJSON(benchTokenN(2), "203.0.113.78"))
 	s.c.Incr(ctx, s.keys.Version)
-	pub.Publish(ctx, s.keys.Changes, ReloadAll)
+	pub.Publish(ctx, s.keys.Changes, reloadAll)
 	eventually(t, "the last *", func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
 }
 
@@ -507,19 +507,19 @@ func TestRedisWrongPassword(t *testing.T) {
 // resolved at provision and refused when unset.
 func TestRedisAddressRequired(t *testing.T) {
 	repl := caddy.NewReplacer()
-	if _, err := RedisOptions(&RedisSource{}, repl); err == nil || !strings.Contains(err.Error(), "required") {
+	if _, err := redisOptions(&RedisSource{}, repl); err == nil || !strings.Contains(err.Error(), "required") {
 		t.Errorf("no address: %v", err)
 	}
-	if _, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_UNSET_ADDR}"}, repl); err == nil {
+	if _, err := redisOptions(&RedisSource{Address: "{env.STORE_TEST_UNSET_ADDR}"}, repl); err == nil {
 		t.Errorf("an unset address variable was accepted")
 	}
 	t.Setenv("STORE_TEST_ADDR", "192.0.2.1:6380")
-	opts, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl)
+	opts, err := redisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl)
 	if err != nil || opts.Addr != "192.0.2.1:6380" {
 		t.Errorf("address from the environment: %v %v", opts, err)
 	}
 	t.Setenv("STORE_TEST_ADDR", "nonsense")
-	if _, err := RedisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl); err == nil {
+	if _, err := redisOptions(&RedisSource{Address: "{env.STORE_TEST_ADDR}"}, repl); err == nil {
 		t.Errorf("a variable that is no host:port was accepted")
 	}
 }
@@ -533,7 +533,7 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	keys := Keys("")
+	keys := keysFor("")
 	old := entryJSON(tokPartnerA, "192.0.2.1")
 	c.HSet(ctx, keys.Legacy, "partner-a", old)
 	c.Incr(ctx, keys.Version)
@@ -568,7 +568,7 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 
 	c.Set(ctx, keys.Schema, "3", 0)
 	c.HDel(ctx, keys.Tokens, "partner-b")
-	c.Publish(ctx, keys.Changes, ReloadAll)
+	c.Publish(ctx, keys.Changes, reloadAll)
 	eventually(t, "newer schema logged", func() bool { return logs.FilterMessageSnippet("schema this node does not know").Len() == 1 })
 	if r := reasonOf(h, "192.0.2.2", tokPartnerB); r != ReasonAllowed {
 		t.Errorf("with a newer schema the node keeps its tokens: %s", r)
@@ -605,7 +605,7 @@ func TestRedisValidateAndPending(t *testing.T) {
 	srv := redistest.New(t)
 	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
 	src := &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}
-	opts, err := RedisOptions(src, nil)
+	opts, err := redisOptions(src, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

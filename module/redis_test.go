@@ -35,7 +35,7 @@ func cliStore(t *testing.T, srv *redistest.Server) *tokenStore {
 	t.Helper()
 	c := srv.Client()
 	t.Cleanup(func() { c.Close() })
-	s := &tokenStore{c: c, keys: Keys("")}
+	s := &tokenStore{c: c, keys: keysFor("")}
 	if err := s.ready(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestRedisResyncAndBadEntries(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	keys := Keys("")
+	keys := keysFor("")
 	entry := `{"token_sha256":"` + digestHex("token-c") + `","allow":["203.0.113.5"]}`
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, keys.Tokens, "c", entry)
@@ -187,7 +187,7 @@ func TestRedisOutage(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	keys := Keys("")
+	keys := keysFor("")
 	// Written without a message, as if published while this node was
 	// cut off.
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -293,7 +293,7 @@ func TestTokensCommands(t *testing.T) {
 	if n, err := s.importFile(ctx, file); err != nil || n != 2 {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	raw, err := c.HGetAll(ctx, Keys("").Tokens).Result()
+	raw, err := c.HGetAll(ctx, keysFor("").Tokens).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,11 +302,11 @@ func TestTokensCommands(t *testing.T) {
 			t.Errorf("stored %s: %s, want a digest only", label, v)
 		}
 	}
-	if v, _ := c.Get(ctx, Keys("").Version).Result(); v != "3" {
+	if v, _ := c.Get(ctx, keysFor("").Version).Result(); v != "3" {
 		t.Errorf("version after import: %q, want 3 (the schema, a batch, the message)", v)
 	}
 	// A literal token written by hand is listed as its digest.
-	c.HSet(ctx, Keys("").Tokens, "c", `{"token": "literal-secret-c", "allow": ["any"]}`)
+	c.HSet(ctx, keysFor("").Tokens, "c", `{"token": "literal-secret-c", "allow": ["any"]}`)
 	var out strings.Builder
 	if err := s.list(ctx, &out, nil); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestTokensCommands(t *testing.T) {
 			t.Errorf("update with %+v was written", bad)
 		}
 	}
-	if n, _ := c.HLen(ctx, Keys("").Tokens).Result(); n != 3 {
+	if n, _ := c.HLen(ctx, keysFor("").Tokens).Result(); n != 3 {
 		t.Errorf("%d entries after refused updates, want 3", n)
 	}
 }
@@ -367,7 +367,7 @@ func TestRedisReadOnlyNode(t *testing.T) {
 	// The node cannot write.
 	node := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "ip-allowlist-node", Password: "node-password", Protocol: 2, DisableIdentity: true})
 	defer node.Close()
-	if err := node.HSet(context.Background(), Keys("").Tokens, "x", "{}").Err(); err == nil {
+	if err := node.HSet(context.Background(), keysFor("").Tokens, "x", "{}").Err(); err == nil {
 		t.Error("the node's ACL lets it write")
 	}
 	if n := logs.FilterLevelExact(zapcore.ErrorLevel).Len(); n != 0 {

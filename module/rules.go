@@ -74,7 +74,7 @@ func looksLikeRange(s string) bool {
 	if !addressShaped(s) {
 		return false // most tokens: no parse, no error to allocate
 	}
-	_, err := ParseRange(s)
+	_, err := parseRange(s)
 	return err == nil
 }
 
@@ -125,8 +125,8 @@ func Fingerprint(digest [32]byte) string {
 	return DigestPrefix + hex.EncodeToString(digest[:6])
 }
 
-// CheckLabel refuses labels that would not be a plain admin API path segment.
-func CheckLabel(label string) error {
+// checkLabel refuses labels that would not be a plain admin API path segment.
+func checkLabel(label string) error {
 	if err := labelRule(label); err != nil {
 		return fmt.Errorf("token label %q: %w", label, err)
 	}
@@ -206,7 +206,7 @@ type setDef struct {
 func (c *compiler) compileSets(sets map[string][]string) error {
 	c.sets = make(map[string]*setDef, len(sets))
 	for _, name := range sortedKeys(sets) {
-		if !IsSetName(name) {
+		if !isSetName(name) {
 			return &ConfigError{Set: name, Err: errors.New("a set name starts with a letter or _ and has only letters, digits, _ and -, and is not any, private_ranges or none")}
 		}
 		def := &setDef{}
@@ -215,7 +215,7 @@ func (c *compiler) compileSets(sets map[string][]string) error {
 			if _, isSet := sets[entry]; isSet {
 				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, errors.New("a set cannot contain another set; list its ranges")}}
 			}
-			rs, err := ParseRange(entry)
+			rs, err := parseRange(entry)
 			if err != nil {
 				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, err}}
 			}
@@ -248,7 +248,7 @@ func (c *compiler) collect(dst *spanLists, field string, entries []string, broad
 		var v6 float64
 		if def, ok := c.sets[entry]; ok {
 			rs, v4, v6 = def.ranges, def.v4, def.v6
-		} else if IsSetName(entry) {
+		} else if isSetName(entry) {
 			switch c.origin {
 			case originWriter:
 				continue // the nodes' sets: not known here
@@ -340,7 +340,7 @@ func thousands(n uint64) string {
 // entry that is not shaped like an address, and a set name as long as a
 // token, are shown by their length only.
 func quoteEntry(s string) string {
-	if IsSetName(s) {
+	if isSetName(s) {
 		if len(s) < minTokenLen {
 			return fmt.Sprintf("%q", s)
 		}

@@ -108,7 +108,7 @@ func TestBadEntriesEverySource(t *testing.T) {
 			return skipped
 		},
 		"cli": func(t *testing.T, c badEntry) error {
-			return CheckStoreEntry(c.Label, c.policy(t))
+			return checkStoreEntry(c.Label, c.policy(t))
 		},
 	}
 	for _, c := range readBadEntries(t) {

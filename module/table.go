@@ -56,7 +56,7 @@ type table struct {
 
 	unlisted     policy
 	missingAllow bool
-	// unlistedLabel is the observer's name for unlisted tokens. It is not a
+	// unlistedLabel is the name unlisted tokens are observed under. It is not a
 	// label a token can have, and never shows in placeholders or logs.
 	unlistedLabel uint32
 
