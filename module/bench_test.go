@@ -119,6 +119,40 @@ func BenchmarkServeHTTP(b *testing.B) {
 	}
 }
 
+// BenchmarkServeHTTPParallel serves allowed requests from every CPU at
+// once (run with -cpu 1,2 to see how it scales): one token, and 50,000
+// distinct tokens in turn, so that the observed addresses keep taking in
+// new labels and dropping old ones (observedLabels is 10,000).
+func BenchmarkServeHTTPParallel(b *testing.B) {
+	for _, inUse := range []int{1, 50_000} {
+		b.Run(fmt.Sprintf("tokens_in_use=%d", inUse), func(b *testing.B) {
+			h := benchHandler(b, benchShape{inUse, 2})
+			lines := make([]string, inUse)
+			for i := range lines {
+				lines[i] = "Bearer " + benchTokenN(i)
+			}
+			client := nthAddr(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				// A request each: the replacer in a request's context is
+				// not safe for concurrent use.
+				req := benchRequest(benchTokenN(0), client)
+				w := &discardWriter{header: http.Header{}}
+				i := 0
+				for pb.Next() {
+					req.Header["Authorization"][0] = lines[i%inUse]
+					i += 7919 // a prime: each goroutine walks every token
+					if err := h.ServeHTTP(w, req, okHandler); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkVersusRemoteIP runs Caddy's remote_ip matcher and this handler
 // on the same 1,000 ranges, client in the middle one, in the same run.
 func BenchmarkVersusRemoteIP(b *testing.B) {

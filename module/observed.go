@@ -3,6 +3,7 @@ package ipallowlist
 import (
 	"cmp"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -28,8 +29,8 @@ const (
 	// flood of addresses used once. Reported counts are exact since the
 	// address entered the summary; the inherited rank is not reported.
 	observedPerLabel = 16
-	// observedLabels bounds the labels kept; past it, the label seen least
-	// recently is dropped.
+	// observedLabels bounds the labels kept; past it, a new label takes the
+	// place of the one its shard saw least recently (see observedShards).
 	observedLabels = 10_000
 )
 
@@ -79,16 +80,51 @@ func (o *observation) rank() uint64 { return o.uses() + o.inherited }
 // uses counts the requests seen since the address entered the summary.
 func (o *observation) uses() uint64 { return o.allowed + o.denied + o.wouldDeny }
 
+// labelSummary is one label's addresses, and its place in its shard's
+// list of labels by when they were last seen.
 type labelSummary struct {
+	label    string
+	newer    *labelSummary // toward the shard's most recently seen label
+	older    *labelSummary
 	n        int
 	entries  [observedPerLabel]observation
 	lastSeen int64
 }
 
-// observedAddrs holds the summaries of every label.
+// observedShards splits the labels so that requests of different tokens
+// rarely wait for one another: each shard has its own lock, and no lock is
+// shared by the whole process.
+const observedShards = 16
+
+// labelsPerShard bounds each shard, so all of them hold at most
+// observedLabels.
+const labelsPerShard = observedLabels / observedShards
+
+// observedAddrs holds the summaries of every label, in shards by label.
 type observedAddrs struct {
+	seed   maphash.Seed
+	shards [observedShards]observedShard
+}
+
+// observedShard is a part of the labels. Its labels are also kept in a
+// doubly-linked list from most to least recently seen, so that the label
+// to drop when the shard is full is found without a scan.
+type observedShard struct {
 	mu     sync.Mutex
 	labels map[string]*labelSummary
+	newest *labelSummary
+	oldest *labelSummary
+	// Keeps shards on separate cache lines, so one core's lock does not
+	// slow another's.
+	_ [64]byte
+}
+
+func newObservedAddrs() *observedAddrs {
+	o := &observedAddrs{seed: maphash.MakeSeed()}
+	for i := range o.shards {
+		o.shards[i].labels = map[string]*labelSummary{}
+	}
+	return o
 }
 
 var observedPool = caddy.NewUsagePool()
@@ -97,7 +133,7 @@ const observedPoolKey = "ip_allowlist.observed"
 
 func loadObservedAddrs() (*observedAddrs, error) {
 	v, _, err := observedPool.LoadOrNew(observedPoolKey, func() (caddy.Destructor, error) {
-		return &observedAddrs{labels: map[string]*labelSummary{}}, nil
+		return newObservedAddrs(), nil
 	})
 	if err != nil {
 		return nil, err
@@ -108,26 +144,42 @@ func loadObservedAddrs() (*observedAddrs, error) {
 // Destruct is called when no config uses the observed addresses any more.
 func (*observedAddrs) Destruct() error { return nil }
 
+func (o *observedAddrs) shard(label string) *observedShard {
+	return &o.shards[maphash.String(o.seed, label)%observedShards]
+}
+
 // record counts one request of label from addr, which went as out. It
-// allocates only when a label is seen for the first time.
+// takes the lock of the label's shard only, and allocates only when a label
+// is seen for the first time: its summary while the shard has room, and the
+// copy of its name.
 func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, now int64) {
 	if o == nil {
 		return
 	}
 	key := addr.As16()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	s, ok := o.labels[label.String()]
+	sh := o.shard(label.String())
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s, ok := sh.labels[label.String()]
 	if !ok {
-		if len(o.labels) >= observedLabels {
-			o.evictOldestLabel()
+		if len(sh.labels) >= labelsPerShard {
+			// The new label takes the place, and the memory, of the
+			// label seen least recently.
+			s = sh.oldest
+			sh.remove(s)
+			*s = labelSummary{}
+		} else {
+			s = &labelSummary{}
 		}
-		s = &labelSummary{}
 		// A copy: label.String() points into a compiled table, which the
 		// store outlives; as a key it would keep that table's labels alive
 		// after every reload.
-		o.labels[strings.Clone(label.String())] = s
+		s.label = strings.Clone(label.String())
+		sh.labels[s.label] = s
+	} else {
+		sh.unlink(s)
 	}
+	sh.pushNewest(s)
 	s.lastSeen = now
 	e := s.find(key)
 	if e == nil {
@@ -142,6 +194,36 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 		e.wouldDeny++
 	}
 	e.lastSeen = now
+}
+
+func (sh *observedShard) pushNewest(s *labelSummary) {
+	s.newer, s.older = nil, sh.newest
+	if sh.newest != nil {
+		sh.newest.newer = s
+	}
+	sh.newest = s
+	if sh.oldest == nil {
+		sh.oldest = s
+	}
+}
+
+func (sh *observedShard) unlink(s *labelSummary) {
+	if s.newer != nil {
+		s.newer.older = s.older
+	} else {
+		sh.newest = s.older
+	}
+	if s.older != nil {
+		s.older.newer = s.newer
+	} else {
+		sh.oldest = s.newer
+	}
+	s.newer, s.older = nil, nil
+}
+
+func (sh *observedShard) remove(s *labelSummary) {
+	sh.unlink(s)
+	delete(sh.labels, s.label)
 }
 
 func (s *labelSummary) find(key [16]byte) *observation {
@@ -172,17 +254,6 @@ func (s *labelSummary) take(key [16]byte, is4 bool) *observation {
 	return min
 }
 
-func (o *observedAddrs) evictOldestLabel() {
-	var oldest string
-	var at int64
-	for l, s := range o.labels {
-		if oldest == "" || s.lastSeen < at {
-			oldest, at = l, s.lastSeen
-		}
-	}
-	delete(o.labels, oldest)
-}
-
 // observedAddress is one address in the admin API's answer.
 type observedAddress struct {
 	IP string `json:"ip"`
@@ -200,43 +271,76 @@ func (a observedAddress) uses() uint64 { return a.Allowed + a.Denied + a.WouldDe
 // snapshot returns the summary of label, or of every label when label is
 // empty, most used addresses first.
 func (o *observedAddrs) snapshot(label string) map[string][]observedAddress {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.unsyncedSnapshot(label)
+	return o.collect(label, false)
 }
 
 // drop forgets label, or every label when label is empty, and returns what
 // it held, as snapshot would have.
 func (o *observedAddrs) drop(label string) map[string][]observedAddress {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	out := o.unsyncedSnapshot(label)
-	for l := range out {
-		delete(o.labels, l)
+	return o.collect(label, true)
+}
+
+// collect summarises label, or every label when label is empty, one shard
+// at a time, and forgets what it summarised when drop is set.
+func (o *observedAddrs) collect(label string, drop bool) map[string][]observedAddress {
+	out := map[string][]observedAddress{}
+	if label != "" {
+		o.shard(label).collect(out, label, drop)
+		return out
+	}
+	for i := range o.shards {
+		o.shards[i].collect(out, "", drop)
 	}
 	return out
 }
 
-func (o *observedAddrs) unsyncedSnapshot(label string) map[string][]observedAddress {
-	out := map[string][]observedAddress{}
-	for l, s := range o.labels {
-		if label != "" && l != label {
-			continue
-		}
-		list := make([]observedAddress, 0, s.n)
-		for i := range s.n {
-			e := &s.entries[i]
-			list = append(list, observedAddress{e.address().String(), e.allowed, e.denied, e.wouldDeny, time.Unix(0, e.lastSeen).UTC()})
-		}
-		slices.SortFunc(list, func(a, b observedAddress) int {
-			if c := cmp.Compare(b.uses(), a.uses()); c != 0 {
-				return c
+func (sh *observedShard) collect(out map[string][]observedAddress, label string, drop bool) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if label != "" {
+		if s := sh.labels[label]; s != nil {
+			out[label] = s.list()
+			if drop {
+				sh.remove(s)
 			}
-			return compareIP(a.IP, b.IP)
-		})
-		out[l] = list
+		}
+		return
 	}
-	return out
+	for l, s := range sh.labels {
+		out[l] = s.list()
+	}
+	if drop {
+		clear(sh.labels)
+		sh.newest, sh.oldest = nil, nil
+	}
+}
+
+// labelCount counts the labels kept.
+func (o *observedAddrs) labelCount() int {
+	n := 0
+	for i := range o.shards {
+		sh := &o.shards[i]
+		sh.mu.Lock()
+		n += len(sh.labels)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// list is the summary's addresses, most used first.
+func (s *labelSummary) list() []observedAddress {
+	list := make([]observedAddress, 0, s.n)
+	for i := range s.n {
+		e := &s.entries[i]
+		list = append(list, observedAddress{e.address().String(), e.allowed, e.denied, e.wouldDeny, time.Unix(0, e.lastSeen).UTC()})
+	}
+	slices.SortFunc(list, func(a, b observedAddress) int {
+		if c := cmp.Compare(b.uses(), a.uses()); c != 0 {
+			return c
+		}
+		return compareIP(a.IP, b.IP)
+	})
+	return list
 }
 
 func compareIP(a, b string) int {

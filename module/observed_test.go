@@ -27,7 +27,7 @@ func labelOf(t *testing.T, s string) *labelRef {
 // the token's requests survives the churn with its exact count, and memory
 // does not grow with the addresses.
 func TestObservedBoundedUnderChurn(t *testing.T) {
-	o := &observedAddrs{labels: map[string]*labelSummary{}}
+	o := newObservedAddrs()
 	label := labelOf(t, "partner-a")
 	heavy := netip.MustParseAddr("203.0.113.7")
 	var before, after runtime.MemStats
@@ -62,11 +62,93 @@ func TestObservedBoundedUnderChurn(t *testing.T) {
 	for i := range 2 * observedLabels {
 		o.record(labelOf(t, fmt.Sprint("label-", i)), heavy, outcomeAllowed, int64(2_000_000+i))
 	}
-	if n := len(o.labels); n > observedLabels {
+	if n := o.labelCount(); n > observedLabels {
 		t.Errorf("%d labels kept, want at most %d", n, observedLabels)
 	}
-	if _, kept := o.labels["label-0"]; kept {
+	if len(o.snapshot("label-0")) != 0 {
 		t.Error("the label seen longest ago was kept over newer ones")
+	}
+}
+
+// TestObservedDropsLeastRecentlySeen: when the labels are at their bound, a
+// new label takes the place of one its shard saw least recently, so a
+// token in steady use is never dropped by a stream of one-off tokens, and
+// what a dropped label held is reused, not leaked.
+func TestObservedDropsLeastRecentlySeen(t *testing.T) {
+	o := newObservedAddrs()
+	steady := labelOf(t, "steady")
+	addr := netip.MustParseAddr("203.0.113.7")
+	o.record(steady, addr, outcomeAllowed, 0)
+	for i := range 3 * observedLabels {
+		o.record(labelOf(t, fmt.Sprint("once-", i)), addr, outcomeAllowed, int64(1+2*i))
+		o.record(steady, addr, outcomeAllowed, int64(2+2*i))
+	}
+	if n := o.labelCount(); n > observedLabels {
+		t.Errorf("%d labels kept, want at most %d", n, observedLabels)
+	}
+	got := o.snapshot("steady")["steady"]
+	if len(got) != 1 || got[0].Allowed != 3*observedLabels+1 {
+		t.Errorf("the label in steady use: %+v, want it kept with %d requests", got, 3*observedLabels+1)
+	}
+	if len(o.snapshot("once-0")) != 0 {
+		t.Error("the label seen least recently was kept")
+	}
+	if len(o.snapshot(fmt.Sprint("once-", 3*observedLabels-1))) == 0 {
+		t.Error("the newest label was dropped")
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		o.record(labelOf(t, "steady"), addr, outcomeAllowed, 1)
+	})
+	// labelOf allocates its own blob; record itself must not.
+	if allocs > 1 {
+		t.Errorf("recording a known label allocates %.0f times", allocs-1)
+	}
+}
+
+// TestObservedConcurrent: requests of many tokens record from every CPU
+// while the admin routes read and reset; run under -race.
+func TestObservedConcurrent(t *testing.T) {
+	o := newObservedAddrs()
+	labels := make([]*labelRef, 100)
+	for i := range labels {
+		labels[i] = labelOf(t, fmt.Sprint("t", i))
+	}
+	done := make(chan struct{})
+	for w := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 20_000 {
+				var b [4]byte
+				binary.BigEndian.PutUint32(b[:], 0x0a000000+uint32(i%50))
+				o.record(labels[(i*(w+1))%len(labels)], netip.AddrFrom4(b), outcomeAllowed, int64(i))
+			}
+		}()
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for i := range 200 {
+			o.snapshot("")
+			o.snapshot("t1")
+			if i%50 == 0 {
+				o.drop("t2")
+				o.drop("")
+			}
+		}
+	}()
+	for range 5 {
+		<-done
+	}
+	total := uint64(0)
+	for _, list := range o.drop("") {
+		for _, a := range list {
+			total += a.uses()
+		}
+	}
+	if total == 0 || total > 4*20_000 {
+		t.Errorf("%d requests counted after the resets, want between 1 and %d", total, 4*20_000)
+	}
+	if o.labelCount() != 0 {
+		t.Errorf("%d labels after dropping all", o.labelCount())
 	}
 }
 
@@ -129,10 +211,10 @@ func TestObservedUnlisted(t *testing.T) {
 // TestObservedKeysDoNotPinTables: the store outlives the tables whose labels
 // it is given, so its keys must be copies, not views into a table's blob.
 func TestObservedKeysDoNotPinTables(t *testing.T) {
-	o := &observedAddrs{labels: map[string]*labelSummary{}}
+	o := newObservedAddrs()
 	blob := append([]byte{9}, "partner-a"...)
 	o.record((*labelRef)(&blob[0]), netip.MustParseAddr("203.0.113.7"), outcomeAllowed, 1)
-	for key := range o.labels {
+	for key := range o.shard("partner-a").labels {
 		start := uintptr(unsafe.Pointer(unsafe.StringData(key)))
 		lo := uintptr(unsafe.Pointer(&blob[0]))
 		if start >= lo && start < lo+uintptr(len(blob)) {
