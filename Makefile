@@ -1,6 +1,6 @@
 # make run   builds Caddy with this plugin (xcaddy) and serves examples/Caddyfile on loopback.
 # make test  runs go vet, gofmt, go test -race ./..., including the tests against the built Caddy.
-# make bench measures the request path, a real Caddy under load, and provisioning (see README).
+# make bench measures the request path, a real Caddy under load, and provisioning (see docs/performance.md).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 

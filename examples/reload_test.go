@@ -121,7 +121,7 @@ func TestReloadUnderLoad(t *testing.T) {
 				if err != nil {
 					// Caddy's graceful reload itself sometimes drops a
 					// connection under load (a bare Caddy with the same
-					// reloads drops more; see the README). A client retries
+					// reloads drops more; see docs/reliability.md). A client retries
 					// a GET once, as browsers and HTTP libraries do; the
 					// retry must get the right answer.
 					retried.Add(1)
