@@ -1,18 +1,17 @@
 package ipallowlist
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 const (
@@ -21,11 +20,6 @@ const (
 	tokC = "tok-c-digest"
 )
 
-func digestHex(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
-}
-
 // decisionConfig exercises every kind of range at once.
 func decisionConfig() *Handler {
 	return &Handler{
@@ -33,14 +27,15 @@ func decisionConfig() *Handler {
 		Tokens: map[string]*TokenPolicy{
 			"a": {Token: tokA, Allow: []string{"office"}},
 			"b": {Token: tokB, Allow: []string{"192.0.2.10-192.0.2.20", "2001:db8:ff::1-2001:db8:ff::9"}, Deny: []string{"192.0.2.15", "2001:db8:ff::5"}},
-			"c": {TokenSHA256: digestHex(tokC), Allow: []string{"198.51.100.7"}},
+			"c": {TokenSHA256: testkit.Digest(tokC), Allow: []string{"198.51.100.7"}},
 		},
 		Unlisted:     &Policy{Allow: []string{"10.0.0.0/8"}},
 		MissingToken: MissingDeny,
 	}
 }
 
-func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
+// bearer is testkit.Bearer, short for the many tables here that use it.
+var bearer = testkit.Bearer
 
 func TestDecisionTable(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
@@ -304,9 +299,7 @@ func TestDenyLogEntry(t *testing.T) {
 func TestPlaceholderTokens(t *testing.T) {
 	t.Setenv("IPAL_TEST_TOKEN", tokA)
 	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, []byte(tokB+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, file, tokB+"\n")
 	h, _ := provisioned(t, &Handler{
 		Tokens: map[string]*TokenPolicy{
 			"env":  {Token: "{env.IPAL_TEST_TOKEN}", Allow: []string{"203.0.113.1"}},

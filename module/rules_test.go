@@ -11,9 +11,10 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // badEntry is one case of testdata/bad_entries.json: an entry every source
@@ -73,11 +74,8 @@ func TestBadEntriesEverySource(t *testing.T) {
 			return provisionErr(&Handler{Tokens: map[string]*TokenPolicy{c.Label: c.policy(t), "good": good}})
 		},
 		"tokens_file": func(t *testing.T, c badEntry) error {
-			p := filepath.Join(t.TempDir(), "tokens.json")
-			body := `{"good": {"token": "good-token-0123456789", "allow": ["192.0.2.1"]}, ` + jsonString(c.Label) + `: ` + string(c.Entry) + `}`
-			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			p := testkit.WriteFile(t, filepath.Join(t.TempDir(), "tokens.json"),
+				`{"good": {"token": "good-token-0123456789", "allow": ["192.0.2.1"]}, `+jsonString(c.Label)+`: `+string(c.Entry)+`}`)
 			return provisionErr(&Handler{TokensFiles: []string{p}})
 		},
 		"store": func(t *testing.T, c badEntry) error {
@@ -85,7 +83,7 @@ func TestBadEntriesEverySource(t *testing.T) {
 			// config still compile, and its token, where its digest is
 			// known, is refused rather than unlisted.
 			var skipped error
-			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+digestHex("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
+			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+testkit.Digest("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
 			tb, err := compileWith(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), shared,
 				func(label string, err error) {
 					if label != c.Label {
@@ -202,8 +200,8 @@ func TestRemovedTokenWarns(t *testing.T) {
 	load := func(h *Handler) (*Handler, *observer.ObservedLogs) {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		t.Cleanup(cancel)
-		core, logs := observer.New(zapcore.WarnLevel)
-		if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+		logger, logs := testkit.Logs(zapcore.WarnLevel)
+		if err := h.provisionWithLogger(ctx, logger); err != nil {
 			t.Fatal(err)
 		}
 		return h, logs
@@ -236,9 +234,7 @@ func TestRemovedTokenWarns(t *testing.T) {
 	file := filepath.Join(dir, "tokens.json")
 	write := func(labels ...string) {
 		b, _ := json.Marshal(tokens(labels...))
-		if err := os.WriteFile(file, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testkit.WriteFile(t, file, string(b))
 	}
 	write("partner-a", "partner-b")
 	h, logs := load(&Handler{TokensFiles: []string{file}})
@@ -272,8 +268,8 @@ func TestRestrictedUnlistedWithMissingAllowWarns(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			defer cancel()
-			core, logs := observer.New(zapcore.WarnLevel)
-			if err := tt.h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+			logger, logs := testkit.Logs(zapcore.WarnLevel)
+			if err := tt.h.provisionWithLogger(ctx, logger); err != nil {
 				t.Fatal(err)
 			}
 			defer tt.h.Cleanup()

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestUnixSocketWarnsOncePerHandler: a request with a token and no client
@@ -87,12 +87,12 @@ func TestDebugLoggingWarnsAboutClearTokenSources(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			core, logs := observer.New(tc.level)
+			logger, logs := testkit.Logs(tc.level)
 			h := decisionConfig()
 			h.TokenSources = tc.sources
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			t.Cleanup(cancel)
-			if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+			if err := h.provisionWithLogger(ctx, logger); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = h.Cleanup() })
