@@ -26,9 +26,6 @@ func StartProcess(cmd *exec.Cmd) (*Process, error) {
 	return p, nil
 }
 
-// Exited is closed once the process has exited.
-func (p *Process) Exited() <-chan struct{} { return p.done }
-
 // Running reports whether the process has not exited yet.
 func (p *Process) Running() bool {
 	select {
@@ -59,11 +56,10 @@ func (p *Process) WaitOrKill(d time.Duration) {
 	}
 }
 
-// ErrExited is what WaitListening returns when the process exits first.
-var ErrExited = errors.New("exited while starting")
+var errExited = errors.New("exited while starting")
 
 // WaitListening waits up to timeout for addr to accept a TCP connection,
-// and returns ErrExited at once if the process exits meanwhile.
+// and fails at once if the process exits meanwhile.
 func (p *Process) WaitListening(addr string, timeout time.Duration) error {
 	_, ok := Wait(timeout, func() bool {
 		if !p.Running() {
@@ -78,7 +74,7 @@ func (p *Process) WaitListening(addr string, timeout time.Duration) error {
 	})
 	switch {
 	case !p.Running():
-		return ErrExited
+		return errExited
 	case !ok:
 		return fmt.Errorf("did not start listening on %s within %v", addr, timeout)
 	}
