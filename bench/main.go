@@ -14,15 +14,11 @@
 package main
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +30,7 @@ import (
 	"time"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 var (
@@ -149,7 +146,7 @@ func provisioning(dir string) error {
 		if err != nil {
 			return err
 		}
-		hwm, err := peakRSS(s.cmd.Process.Pid)
+		hwm, err := peakRSS(s.proc.Cmd.Process.Pid)
 		s.stop()
 		if err != nil {
 			return err
@@ -177,40 +174,22 @@ func benchToken(i int) string {
 
 // writeTokensFile writes n tokens, by digest, with the given ranges.
 func writeTokensFile(path string, n int, ranges func(int) []string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString("{\n")
-	for i := range n {
-		d := sha256.Sum256([]byte(benchToken(i)))
-		sep := ","
-		if i == n-1 {
-			sep = ""
-		}
-		fmt.Fprintf(w, "%q: {\"token_sha256\": %q, \"allow\": [%q, %q]}%s\n",
-			"t"+strconv.Itoa(i), hex.EncodeToString(d[:]), ranges(i)[0], ranges(i)[1], sep)
-	}
-	w.WriteString("}\n")
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
+	return testkit.WriteTokens(path, n, func(i int) testkit.Entry {
+		return testkit.Entry{Label: "t" + strconv.Itoa(i), Token: benchToken(i), Allow: ranges(i)}
+	})
 }
 
 type server struct {
 	name  string
 	url   string
-	cmd   *exec.Cmd
+	proc  *testkit.Process
 	ready time.Duration // from start until the site accepted a connection
-	done  chan struct{}
 }
 
 // start runs Caddy with one site on a free loopback port, no admin
 // endpoint and no access log, and waits until it accepts connections.
 func start(dir, name, route string) (*server, error) {
-	addr, err := freePort()
+	addr, err := testkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -223,51 +202,25 @@ func start(dir, name, route string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(*caddyBin, "run", "--config", cfg, "--adapter", "caddyfile")
+	cmd := testkit.CaddyCommand(*caddyBin, cfg, dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	began := time.Now()
-	if err := cmd.Start(); err != nil {
+	proc, err := testkit.StartProcess(cmd)
+	logf.Close() // Caddy has its own copy
+	if err != nil {
 		return nil, err
 	}
-	s := &server{name: name, url: "http://" + addr + "/", cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
-	for time.Since(began) < 2*time.Minute {
-		select {
-		case <-s.done:
-			out, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("caddy (%s) exited while starting:\n%s", name, out)
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			s.ready = time.Since(began)
-			return s, nil
-		}
-		time.Sleep(10 * time.Millisecond)
+	s := &server{name: name, url: "http://" + addr + "/", proc: proc}
+	if err := proc.WaitListening(addr, 2*time.Minute); err != nil {
+		proc.Stop()
+		out, _ := os.ReadFile(logf.Name())
+		return nil, fmt.Errorf("caddy (%s) %v:\n%s", name, err, out)
 	}
-	s.stop()
-	return nil, errors.New("caddy did not start within 2 minutes")
+	s.ready = time.Since(began)
+	return s, nil
 }
 
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func (s *server) stop() { s.proc.Stop() }
 
 func status(url, token string) int {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -351,7 +304,7 @@ func fleet(dir string) error {
 			return err
 		}
 		defer s.stop()
-		hwm, err := peakRSS(s.cmd.Process.Pid)
+		hwm, err := peakRSS(s.proc.Cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
@@ -381,11 +334,8 @@ func fleet(dir string) error {
 			written := time.Now()
 			cli = append(cli, written.Sub(began).Seconds()*1000)
 			for _, n := range nodes {
-				for status(n.url, tok) != step.want {
-					if time.Since(written) > 30*time.Second {
-						return fmt.Errorf("a change did not reach %s within 30s", n.name)
-					}
-					time.Sleep(time.Millisecond)
+				if _, ok := testkit.Wait(30*time.Second-time.Since(written), func() bool { return status(n.url, tok) == step.want }); !ok {
+					return fmt.Errorf("a change did not reach %s within 30s", n.name)
 				}
 			}
 			*step.into = append(*step.into, time.Since(written).Seconds()*1000)

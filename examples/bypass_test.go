@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // The bypass report, against the real binary: with missing_token allow,
@@ -16,10 +18,10 @@ func TestBypassCredentialsAreRead(t *testing.T) {
 	// The server keeps X_Api_Key and X.Api.Key, which Caddy drops by
 	// default (and then drops X-Api-Key instead), as a server in front of
 	// a backend that expects them would be set up.
-	c := startConfig(t, "bypass.Caddyfile", bypassConfig(`servers {
+	c := testkit.StartCaddy(t, "bypass.Caddyfile", bypassConfig(`servers {
 		expected_underscore_headers X_Api_Key
 		expected_dot_headers X.Api.Key
-	}`, `respond "ok"`))
+	}`, `respond "ok"`), inRepo())
 	cases := []struct {
 		name   string
 		path   string
@@ -36,12 +38,12 @@ func TestBypassCredentialsAreRead(t *testing.T) {
 	denied := 0
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := c.do(request{local: "127.0.0.2", path: tc.path, header: tc.header}); got.status != http.StatusUnauthorized {
+			if got := c.Do(testkit.Request{Local: "127.0.0.2", Path: tc.path, Header: tc.header}); got.Status != http.StatusUnauthorized {
 				t.Errorf("from 127.0.0.2: %v, want 401", got)
 			} else {
 				denied++
 			}
-			if got := c.do(request{local: "127.0.0.1", path: tc.path, header: tc.header}); got.status != http.StatusOK {
+			if got := c.Do(testkit.Request{Local: "127.0.0.1", Path: tc.path, Header: tc.header}); got.Status != http.StatusOK {
 				t.Errorf("from 127.0.0.1: %v, want 200", got)
 			}
 		})
@@ -49,13 +51,13 @@ func TestBypassCredentialsAreRead(t *testing.T) {
 	// Credentials for other purposes are still no token: missing_token
 	// allow lets them through from anywhere.
 	t.Run("basic credentials are no token", func(t *testing.T) {
-		req := request{local: "127.0.0.2", header: []string{"Authorization", "Basic dXNlcjpwYXNz"}}
-		if got := c.do(req); got.status != http.StatusOK {
+		req := testkit.Request{Local: "127.0.0.2", Header: []string{"Authorization", "Basic dXNlcjpwYXNz"}}
+		if got := c.Do(req); got.Status != http.StatusOK {
 			t.Errorf("%v, want 200", got)
 		}
 	})
 	t.Run("token never in output", func(t *testing.T) {
-		out := c.waitOutput(func(out string) bool { return strings.Count(out, `"msg":"request denied"`) >= denied })
+		out := c.WaitOutput(func(out string) bool { return strings.Count(out, `"msg":"request denied"`) >= denied })
 		if n := strings.Count(out, `"msg":"request denied"`); n != denied {
 			t.Errorf("%d request denied entries for %d denials", n, denied)
 		}
@@ -69,10 +71,10 @@ func TestBypassCredentialsAreRead(t *testing.T) {
 // handler runs, so neither the plugin nor a backend behind it sees it:
 // the request carries no token, and the header is gone.
 func TestBypassUnderscoreHeaderDroppedByDefault(t *testing.T) {
-	c := startConfig(t, "bypass.Caddyfile", bypassConfig("", `respond "[{header.X_Api_Key}]"`))
+	c := testkit.StartCaddy(t, "bypass.Caddyfile", bypassConfig("", `respond "[{header.X_Api_Key}]"`), inRepo())
 	for _, local := range []string{"127.0.0.2", "127.0.0.1"} {
-		got := c.do(request{local: local, header: []string{"X_Api_Key", bypassToken}})
-		if got.status != http.StatusOK || got.body != "[]" {
+		got := c.Do(testkit.Request{Local: local, Header: []string{"X_Api_Key", bypassToken}})
+		if got.Status != http.StatusOK || got.Body != "[]" {
 			t.Errorf("from %s: %v, want 200 with the header dropped", local, got)
 		}
 	}

@@ -5,13 +5,15 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestTokenCommands: new-token prints a token and its digest, hash-token
 // gives the same digest from the token, and a config holding only the
 // digest lets the token in.
 func TestTokenCommands(t *testing.T) {
-	bin := caddyBin(t)
+	bin := testkit.CaddyBin(t)
 	out, err := exec.Command(bin, "ip-allowlist", "new-token").Output()
 	if err != nil {
 		t.Fatalf("new-token: %v", err)
@@ -38,13 +40,13 @@ func TestTokenCommands(t *testing.T) {
 		t.Errorf("hash-token of a token with a leading space: %v %q", err, out)
 	}
 
-	c := startConfig(t, "digest.Caddyfile", func(admin, site string) string {
+	c := testkit.StartCaddy(t, "digest.Caddyfile", func(admin, site string) string {
 		return fmt.Sprintf("{\n\tadmin %s\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\tip_allowlist {\n\t\ttoken %s 127.0.0.1\n\t}\n\trespond \"ok\"\n}\n", admin, site, digest)
-	})
-	if got := c.do(request{header: bearer(tok)}); got.status != 200 {
+	}, inRepo())
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tok)}); got.Status != 200 {
 		t.Errorf("the new token, configured by digest: %v, want 200", got)
 	}
-	if got := c.do(request{local: "127.0.0.2", header: bearer(tok)}); got.status != 401 {
+	if got := c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tok)}); got.Status != 401 {
 		t.Errorf("the new token from elsewhere: %v, want 401", got)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestEarlyDataGets425 sends a request as TLS early data (HTTP/3 0-RTT,
@@ -29,7 +31,7 @@ import (
 func TestEarlyDataGets425(t *testing.T) {
 	const tok = "early-data-token-7a2"
 	var site string
-	startConfig(t, "earlydata.Caddyfile", func(admin, s string) string {
+	testkit.StartCaddy(t, "earlydata.Caddyfile", func(admin, s string) string {
 		site = s
 		return fmt.Sprintf(`{
 	admin %s
@@ -45,7 +47,7 @@ https://%s {
 	respond "ok {http.request.proto}"
 }
 `, admin, s, tok)
-	})
+	}, inRepo())
 	url := "https://" + site + "/"
 	sessions := tls.NewLRUClientSessionCache(8)
 	tlsConf := &tls.Config{InsecureSkipVerify: true, ClientSessionCache: sessions} //nolint:gosec // Caddy's internal CA, loopback only
@@ -83,11 +85,10 @@ https://%s {
 	var status int
 	var body string
 	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if status, body, err = try(http.MethodGet); err == nil {
-			break
-		}
-	}
+	testkit.Wait(15*time.Second, func() bool {
+		status, body, err = try(http.MethodGet)
+		return err == nil
+	})
 	if err != nil || status != http.StatusOK || !strings.HasPrefix(body, "ok HTTP/3") {
 		t.Fatalf("after the handshake: %d %q %v, want 200 over HTTP/3", status, body, err)
 	}

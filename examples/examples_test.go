@@ -1,14 +1,14 @@
 package examples
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // Tokens of examples/Caddyfile. partner-b's comes from the environment;
@@ -21,46 +21,46 @@ const (
 	denyBody    = `{"error":"unauthorized"}`
 )
 
-func startExample(t *testing.T) *caddy {
-	return startCaddy(t, "Caddyfile", "8080", "PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB)
+func startExample(t *testing.T) *testkit.Caddy {
+	return testkit.StartCaddyFile(t, "Caddyfile", "8080", inRepo("PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB))
 }
 
 func TestExampleCaddyfile(t *testing.T) {
 	c := startExample(t)
-	xff := func(tok, addr string) []string { return append(bearer(tok), "X-Forwarded-For", addr) }
+	xff := func(tok, addr string) []string { return append(testkit.Bearer(tok), "X-Forwarded-For", addr) }
 	cases := []struct {
 		name   string
-		req    request
+		req    testkit.Request
 		status int
 		body   string
 	}{
-		{"literal token from its address", request{local: "127.0.0.1", header: bearer(tokPartnerA)}, 200, "hello, partner-a"},
-		{"literal token from another address", request{local: "127.0.0.2", header: bearer(tokPartnerA)}, 401, denyBody},
-		{"env token from its address", request{local: "127.0.0.3", header: bearer(tokPartnerB)}, 200, "hello, partner-b"},
-		{"env token from another address", request{local: "127.0.0.1", header: bearer(tokPartnerB)}, 401, denyBody},
-		{"digest token from its address", request{local: "127.0.0.4", header: bearer(tokCI)}, 200, "hello, ci-runner"},
-		{"digest token forwarded from range start", request{header: xff(tokCI, "192.0.2.10")}, 200, "hello, ci-runner"},
-		{"digest token forwarded from range end", request{header: xff(tokCI, "192.0.2.20")}, 200, "hello, ci-runner"},
-		{"digest token forwarded from past the range", request{header: xff(tokCI, "192.0.2.21")}, 401, denyBody},
-		{"deny exception", request{header: xff(tokPartnerB, "198.51.100.13")}, 401, denyBody},
-		{"beside the deny exception", request{header: xff(tokPartnerB, "198.51.100.14")}, 200, "hello, partner-b"},
-		{"ip_set over IPv6", request{header: xff(tokPartnerA, "2001:db8:10::7")}, 200, "hello, partner-a"},
-		{"untrusted peer cannot forward", request{local: "127.0.0.2", header: xff(tokPartnerA, "127.0.0.1")}, 401, denyBody},
-		{"tokens_file token in custom header", request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}}, 200, "hello, mobile-backend"},
-		{"tokens_file token in query", request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile}, 200, "hello, mobile-backend"},
-		{"tokens_file token in query elsewhere", request{local: "127.0.0.6", path: "/v1/items?api_key=" + tokMobile}, 401, denyBody},
-		{"header and query disagree", request{local: "127.0.0.5", path: "/v1/items?api_key=other", header: []string{"X-Api-Key", tokMobile}}, 401, denyBody},
-		{"unlisted token", request{header: bearer("not-a-listed-token")}, 401, denyBody},
-		{"missing token", request{}, 401, denyBody},
+		{"literal token from its address", testkit.Request{Local: "127.0.0.1", Header: testkit.Bearer(tokPartnerA)}, 200, "hello, partner-a"},
+		{"literal token from another address", testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokPartnerA)}, 401, denyBody},
+		{"env token from its address", testkit.Request{Local: "127.0.0.3", Header: testkit.Bearer(tokPartnerB)}, 200, "hello, partner-b"},
+		{"env token from another address", testkit.Request{Local: "127.0.0.1", Header: testkit.Bearer(tokPartnerB)}, 401, denyBody},
+		{"digest token from its address", testkit.Request{Local: "127.0.0.4", Header: testkit.Bearer(tokCI)}, 200, "hello, ci-runner"},
+		{"digest token forwarded from range start", testkit.Request{Header: xff(tokCI, "192.0.2.10")}, 200, "hello, ci-runner"},
+		{"digest token forwarded from range end", testkit.Request{Header: xff(tokCI, "192.0.2.20")}, 200, "hello, ci-runner"},
+		{"digest token forwarded from past the range", testkit.Request{Header: xff(tokCI, "192.0.2.21")}, 401, denyBody},
+		{"deny exception", testkit.Request{Header: xff(tokPartnerB, "198.51.100.13")}, 401, denyBody},
+		{"beside the deny exception", testkit.Request{Header: xff(tokPartnerB, "198.51.100.14")}, 200, "hello, partner-b"},
+		{"ip_set over IPv6", testkit.Request{Header: xff(tokPartnerA, "2001:db8:10::7")}, 200, "hello, partner-a"},
+		{"untrusted peer cannot forward", testkit.Request{Local: "127.0.0.2", Header: xff(tokPartnerA, "127.0.0.1")}, 401, denyBody},
+		{"tokens_file token in custom header", testkit.Request{Local: "127.0.0.5", Header: []string{"X-Api-Key", tokMobile}}, 200, "hello, mobile-backend"},
+		{"tokens_file token in query", testkit.Request{Local: "127.0.0.5", Path: "/v1/items?api_key=" + tokMobile}, 200, "hello, mobile-backend"},
+		{"tokens_file token in query elsewhere", testkit.Request{Local: "127.0.0.6", Path: "/v1/items?api_key=" + tokMobile}, 401, denyBody},
+		{"header and query disagree", testkit.Request{Local: "127.0.0.5", Path: "/v1/items?api_key=other", Header: []string{"X-Api-Key", tokMobile}}, 401, denyBody},
+		{"unlisted token", testkit.Request{Header: testkit.Bearer("not-a-listed-token")}, 401, denyBody},
+		{"missing token", testkit.Request{}, 401, denyBody},
 	}
-	var denials []reply
+	var denials []testkit.Reply
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := c.do(tc.req)
-			if got.status != tc.status || got.body != tc.body {
+			got := c.Do(tc.req)
+			if got.Status != tc.status || got.Body != tc.body {
 				t.Fatalf("got %v, want %d %q", got, tc.status, tc.body)
 			}
-			if got.status == 401 {
+			if got.Status == 401 {
 				denials = append(denials, got)
 			}
 		})
@@ -71,30 +71,30 @@ func TestExampleCaddyfile(t *testing.T) {
 			t.Fatalf("only %d denials collected", len(denials))
 		}
 		first := denials[0]
-		first.header.Del("Date")
-		if first.header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` || first.header.Get("Content-Type") != "application/json" {
-			t.Errorf("deny headers = %v", first.header)
+		first.Header.Del("Date")
+		if first.Header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` || first.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("deny headers = %v", first.Header)
 		}
 		for _, d := range denials[1:] {
-			d.header.Del("Date")
-			if d.status != first.status || d.body != first.body || !reflect.DeepEqual(d.header, first.header) {
-				t.Errorf("denials differ:\n%v %v\n%v %v", first, first.header, d, d.header)
+			d.Header.Del("Date")
+			if d.Status != first.Status || d.Body != first.Body || !reflect.DeepEqual(d.Header, first.Header) {
+				t.Errorf("denials differ:\n%v %v\n%v %v", first, first.Header, d, d.Header)
 			}
 		}
 	})
 
 	t.Run("decisions counted in metrics", func(t *testing.T) {
 		const name = "caddy_http_ip_allowlist_requests_total"
-		allowed, _ := c.metric(name, `decision="allow"`)
-		denied, _ := c.metric(name, `decision="deny"`)
-		notAllowed, found := c.metric(name, `reason="ip_not_allowed"`)
+		allowed, _ := c.Metric(name, `decision="allow"`)
+		denied, _ := c.Metric(name, `decision="deny"`)
+		notAllowed, found := c.Metric(name, `reason="ip_not_allowed"`)
 		if int(allowed) != len(cases)-len(denials) || int(denied) != len(denials) || !found || notAllowed < 1 {
 			t.Errorf("metrics: %v allowed, %v denied (%v ip_not_allowed); want %d and %d", allowed, denied, notAllowed, len(cases)-len(denials), len(denials))
 		}
 	})
 
 	t.Run("one request denied log entry per denial", func(t *testing.T) {
-		out := c.waitOutput(func(out string) bool {
+		out := c.WaitOutput(func(out string) bool {
 			return strings.Count(out, `"msg":"request denied"`) >= len(denials)
 		})
 		var n int
@@ -125,7 +125,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	// though they were sent in Authorization, X-Api-Key and the query.
 	t.Run("tokens never in output", func(t *testing.T) {
 		// Every request's access log entry, so the scan covers them all.
-		out := c.waitOutput(func(out string) bool {
+		out := c.WaitOutput(func(out string) bool {
 			return strings.Count(out, `"msg":"handled request"`) >= len(cases)
 		})
 		if !strings.Contains(out, `"ip_allowlist_token_label":"mobile-backend"`) {
@@ -155,14 +155,14 @@ func TestExampleCaddyfileWithoutLogFilters(t *testing.T) {
 	if unfiltered == string(raw) {
 		t.Fatal("the example's log filters were not found")
 	}
-	c := startConfig(t, "Caddyfile", func(admin, site string) string {
+	c := testkit.StartCaddy(t, "Caddyfile", func(admin, site string) string {
 		cfg := strings.ReplaceAll(unfiltered, "127.0.0.1:2019", admin)
 		return strings.ReplaceAll(cfg, "127.0.0.1:8080", site)
-	}, "PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB)
-	c.do(request{local: "127.0.0.5", header: []string{"X-Api-Key", tokMobile}})
-	c.do(request{local: "127.0.0.5", path: "/v1/items?api_key=" + tokMobile})
-	c.do(request{header: bearer(tokPartnerA)})
-	out := c.waitOutput(func(out string) bool { return strings.Count(out, `"msg":"handled request"`) >= 3 })
+	}, inRepo("PARTNER_A_TOKEN="+tokPartnerA, "PARTNER_B_TOKEN="+tokPartnerB))
+	c.Do(testkit.Request{Local: "127.0.0.5", Header: []string{"X-Api-Key", tokMobile}})
+	c.Do(testkit.Request{Local: "127.0.0.5", Path: "/v1/items?api_key=" + tokMobile})
+	c.Do(testkit.Request{Header: testkit.Bearer(tokPartnerA)})
+	out := c.WaitOutput(func(out string) bool { return strings.Count(out, `"msg":"handled request"`) >= 3 })
 	if n := strings.Count(out, tokMobile); n < 2 {
 		t.Errorf("without filters the token appears %d times; want it in the header and the query of the access log", n)
 	}
@@ -177,30 +177,30 @@ func TestExampleCaddyfileWithoutLogFilters(t *testing.T) {
 // pushed through /load is refused and the running one keeps serving.
 func TestExampleAdminAPI(t *testing.T) {
 	c := startExample(t)
-	from2 := request{local: "127.0.0.2", header: bearer(tokPartnerA)}
-	if got := c.do(from2); got.status != 401 {
+	from2 := testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokPartnerA)}
+	if got := c.Do(from2); got.Status != 401 {
 		t.Fatalf("before: %v, want 401", got)
 	}
-	pid := c.cmd.Process.Pid
+	pid := c.Pid()
 
-	status, body := c.adminDo(http.MethodPost, "/id/api_allowlist/tokens/partner-a/allow", "application/json", `"127.0.0.2"`)
+	status, body := c.AdminDo(http.MethodPost, "/id/api_allowlist/tokens/partner-a/allow", "application/json", `"127.0.0.2"`)
 	if status != 200 {
 		t.Fatalf("POST allow: %d %s", status, body)
 	}
-	if got := c.do(from2); got.status != 200 || got.body != "hello, partner-a" {
+	if got := c.Do(from2); got.Status != 200 || got.Body != "hello, partner-a" {
 		t.Fatalf("after Add More: %v, want 200", got)
 	}
 	const check = "/ip-allowlist/check?label=partner-a&ip=127.0.0.2"
 	const allowed = `{"results":[{"label":"partner-a","ip":"127.0.0.2","decision":"allow","reason":"allowed","mode":"enforce"}]}`
-	if status, body := c.adminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
+	if status, body := c.AdminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
 		t.Fatalf("check route after Add More: %d %s", status, body)
 	}
-	if !c.running() || c.cmd.Process.Pid != pid {
+	if !c.Running() || c.Pid() != pid {
 		t.Fatal("caddy restarted")
 	}
 
 	// A bad range through /load: refused, naming label and entry.
-	status, cfg := c.adminDo(http.MethodGet, "/config/", "", "")
+	status, cfg := c.AdminDo(http.MethodGet, "/config/", "", "")
 	if status != 200 {
 		t.Fatalf("GET /config/: %d", status)
 	}
@@ -208,7 +208,7 @@ func TestExampleAdminAPI(t *testing.T) {
 	if bad == cfg {
 		t.Fatal("the running config does not hold the added address")
 	}
-	status, body = c.adminDo(http.MethodPost, "/load", "application/json", bad)
+	status, body = c.AdminDo(http.MethodPost, "/load", "application/json", bad)
 	if status != http.StatusBadRequest || !strings.Contains(body, `token \"partner-a\": allow[3] \"10.0.0.1/8\": prefix \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8`) {
 		t.Fatalf("POST /load with a bad range: %d %s", status, body)
 	}
@@ -216,19 +216,19 @@ func TestExampleAdminAPI(t *testing.T) {
 		t.Error("the error names a token")
 	}
 	// A bad Caddyfile: refused with file and line.
-	status, body = c.adminDo(http.MethodPost, "/load", "text/caddyfile", "http://127.0.0.1:1 {\n\tip_allowlist {\n\t\ttoken x-0123456789abcdef 010.0.0.1\n\t}\n}\n")
+	status, body = c.AdminDo(http.MethodPost, "/load", "text/caddyfile", "http://127.0.0.1:1 {\n\tip_allowlist {\n\t\ttoken x-0123456789abcdef 010.0.0.1\n\t}\n}\n")
 	if status != http.StatusBadRequest || !strings.Contains(body, `leading zero, at Caddyfile:3`) {
 		t.Fatalf("POST /load with a bad Caddyfile: %d %s", status, body)
 	}
 	// The old config, with the added address, keeps serving, and is what
 	// the check route answers from.
-	if got := c.do(from2); got.status != 200 {
+	if got := c.Do(from2); got.Status != 200 {
 		t.Fatalf("after refused loads: %v, want 200", got)
 	}
-	if status, body := c.adminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
+	if status, body := c.AdminDo(http.MethodGet, check, "", ""); status != 200 || strings.TrimSpace(body) != allowed {
 		t.Fatalf("check route after refused loads: %d %s", status, body)
 	}
-	if got := c.do(request{local: "127.0.0.6", header: bearer(tokPartnerA)}); got.status != 401 {
+	if got := c.Do(testkit.Request{Local: "127.0.0.6", Header: testkit.Bearer(tokPartnerA)}); got.Status != 401 {
 		t.Fatalf("after refused loads, elsewhere: %v, want 401", got)
 	}
 }
@@ -239,15 +239,15 @@ func TestExampleAdminAPI(t *testing.T) {
 // this test fails it.
 func TestExampleAdminAPIReadmeSequence(t *testing.T) {
 	const newTok = "new-partner-token-5e2"
-	cmds := readmeCurls(t, "## Admin API", map[string]string{"<64 hex>": digest(newTok)})
+	cmds := readmeCurls(t, "## Admin API", map[string]string{"<64 hex>": testkit.Digest(newTok)})
 	c := startExample(t)
-	from := func(addr, tok string) request {
+	from := func(addr, tok string) testkit.Request {
 		// 127.0.0.1 is a trusted proxy in examples/Caddyfile.
-		return request{header: append(bearer(tok), "X-Forwarded-For", addr)}
+		return testkit.Request{Header: append(testkit.Bearer(tok), "X-Forwarded-For", addr)}
 	}
-	expect := func(step string, r request, status int) {
+	expect := func(step string, r testkit.Request, status int) {
 		t.Helper()
-		if got := c.do(r); got.status != status {
+		if got := c.Do(r); got.Status != status {
 			t.Errorf("after %s: %+v: %v, want %d", step, r, got, status)
 		}
 	}
@@ -265,7 +265,7 @@ func TestExampleAdminAPIReadmeSequence(t *testing.T) {
 			expect(step, from("198.51.100.77", tokPartnerA), 200)
 			expect(step, from("203.0.113.7", tokPartnerA), 200)
 			expect(step, from("203.0.113.8", tokPartnerA), 401) // office is gone
-			expect(step, request{header: bearer(tokPartnerA)}, 401)
+			expect(step, testkit.Request{Header: testkit.Bearer(tokPartnerA)}, 401)
 		},
 		func(step, _ string) { // DELETE entry 0
 			expect(step, from("198.51.100.77", tokPartnerA), 401)
@@ -286,8 +286,8 @@ func TestExampleAdminAPIReadmeSequence(t *testing.T) {
 		t.Fatalf("the README's Admin API block has %d curl lines, the test checks %d: update them together\n%q", len(cmds), len(checks), cmds)
 	}
 	for i, cmd := range cmds {
-		method, path, contentType, body := curlRequest(t, cmd, "ADMIN", strings.TrimPrefix(c.admin, "http://")+"/id/api_allowlist")
-		status, out := c.adminDo(method, path, contentType, body)
+		method, path, contentType, body := curlRequest(t, cmd, "ADMIN", strings.TrimPrefix(c.Admin, "http://")+"/id/api_allowlist")
+		status, out := c.AdminDo(method, path, contentType, body)
 		if status != 200 {
 			t.Fatalf("README line %q: %d %s", cmd, status, out)
 		}
@@ -404,10 +404,10 @@ func TestExampleAdminAPIBadEntryIs500(t *testing.T) {
 	}
 	unchanged := func(step string) {
 		t.Helper()
-		if status, body := c.adminDo(http.MethodGet, allow, "", ""); status != 200 || strings.TrimSpace(body) != `["office","127.0.0.1"]` {
+		if status, body := c.AdminDo(http.MethodGet, allow, "", ""); status != 200 || strings.TrimSpace(body) != `["office","127.0.0.1"]` {
 			t.Errorf("after %s, the list: %d %s", step, status, body)
 		}
-		if got := c.do(request{header: bearer(tokPartnerA)}); got.status != 200 {
+		if got := c.Do(testkit.Request{Header: testkit.Bearer(tokPartnerA)}); got.Status != 200 {
 			t.Errorf("after %s, partner-a from 127.0.0.1: %v", step, got)
 		}
 	}
@@ -418,38 +418,38 @@ func TestExampleAdminAPIBadEntryIs500(t *testing.T) {
 		{"a prefix with host bits", http.MethodPost, allow, `"10.0.0.1/8"`, `token "partner-a": allow[2] "10.0.0.1/8": prefix "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8`},
 		{"the last entry of a list", http.MethodPatch, "/id/api_allowlist/tokens/ci-runner/allow", `[]`, `token "ci-runner": allow is empty`},
 	} {
-		status, body := c.adminDo(tc.method, tc.path, "application/json", tc.body)
+		status, body := c.AdminDo(tc.method, tc.path, "application/json", tc.body)
 		if status != http.StatusInternalServerError || !strings.Contains(errorOf(body), tc.want) {
 			t.Errorf("%s: %d %s, want 500 containing %s", tc.name, status, body, tc.want)
 		}
 		unchanged(tc.name)
 	}
 	// Emptying a list by deleting its entries: the last DELETE is refused.
-	if status, body := c.adminDo(http.MethodPatch, allow, "application/json", `["127.0.0.1"]`); status != 200 {
+	if status, body := c.AdminDo(http.MethodPatch, allow, "application/json", `["127.0.0.1"]`); status != 200 {
 		t.Fatalf("PATCH to one entry: %d %s", status, body)
 	}
-	if status, body := c.adminDo(http.MethodDelete, allow+"/0", "", ""); status != http.StatusInternalServerError || !strings.Contains(errorOf(body), `token "partner-a": allow is empty`) {
+	if status, body := c.AdminDo(http.MethodDelete, allow+"/0", "", ""); status != http.StatusInternalServerError || !strings.Contains(errorOf(body), `token "partner-a": allow is empty`) {
 		t.Errorf("DELETE of the last entry: %d %s, want 500 allow is empty", status, body)
 	}
-	if got := c.do(request{header: bearer(tokPartnerA)}); got.status != 200 {
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tokPartnerA)}); got.Status != 200 {
 		t.Errorf("after the refused DELETE: %v", got)
 	}
 	// The same bad entry through /load is 400.
-	status, cfg := c.adminDo(http.MethodGet, "/config/", "", "")
+	status, cfg := c.AdminDo(http.MethodGet, "/config/", "", "")
 	bad := strings.Replace(cfg, `"partner-a":{"allow":["127.0.0.1"]`, `"partner-a":{"allow":["127.0.0.1","not-an-ip"]`, 1)
 	if status != 200 || bad == cfg {
 		t.Fatalf("GET /config/: %d %s", status, cfg)
 	}
-	if status, body := c.adminDo(http.MethodPost, "/load", "application/json", bad); status != http.StatusBadRequest || !strings.Contains(errorOf(body), `"not-an-ip"`) {
+	if status, body := c.AdminDo(http.MethodPost, "/load", "application/json", bad); status != http.StatusBadRequest || !strings.Contains(errorOf(body), `"not-an-ip"`) {
 		t.Errorf("POST /load with the bad entry: %d %s, want 400", status, body)
 	}
 }
 
 func TestExampleJSON(t *testing.T) {
 	const tok = "demo-json-partner-token"
-	c := startCaddy(t, "caddy.json", "8081")
-	key := func(addr string) request {
-		return request{header: []string{"X-Api-Key", tok, "X-Forwarded-For", addr}}
+	c := testkit.StartCaddyFile(t, "caddy.json", "8081", inRepo())
+	key := func(addr string) testkit.Request {
+		return testkit.Request{Header: []string{"X-Api-Key", tok, "X-Forwarded-For", addr}}
 	}
 	for _, tc := range []struct {
 		addr   string
@@ -457,32 +457,32 @@ func TestExampleJSON(t *testing.T) {
 	}{
 		{"203.0.113.7", 200}, {"203.0.113.66", 401}, {"198.51.100.7", 200}, {"198.51.100.8", 401}, {"192.0.2.1", 401},
 	} {
-		if got := c.do(key(tc.addr)); got.status != tc.status {
+		if got := c.Do(key(tc.addr)); got.Status != tc.status {
 			t.Errorf("from %s: %v, want %d", tc.addr, got, tc.status)
 		}
 	}
-	if got := c.do(request{header: []string{"X-Api-Key", "other", "X-Forwarded-For", "203.0.113.7"}}); got.status != 401 {
+	if got := c.Do(testkit.Request{Header: []string{"X-Api-Key", "other", "X-Forwarded-For", "203.0.113.7"}}); got.Status != 401 {
 		t.Errorf("unlisted: %v, want 401", got)
 	}
-	if got := c.do(request{header: bearer(tok)}); got.status != 401 || got.header.Get("WWW-Authenticate") != "" {
-		t.Errorf("Bearer is not a source here: %v %v", got, got.header)
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tok)}); got.Status != 401 || got.Header.Get("WWW-Authenticate") != "" {
+		t.Errorf("Bearer is not a source here: %v %v", got, got.Header)
 	}
-	status, body := c.adminDo(http.MethodPost, "/id/partners/tokens/partner-a/allow", "application/json", `"192.0.2.1"`)
+	status, body := c.AdminDo(http.MethodPost, "/id/partners/tokens/partner-a/allow", "application/json", `"192.0.2.1"`)
 	if status != 200 {
 		t.Fatalf("POST allow: %d %s", status, body)
 	}
-	if got := c.do(key("192.0.2.1")); got.status != 200 || got.body != "hello, partner-a" {
+	if got := c.Do(key("192.0.2.1")); got.Status != 200 || got.Body != "hello, partner-a" {
 		t.Errorf("after Add More: %v", got)
 	}
 }
 
 func TestExampleReportMode(t *testing.T) {
 	const tok = "report-token-91-abcdef"
-	c := startCaddy(t, "report-mode.Caddyfile", "8082", "PARTNER_A_TOKEN="+tok)
-	if got := c.do(request{header: bearer(tok)}); got.status != 200 || got.body != "hello" {
+	c := testkit.StartCaddyFile(t, "report-mode.Caddyfile", "8082", inRepo("PARTNER_A_TOKEN="+tok))
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tok)}); got.Status != 200 || got.Body != "hello" {
 		t.Fatalf("report mode: %v, want 200 hello", got)
 	}
-	out := c.waitOutput(func(out string) bool {
+	out := c.WaitOutput(func(out string) bool {
 		return strings.Contains(out, `"msg":"request would be denied"`) && strings.Contains(out, `"msg":"handled request"`)
 	})
 	for _, want := range []string{
@@ -499,9 +499,4 @@ func TestExampleReportMode(t *testing.T) {
 	if strings.Contains(out, tok) {
 		t.Error("the token is in the output")
 	}
-}
-
-func digest(tok string) string {
-	d := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(d[:])
 }

@@ -2,16 +2,15 @@ package examples
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -35,44 +34,39 @@ func cpuOf(t *testing.T, pid int) time.Duration {
 // FLEET_FLOOD_TOKENS sets the store's size (default 20,000, 2 s a flood; set,
 // 5 s a flood; the finding was measured with 100,000).
 func TestFleetPublishFlood(t *testing.T) {
-	caddyBin(t)
+	testkit.CaddyBin(t)
 	n, each := 20_000, 2*time.Second
 	if v, err := strconv.Atoi(os.Getenv("FLEET_FLOOD_TOKENS")); err == nil && v > 0 {
 		n, each = v, 5*time.Second
 	}
 	srv := redistest.New(t)
-	tokens := map[string]any{}
-	for i := range n {
-		tokens[fmt.Sprintf("t%06d", i)] = map[string]any{
-			"token_sha256": sha256Hex(fmt.Sprintf("flood-token-%08d-0123456789", i)),
-			"allow":        []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)},
+	file := testkit.TokensFile(t, n, func(i int) testkit.Entry {
+		return testkit.Entry{
+			Label: fmt.Sprintf("t%06d", i),
+			Token: fmt.Sprintf("flood-token-%08d-0123456789", i),
+			Allow: []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)},
 		}
-	}
-	b, _ := json.Marshal(tokens)
-	file := filepath.Join(t.TempDir(), "tokens.json")
-	if err := os.WriteFile(file, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	})
 	tokensCLI(t, srv.Addr, "", "import", file)
 	node := startFleetNode(t, srv.Addr, "1h")
 	waitStatus(t, node, "127.0.0.1", "flood-token-00000000-0123456789", 401)
-	node.waitOutput(func(out string) bool { return strings.Contains(out, "tokens from redis applied") })
+	node.WaitOutput(func(out string) bool { return strings.Contains(out, "tokens from redis applied") })
 	time.Sleep(time.Second)
 
 	pub := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer pub.Close()
 	ctx := context.Background()
-	applied := strings.Count(node.out.String(), "tokens from redis applied")
+	applied := strings.Count(node.Output(), "tokens from redis applied")
 	for _, label := range []string{"no-such-label", "t000007", "*"} {
-		began, used := time.Now(), cpuOf(t, node.cmd.Process.Pid)
+		began, used := time.Now(), cpuOf(t, node.Pid())
 		for time.Since(began) < each {
 			pub.Publish(ctx, "ip_allowlist:changes", label)
 			time.Sleep(10 * time.Millisecond)
 		}
-		wall, cpu := time.Since(began), cpuOf(t, node.cmd.Process.Pid)-used
+		wall, cpu := time.Since(began), cpuOf(t, node.Pid())-used
 		t.Logf("PUBLISH %q every 10 ms for %v, %d tokens: the node used %.1f%% of a core", label, wall.Round(time.Millisecond), n, 100*cpu.Seconds()/wall.Seconds())
 	}
-	if got := strings.Count(node.out.String(), "tokens from redis applied") - applied; got != 0 {
+	if got := strings.Count(node.Output(), "tokens from redis applied") - applied; got != 0 {
 		t.Errorf("%d rebuilds from messages that changed nothing, want 0", got)
 	}
 }

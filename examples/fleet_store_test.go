@@ -3,8 +3,7 @@ package examples
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,7 +26,7 @@ const (
 // unlisted policy (any): a token that dropped out of the store's table
 // would be usable from anywhere, so these tests see whether each path
 // fails closed.
-func startOpenFleetNode(t *testing.T, addr string) *caddy {
+func startOpenFleetNode(t *testing.T, addr string) *testkit.Caddy {
 	t.Helper()
 	raw, err := os.ReadFile("fleet.Caddyfile")
 	if err != nil {
@@ -35,7 +35,7 @@ func startOpenFleetNode(t *testing.T, addr string) *caddy {
 	if !strings.Contains(string(raw), "\t\tunlisted_tokens none\n") {
 		t.Fatal("fleet.Caddyfile no longer says unlisted_tokens none")
 	}
-	return startConfig(t, "fleet.Caddyfile", func(admin, site string) string {
+	return testkit.StartCaddy(t, "fleet.Caddyfile", func(admin, site string) string {
 		return strings.NewReplacer(
 			"127.0.0.1:2019", admin,
 			"127.0.0.1:8080", site,
@@ -43,14 +43,14 @@ func startOpenFleetNode(t *testing.T, addr string) *caddy {
 			"\t\tunlisted_tokens none\n", "",
 			"ip-allowlist-snapshot.json", t.TempDir()+"/snapshot.json",
 		).Replace(string(raw))
-	})
+	}, inRepo())
 }
 
 // tokensCLIResult runs `caddy ip-allowlist tokens <args>` and returns its
 // standard output, standard error and exit error, failing on none.
 func tokensCLIResult(t *testing.T, addr, stdin string, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := exec.Command(caddyBin(t), append([]string{"ip-allowlist", "tokens", "--redis", addr}, args...)...)
+	cmd := exec.Command(testkit.CaddyBin(t), append([]string{"ip-allowlist", "tokens", "--redis", addr}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -58,25 +58,13 @@ func tokensCLIResult(t *testing.T, addr, stdin string, args ...string) (string, 
 	return out.String(), errOut.String(), err
 }
 
-func sha256Hex(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
-}
-
 // waitStatus waits up to 10 s for the node to answer want for tok from local.
-func waitStatus(t *testing.T, n *caddy, local, tok string, want int) {
+func waitStatus(t *testing.T, n *testkit.Caddy, local, tok string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := n.do(request{local: local, header: bearer(tok)})
-		if got.status == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("token from %s: %v, want %d", local, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.EventuallyLast(t, fmt.Sprintf("token from %s answered %d", local, want), 10*time.Second, func() (bool, string) {
+		got := n.Do(testkit.Request{Local: local, Header: testkit.Bearer(tok)})
+		return got.Status == want, got.String()
+	})
 }
 
 // TestFleetFailsClosed: with the real binary and a real redis-server, on a
@@ -87,7 +75,7 @@ func waitStatus(t *testing.T, n *caddy, local, tok string, want int) {
 // its token; delete revokes; only delete --unrestrict unlists. A set name
 // the node does not define matches nothing.
 func TestFleetFailsClosed(t *testing.T) {
-	caddyBin(t)
+	testkit.CaddyBin(t)
 	srv := redistest.New(t)
 	if out, _, err := tokensCLIResult(t, srv.Addr, tokStoreA, "put", "partner-a", "--allow", "127.0.0.2"); err != nil || out != "partner-a: added; allow 127.0.0.2\n" {
 		t.Fatalf("put partner-a: %q %v", out, err)
@@ -102,8 +90,8 @@ func TestFleetFailsClosed(t *testing.T) {
 	before := tokensCLI(t, srv.Addr, "", "list")
 	for _, args := range [][]string{
 		{"put", "acme-test", "--allow", "any"},
-		{"put", "acme-test", "--allow", "any", "--token-sha256", sha256Hex(tokStoreA)},
-		{"put", "partner-b", "--allow", "any", "--token-sha256", sha256Hex(tokStoreA)},
+		{"put", "acme-test", "--allow", "any", "--token-sha256", testkit.Digest(tokStoreA)},
+		{"put", "partner-b", "--allow", "any", "--token-sha256", testkit.Digest(tokStoreA)},
 	} {
 		_, errOut, err := tokensCLIResult(t, srv.Addr, tokStoreA, args...)
 		if err == nil || !strings.Contains(errOut, `"partner-a"`) || strings.Contains(errOut, tokStoreA) {
@@ -120,8 +108,8 @@ func TestFleetFailsClosed(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, "ip_allowlist:entries", "acme-test", `{"token_sha256":"`+sha256Hex(tokStoreA)+`","allow":["any"]}`)
-		p.HSet(ctx, "ip_allowlist:entries", "partner-b", `{"token_sha256":"`+sha256Hex(tokStoreB)+`","allow":["127.0.0.4"],"expires":"2030-01-01"}`)
+		p.HSet(ctx, "ip_allowlist:entries", "acme-test", `{"token_sha256":"`+testkit.Digest(tokStoreA)+`","allow":["any"]}`)
+		p.HSet(ctx, "ip_allowlist:entries", "partner-b", `{"token_sha256":"`+testkit.Digest(tokStoreB)+`","allow":["127.0.0.4"],"expires":"2030-01-01"}`)
 		p.Incr(ctx, "ip_allowlist:version")
 		p.Publish(ctx, "ip_allowlist:changes", "acme-test")
 		p.Publish(ctx, "ip_allowlist:changes", "partner-b")
@@ -129,12 +117,12 @@ func TestFleetFailsClosed(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	node.waitOutput(func(out string) bool { return strings.Count(out, "redis token entry skipped") >= 2 })
+	node.WaitOutput(func(out string) bool { return strings.Count(out, "redis token entry skipped") >= 2 })
 	waitStatus(t, node, "127.0.0.4", tokStoreB, 401) // refused, even where it was allowed
 	waitStatus(t, node, "127.0.0.3", tokStoreB, 401) // and not unlisted
 	waitStatus(t, node, "127.0.0.2", tokStoreA, 200) // partner-a keeps its token
 	waitStatus(t, node, "127.0.0.3", tokStoreA, 401)
-	out := node.out.String()
+	out := node.Output()
 	if !strings.Contains(out, `"token_label":"acme-test"`) || !strings.Contains(out, `which the store's digest index names`) {
 		t.Errorf("the conflicting entry is not logged as such:\n%s", out)
 	}
@@ -154,7 +142,7 @@ func TestFleetFailsClosed(t *testing.T) {
 	}
 	waitStatus(t, node, "127.0.0.2", tokStoreA, 401)
 	waitStatus(t, node, "127.0.0.3", tokStoreA, 401)
-	if !strings.Contains(node.waitOutput(func(out string) bool { return strings.Contains(out, `"reason":"token_revoked"`) }), `"reason":"token_revoked"`) {
+	if !strings.Contains(node.WaitOutput(func(out string) bool { return strings.Contains(out, `"reason":"token_revoked"`) }), `"reason":"token_revoked"`) {
 		t.Errorf("a deleted token is not refused as token_revoked")
 	}
 	if out := tokensCLI(t, srv.Addr, "", "delete", "--unrestrict", "partner-a"); !strings.Contains(out, "now unlisted") {
@@ -172,7 +160,7 @@ func TestFleetFailsClosed(t *testing.T) {
 	waitStatus(t, node, "127.0.0.3", tokStoreC, 401)
 	tokensCLI(t, srv.Addr, "", "allow", "partner-c", "127.0.0.6") // another rebuild
 	waitStatus(t, node, "127.0.0.6", tokStoreC, 200)
-	if n := strings.Count(node.out.String(), "names an ip_set this node does not define"); n != 1 {
+	if n := strings.Count(node.Output(), "names an ip_set this node does not define"); n != 1 {
 		t.Errorf("the unknown set was logged %d times, want once", n)
 	}
 
@@ -181,7 +169,7 @@ func TestFleetFailsClosed(t *testing.T) {
 		t.Errorf("put --allow a b: %v %q", err, errOut)
 	}
 	for _, tok := range []string{tokStoreA, tokStoreB, tokStoreC} {
-		if strings.Contains(node.out.String(), tok) {
+		if strings.Contains(node.Output(), tok) {
 			t.Errorf("the node's output holds a token")
 		}
 	}
@@ -190,7 +178,7 @@ func TestFleetFailsClosed(t *testing.T) {
 // TestFleetValidateNeedsNoRedis: caddy validate provisions the config but
 // never starts it, so it needs no Redis and writes no snapshot.
 func TestFleetValidateNeedsNoRedis(t *testing.T) {
-	bin := caddyBin(t)
+	bin := testkit.CaddyBin(t)
 	raw, err := os.ReadFile("fleet.Caddyfile")
 	if err != nil {
 		t.Fatal(err)
@@ -198,15 +186,12 @@ func TestFleetValidateNeedsNoRedis(t *testing.T) {
 	dir := t.TempDir()
 	snapshot := dir + "/snapshot.json"
 	cfg := strings.NewReplacer(
-		"127.0.0.1:6379", freePort(t), // nothing listens there
+		"127.0.0.1:6379", testkit.FreePort(t), // nothing listens there
 		"ip-allowlist-snapshot.json", snapshot,
 	).Replace(string(raw))
-	path := dir + "/Caddyfile"
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testkit.WriteFile(t, dir+"/Caddyfile", cfg)
 	cmd := exec.Command(bin, "validate", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Env = testkit.CaddyEnv(dir)
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Valid configuration") {
 		t.Errorf("validate with Redis down: %v\n%s", err, out)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 const (
@@ -24,14 +25,14 @@ const (
 
 // startFleetNode runs examples/fleet.Caddyfile against the Redis at addr,
 // with its snapshot in its own folder and a resync of resync.
-func startFleetNode(t *testing.T, addr, resync string) *caddy {
+func startFleetNode(t *testing.T, addr, resync string) *testkit.Caddy {
 	t.Helper()
 	raw, err := os.ReadFile("fleet.Caddyfile")
 	if err != nil {
 		t.Fatal(err)
 	}
 	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
-	return startConfig(t, "fleet.Caddyfile", func(admin, site string) string {
+	return testkit.StartCaddy(t, "fleet.Caddyfile", func(admin, site string) string {
 		cfg := strings.NewReplacer(
 			"127.0.0.1:2019", admin,
 			"127.0.0.1:8080", site,
@@ -40,7 +41,7 @@ func startFleetNode(t *testing.T, addr, resync string) *caddy {
 			"resync 30s", "resync "+resync,
 		).Replace(string(raw))
 		return cfg
-	})
+	}, inRepo())
 }
 
 // tokensCLI runs `caddy ip-allowlist tokens <args>` against the Redis at
@@ -48,7 +49,7 @@ func startFleetNode(t *testing.T, addr, resync string) *caddy {
 func tokensCLI(t *testing.T, addr, stdin string, args ...string) string {
 	t.Helper()
 	all := append([]string{"ip-allowlist", "tokens", "--redis", addr}, args...)
-	cmd := exec.Command(caddyBin(t), all...)
+	cmd := exec.Command(testkit.CaddyBin(t), all...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -60,17 +61,17 @@ func tokensCLI(t *testing.T, addr, stdin string, args ...string) string {
 
 // propagation waits until every node answers a request for tok from
 // local with want, and returns how long that took from since.
-func propagation(t *testing.T, nodes []*caddy, since time.Time, local, tok string, want int) time.Duration {
+func propagation(t *testing.T, nodes []*testkit.Caddy, since time.Time, local, tok string, want int) time.Duration {
 	t.Helper()
-	deadline := since.Add(10 * time.Second)
-	for _, n := range nodes {
-		for n.do(request{local: local, header: bearer(tok)}).status != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("a node did not answer %d for the token from %s within 10s", want, local)
+	next := 0 // the nodes before it have answered want
+	testkit.EventuallyLast(t, fmt.Sprintf("every node answering %d for the token from %s", want, local), 10*time.Second, func() (bool, string) {
+		for ; next < len(nodes); next++ {
+			if got := nodes[next].Do(testkit.Request{Local: local, Header: testkit.Bearer(tok)}); got.Status != want {
+				return false, fmt.Sprintf("node %d answered %v", next, got)
 			}
-			time.Sleep(time.Millisecond)
 		}
-	}
+		return true, ""
+	})
 	return time.Since(since)
 }
 
@@ -78,17 +79,17 @@ func propagation(t *testing.T, nodes []*caddy, since time.Time, local, tok strin
 // reach both; when Redis stops, both keep answering from their copies; a
 // change made while they cannot reach it arrives when it returns.
 func TestFleet(t *testing.T) {
-	caddyBin(t)
+	testkit.CaddyBin(t)
 	srv := redistest.New(t)
 	tokensCLI(t, srv.Addr, tokFleetA, "put", "partner-a", "--allow", "127.0.0.2")
 	// A resync of an hour: changes must arrive by their messages, and after
 	// the outage by the resync a node makes when it reconnects.
-	nodes := []*caddy{startFleetNode(t, srv.Addr, "1h"), startFleetNode(t, srv.Addr, "1h")}
+	nodes := []*testkit.Caddy{startFleetNode(t, srv.Addr, "1h"), startFleetNode(t, srv.Addr, "1h")}
 	for i, n := range nodes {
-		if got := n.do(request{local: "127.0.0.2", header: bearer(tokFleetA)}); got.status != 200 || got.body != "hello, partner-a" {
+		if got := n.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokFleetA)}); got.Status != 200 || got.Body != "hello, partner-a" {
 			t.Fatalf("node %d, token from the store at start: %v", i, got)
 		}
-		if got := n.do(request{local: "127.0.0.3", header: bearer(tokFleetA)}); got.status != 401 {
+		if got := n.Do(testkit.Request{Local: "127.0.0.3", Header: testkit.Bearer(tokFleetA)}); got.Status != 401 {
 			t.Fatalf("node %d, from elsewhere: %v", i, got)
 		}
 	}
@@ -132,7 +133,7 @@ func TestFleet(t *testing.T) {
 				DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
 			}}
 			for !stop.Load() {
-				req, _ := http.NewRequest(http.MethodGet, n.site+"/v1/items", nil)
+				req, _ := http.NewRequest(http.MethodGet, n.Site+"/v1/items", nil)
 				req.Header.Set("Authorization", "Bearer "+tokFleetA)
 				sent.Add(1)
 				resp, err := client.Do(req)
@@ -154,7 +155,7 @@ func TestFleet(t *testing.T) {
 	srv.Stop()
 	const outage = "redis unreachable; the tokens in force keep serving until it returns"
 	for i, n := range nodes {
-		if !strings.Contains(n.waitOutput(func(out string) bool { return strings.Contains(out, outage) }), outage) {
+		if !strings.Contains(n.WaitOutput(func(out string) bool { return strings.Contains(out, outage) }), outage) {
 			t.Fatalf("node %d did not log the outage", i)
 		}
 	}
@@ -169,7 +170,7 @@ func TestFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if got := nodes[0].do(request{local: "127.0.0.5", header: bearer(tokFleetA)}); got.status != 401 {
+	if got := nodes[0].Do(testkit.Request{Local: "127.0.0.5", Header: testkit.Bearer(tokFleetA)}); got.Status != 401 {
 		t.Fatalf("a change made where the nodes cannot see it took effect: %v", got)
 	}
 	if err := srv.Start(); err != nil {
@@ -180,7 +181,7 @@ func TestFleet(t *testing.T) {
 	t.Logf("fleet: a change made during the outage took effect on both nodes %v after Redis returned", took)
 	const recovered = "redis reachable again; tokens resynced"
 	for i, n := range nodes {
-		out := n.waitOutput(func(out string) bool { return strings.Contains(out, recovered) })
+		out := n.WaitOutput(func(out string) bool { return strings.Contains(out, recovered) })
 		if c := strings.Count(out, outage); c != 1 {
 			t.Errorf("node %d logged the outage %d times, want once", i, c)
 		}
@@ -197,12 +198,12 @@ func TestFleet(t *testing.T) {
 		t.Errorf("requests failed while Redis was away; first: %v", firstFailure.Load())
 	}
 	for i, n := range nodes {
-		if strings.Contains(n.out.String(), tokFleetA) || strings.Contains(n.out.String(), tokFleetB) {
+		if strings.Contains(n.Output(), tokFleetA) || strings.Contains(n.Output(), tokFleetB) {
 			t.Errorf("node %d's output holds a token", i)
 		}
 		// go-redis's own lines (plain text, about one a second while
 		// Redis is down) go through Caddy's logger, at debug level.
-		for _, line := range strings.Split(n.out.String(), "\n") {
+		for _, line := range strings.Split(n.Output(), "\n") {
 			if strings.HasPrefix(line, "redis: ") {
 				t.Errorf("node %d wrote a plain go-redis line: %s", i, line)
 				break

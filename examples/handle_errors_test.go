@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestHandleErrorsReverseProxy pins the README's warning next to the
@@ -49,7 +51,7 @@ func TestHandleErrorsReverseProxy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reached.Store(0)
 			sawToken.Store(0)
-			c := startConfig(t, "Caddyfile", func(admin, site string) string {
+			c := testkit.StartCaddy(t, "Caddyfile", func(admin, site string) string {
 				return fmt.Sprintf(`{
 	admin %s
 	default_bind 127.0.0.1
@@ -63,9 +65,9 @@ http://%s {
 	%s
 }
 `, admin, site, tc.errors)
-			}, "HE_TOKEN="+tok)
-			got := c.do(request{header: bearer(tok)}) // from 127.0.0.1: refused
-			if got.status != tc.status || got.body != tc.body {
+			}, inRepo("HE_TOKEN="+tok))
+			got := c.Do(testkit.Request{Header: testkit.Bearer(tok)}) // from 127.0.0.1: refused
+			if got.Status != tc.status || got.Body != tc.body {
 				t.Errorf("refused request: %v, want %d %q", got, tc.status, tc.body)
 			}
 			if hit := reached.Load() > 0; hit != tc.backendHit || (hit && sawToken.Load() == 0) {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestExampleLogFlood runs examples/log-flood.Caddyfile: a flood of denied
@@ -19,11 +21,11 @@ func TestExampleLogFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := t.TempDir()
-	c := startConfig(t, "log-flood.Caddyfile", func(admin, site string) string {
+	c := testkit.StartCaddy(t, "log-flood.Caddyfile", func(admin, site string) string {
 		cfg := strings.ReplaceAll(string(raw), "127.0.0.1:2019", admin)
 		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8083", site)
 		return strings.ReplaceAll(cfg, "/var/log/caddy/", logDir+"/")
-	}, "PARTNER_A_TOKEN=flood-token-6d1-abcdef")
+	}, inRepo("PARTNER_A_TOKEN=flood-token-6d1-abcdef"))
 
 	const requests, workers = 1000, 8
 	began := time.Now()
@@ -33,7 +35,7 @@ func TestExampleLogFlood(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < requests; i += workers {
-				if got := c.do(request{}); got.status != http.StatusUnauthorized {
+				if got := c.Do(testkit.Request{}); got.Status != http.StatusUnauthorized {
 					t.Errorf("request %d: %v", i, got)
 					return
 				}
@@ -56,7 +58,7 @@ func TestExampleLogFlood(t *testing.T) {
 	if entries < 10 || entries > most {
 		t.Errorf("%d entries, want 10 to %d", entries, most)
 	}
-	if strings.Contains(c.out.String(), `"msg":"request denied"`) {
+	if strings.Contains(c.Output(), `"msg":"request denied"`) {
 		t.Error("the default log got request denied entries; the example excludes them")
 	}
 }
@@ -73,11 +75,11 @@ func TestLimits(t *testing.T) {
 		fmt.Fprintf(&query, "p%d=%d&", i, i)
 	}
 	params := query.String()
-	pad := func(n int) []string { return append(bearer(bigToken), "X-Pad", strings.Repeat("a", n)) }
+	pad := func(n int) []string { return append(testkit.Bearer(bigToken), "X-Pad", strings.Repeat("a", n)) }
 
 	type tc struct {
 		name   string
-		req    request
+		req    testkit.Request
 		status int
 	}
 	for _, server := range []struct {
@@ -85,25 +87,25 @@ func TestLimits(t *testing.T) {
 		cases         []tc
 	}{
 		{"default header limit", "", []tc{
-			{"64 KiB token", request{header: bearer(bigToken)}, 431},
-			{"1 MiB header", request{header: pad(1 << 20)}, 431},
-			{"10,000 query parameters", request{path: "/?" + params + "api_key=" + bigToken}, 431},
-			{"small token still decided", request{header: bearer("small-token")}, 401},
+			{"64 KiB token", testkit.Request{Header: testkit.Bearer(bigToken)}, 431},
+			{"1 MiB header", testkit.Request{Header: pad(1 << 20)}, 431},
+			{"10,000 query parameters", testkit.Request{Path: "/?" + params + "api_key=" + bigToken}, 431},
+			{"small token still decided", testkit.Request{Header: testkit.Bearer("small-token")}, 401},
 		}},
 		{"max_header_size 2MiB", "servers {\n\t\tmax_header_size 2MiB\n\t}", []tc{
-			{"64 KiB token, listed, from its address", request{header: bearer(bigToken)}, 200},
-			{"64 KiB token from elsewhere", request{local: "127.0.0.2", header: bearer(bigToken)}, 401},
-			{"64 KiB token plus one byte", request{header: bearer(bigToken + "k")}, 401},
-			{"64 KiB token in the query", request{path: "/?api_key=" + bigToken}, 200},
-			{"1 MiB header", request{header: pad(1 << 20)}, 200},
-			{"3 MiB header", request{header: pad(3 << 20)}, 431},
-			{"10,000 query parameters, token last", request{path: "/?" + params + "api_key=" + bigToken}, 200},
-			{"10,000 query parameters, two tokens", request{path: "/?api_key=x&" + params + "api_key=" + bigToken}, 401},
-			{"10,000 query parameters, no token", request{path: "/?" + params}, 401},
+			{"64 KiB token, listed, from its address", testkit.Request{Header: testkit.Bearer(bigToken)}, 200},
+			{"64 KiB token from elsewhere", testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(bigToken)}, 401},
+			{"64 KiB token plus one byte", testkit.Request{Header: testkit.Bearer(bigToken + "k")}, 401},
+			{"64 KiB token in the query", testkit.Request{Path: "/?api_key=" + bigToken}, 200},
+			{"1 MiB header", testkit.Request{Header: pad(1 << 20)}, 200},
+			{"3 MiB header", testkit.Request{Header: pad(3 << 20)}, 431},
+			{"10,000 query parameters, token last", testkit.Request{Path: "/?" + params + "api_key=" + bigToken}, 200},
+			{"10,000 query parameters, two tokens", testkit.Request{Path: "/?api_key=x&" + params + "api_key=" + bigToken}, 401},
+			{"10,000 query parameters, no token", testkit.Request{Path: "/?" + params}, 401},
 		}},
 	} {
 		t.Run(server.name, func(t *testing.T) {
-			c := startConfig(t, "limits.Caddyfile", func(admin, site string) string {
+			c := testkit.StartCaddy(t, "limits.Caddyfile", func(admin, site string) string {
 				return fmt.Sprintf(`{
 	admin %s
 	default_bind 127.0.0.1
@@ -119,24 +121,24 @@ http://%s {
 	}
 	respond "ok"
 }
-`, admin, server.options, site, digest(bigToken))
-			})
-			baseHeap := c.heapAfterGC()
+`, admin, server.options, site, testkit.Digest(bigToken))
+			}, inRepo())
+			baseHeap := c.HeapAfterGC()
 			for _, tc := range server.cases {
 				t.Run(tc.name, func(t *testing.T) {
 					for range 20 { // repeated, so a leak would show in the heap
-						if got := c.do(tc.req); got.status != tc.status {
-							t.Fatalf("got %d, want %d", got.status, tc.status)
+						if got := c.Do(tc.req); got.Status != tc.status {
+							t.Fatalf("got %d, want %d", got.Status, tc.status)
 						}
 					}
 				})
 			}
-			heap := c.heapAfterGC()
+			heap := c.HeapAfterGC()
 			t.Logf("limits (%s): heap %.1f MiB after, %.1f MiB before", server.name, float64(heap)/(1<<20), float64(baseHeap)/(1<<20))
 			if heap > baseHeap+8<<20 {
 				t.Errorf("heap grew from %d to %d bytes", baseHeap, heap)
 			}
-			if strings.Contains(c.out.String(), bigToken[:1024]) {
+			if strings.Contains(c.Output(), bigToken[:1024]) {
 				t.Error("the token is in Caddy's output")
 			}
 		})

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // observedConfig: partner-d may be used from 127.0.0.1 only (enforce
@@ -50,8 +52,8 @@ const (
 	tokPartnerE = "partner-e-token-0c7"
 )
 
-func startObserved(t *testing.T) *caddy {
-	return startConfig(t, "Caddyfile", observedConfig, "PARTNER_D_TOKEN="+tokPartnerD, "PARTNER_E_TOKEN="+tokPartnerE)
+func startObserved(t *testing.T) *testkit.Caddy {
+	return testkit.StartCaddy(t, "Caddyfile", observedConfig, inRepo("PARTNER_D_TOKEN="+tokPartnerD, "PARTNER_E_TOKEN="+tokPartnerE))
 }
 
 // TestObservedCaddyfileLeavesOutRefused is the reported hole: a token
@@ -62,21 +64,21 @@ func startObserved(t *testing.T) *caddy {
 // refused are what the operator is learning, so they are listed.
 func TestObservedCaddyfileLeavesOutRefused(t *testing.T) {
 	c := startObserved(t)
-	send := func(n int, r request, status int) {
+	send := func(n int, r testkit.Request, status int) {
 		t.Helper()
 		for range n {
-			if got := c.do(r); got.status != status {
+			if got := c.Do(r); got.Status != status {
 				t.Fatalf("%+v: %v, want %d", r, got, status)
 			}
 		}
 	}
-	send(2, request{local: "127.0.0.1", header: bearer(tokPartnerD)}, 200)
-	send(5, request{local: "127.0.0.2", header: bearer(tokPartnerD)}, 401)
-	send(1, request{local: "127.0.0.1", header: append(bearer(tokPartnerD), "X-Forwarded-For", "198.51.100.9")}, 401)
-	send(1, request{local: "127.0.0.1", path: "/report", header: bearer(tokPartnerE)}, 200)
-	send(3, request{local: "127.0.0.3", path: "/report", header: bearer(tokPartnerE)}, 200)
+	send(2, testkit.Request{Local: "127.0.0.1", Header: testkit.Bearer(tokPartnerD)}, 200)
+	send(5, testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokPartnerD)}, 401)
+	send(1, testkit.Request{Local: "127.0.0.1", Header: append(testkit.Bearer(tokPartnerD), "X-Forwarded-For", "198.51.100.9")}, 401)
+	send(1, testkit.Request{Local: "127.0.0.1", Path: "/report", Header: testkit.Bearer(tokPartnerE)}, 200)
+	send(3, testkit.Request{Local: "127.0.0.3", Path: "/report", Header: testkit.Bearer(tokPartnerE)}, 200)
 
-	status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=caddyfile", "", "")
+	status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=caddyfile", "", "")
 	want := "allow 127.0.0.1\n" +
 		"# refused in enforce mode, not listed above: 127.0.0.2 (5 requests refused)\n" +
 		"# refused in enforce mode, not listed above: 198.51.100.9 (1 request refused)\n"
@@ -90,7 +92,7 @@ func TestObservedCaddyfileLeavesOutRefused(t *testing.T) {
 		}
 	}
 
-	status, body = c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-d", "", "")
+	status, body = c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-d", "", "")
 	var seen []struct {
 		IP              string
 		Allowed, Denied uint64
@@ -103,17 +105,17 @@ func TestObservedCaddyfileLeavesOutRefused(t *testing.T) {
 		t.Errorf("partner-d, JSON: %d %s", status, body)
 	}
 
-	status, body = c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-e?format=caddyfile", "", "")
+	status, body = c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-e?format=caddyfile", "", "")
 	want = "allow 127.0.0.3 127.0.0.1\n" +
 		"# would have been refused in report mode, listed above: 127.0.0.3 (3 requests would have been refused)\n"
 	if status != 200 || body != want {
 		t.Errorf("partner-e (report mode), format=caddyfile: %d\n%s\nwant\n%s", status, body, want)
 	}
-	if status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-e", "", ""); status != 200 ||
+	if status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-e", "", ""); status != 200 ||
 		!strings.Contains(body, `{"ip":"127.0.0.3","allowed":0,"denied":0,"would_deny":3,`) {
 		t.Errorf("partner-e, JSON: %d %s", status, body)
 	}
-	if out := c.out.String(); strings.Contains(out, tokPartnerD) || strings.Contains(out, tokPartnerE) {
+	if out := c.Output(); strings.Contains(out, tokPartnerD) || strings.Contains(out, tokPartnerE) {
 		t.Error("a token is in Caddy's output")
 	}
 }
@@ -122,14 +124,14 @@ func TestObservedCaddyfileLeavesOutRefused(t *testing.T) {
 // refused, naming the accepted ones, rather than answered as JSON.
 func TestObservedUnknownFormatIs400(t *testing.T) {
 	c := startObserved(t)
-	c.do(request{header: bearer(tokPartnerD)})
+	c.Do(testkit.Request{Header: testkit.Bearer(tokPartnerD)})
 	for _, path := range []string{"/ip-allowlist/observed/partner-d?format=yaml", "/ip-allowlist/observed?format=yaml"} {
-		status, body := c.adminDo(http.MethodGet, path, "", "")
+		status, body := c.AdminDo(http.MethodGet, path, "", "")
 		if status != http.StatusBadRequest || !strings.Contains(body, `format \"yaml\": want json (the default) or caddyfile`) {
 			t.Errorf("GET %s: %d %s, want 400 naming json and caddyfile", path, status, body)
 		}
 	}
-	if status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=json", "", ""); status != 200 || !strings.HasPrefix(body, `[{"ip":"127.0.0.1"`) {
+	if status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=json", "", ""); status != 200 || !strings.HasPrefix(body, `[{"ip":"127.0.0.1"`) {
 		t.Errorf("format=json: %d %s", status, body)
 	}
 }
@@ -139,9 +141,9 @@ func TestObservedUnknownFormatIs400(t *testing.T) {
 // unknown label is 404. Recording starts again from nothing.
 func TestObservedDeleteResets(t *testing.T) {
 	c := startObserved(t)
-	c.do(request{header: bearer(tokPartnerD)})
-	c.do(request{local: "127.0.0.2", header: bearer(tokPartnerD)})
-	c.do(request{path: "/report", header: bearer(tokPartnerE)})
+	c.Do(testkit.Request{Header: testkit.Bearer(tokPartnerD)})
+	c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokPartnerD)})
+	c.Do(testkit.Request{Path: "/report", Header: testkit.Bearer(tokPartnerE)})
 
 	steps := []struct {
 		name, method, path string
@@ -156,12 +158,12 @@ func TestObservedDeleteResets(t *testing.T) {
 		{"nothing left", http.MethodGet, "/ip-allowlist/observed", 200, "{}"},
 	}
 	for _, s := range steps {
-		if status, body := c.adminDo(s.method, s.path, "", ""); status != s.status || !strings.Contains(body, s.body) {
+		if status, body := c.AdminDo(s.method, s.path, "", ""); status != s.status || !strings.Contains(body, s.body) {
 			t.Fatalf("%s: %s %s: %d %s, want %d containing %s", s.name, s.method, s.path, status, body, s.status, s.body)
 		}
 	}
-	c.do(request{local: "127.0.0.2", header: bearer(tokPartnerD)})
-	if status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=caddyfile", "", ""); status != 200 ||
+	c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tokPartnerD)})
+	if status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-d?format=caddyfile", "", ""); status != 200 ||
 		body != "# no address to allow: every observed address was refused in enforce mode\n# refused in enforce mode, not listed above: 127.0.0.2 (1 request refused)\n" {
 		t.Errorf("after the reset, one refused request: %d %q", status, body)
 	}

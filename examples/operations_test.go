@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestExampleOperations runs examples/operations.Caddyfile: the addresses a
@@ -12,27 +14,27 @@ import (
 // ready allow line; per-token metrics count them.
 func TestExampleOperations(t *testing.T) {
 	const tok = "partner-c-token-83e"
-	c := startCaddy(t, "operations.Caddyfile", "8084", "PARTNER_C_TOKEN="+tok)
+	c := testkit.StartCaddyFile(t, "operations.Caddyfile", "8084", inRepo("PARTNER_C_TOKEN="+tok))
 	for range 3 {
-		c.do(request{local: "127.0.0.2", header: bearer(tok)})
+		c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tok)})
 	}
-	c.do(request{local: "127.0.0.3", header: bearer(tok)})
+	c.Do(testkit.Request{Local: "127.0.0.3", Header: testkit.Bearer(tok)})
 
 	// A reload (of a changed config: Caddy skips an unchanged one); the
 	// observations are kept.
-	status, cfg := c.adminDo(http.MethodGet, "/config/", "", "")
+	status, cfg := c.AdminDo(http.MethodGet, "/config/", "", "")
 	changed := strings.Replace(cfg, "hello, ", "hello again, ", 1)
 	if status != 200 || changed == cfg {
 		t.Fatalf("GET /config/: %d %s", status, cfg)
 	}
-	if status, body := c.adminDo(http.MethodPost, "/load", "application/json", changed); status != 200 {
+	if status, body := c.AdminDo(http.MethodPost, "/load", "application/json", changed); status != 200 {
 		t.Fatalf("reload: %d %s", status, body)
 	}
-	if got := c.do(request{local: "127.0.0.3", header: bearer(tok)}); got.body != "hello again, partner-c" {
+	if got := c.Do(testkit.Request{Local: "127.0.0.3", Header: testkit.Bearer(tok)}); got.Body != "hello again, partner-c" {
 		t.Fatalf("after the reload: %v", got)
 	}
 
-	status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-c", "", "")
+	status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-c", "", "")
 	var seen []struct {
 		IP      string
 		Allowed uint64
@@ -43,20 +45,20 @@ func TestExampleOperations(t *testing.T) {
 	if len(seen) != 2 || seen[0].IP != "127.0.0.2" || seen[0].Allowed != 3 || seen[1].IP != "127.0.0.3" || seen[1].Allowed != 2 {
 		t.Errorf("observed %s, want 127.0.0.2 three times and 127.0.0.3 twice (once after the reload)", body)
 	}
-	if status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed/partner-c?format=caddyfile", "", ""); status != 200 || body != "allow 127.0.0.2 127.0.0.3\n" {
+	if status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/partner-c?format=caddyfile", "", ""); status != 200 || body != "allow 127.0.0.2 127.0.0.3\n" {
 		t.Errorf("caddyfile format: %d %q", status, body)
 	}
-	if status, body := c.adminDo(http.MethodGet, "/ip-allowlist/observed", "", ""); status != 200 || !strings.Contains(body, `"partner-c":[`) {
+	if status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/observed", "", ""); status != 200 || !strings.Contains(body, `"partner-c":[`) {
 		t.Errorf("all labels: %d %s", status, body)
 	}
-	if status, _ := c.adminDo(http.MethodGet, "/ip-allowlist/observed/nobody", "", ""); status != 404 {
+	if status, _ := c.AdminDo(http.MethodGet, "/ip-allowlist/observed/nobody", "", ""); status != 404 {
 		t.Errorf("unknown label: %d, want 404", status)
 	}
 	// Per-token metrics count since the reload.
-	if n, found := c.metric("caddy_http_ip_allowlist_token_requests_total", `token_label="partner-c"`, `decision="allow"`); !found || n != 1 {
+	if n, found := c.Metric("caddy_http_ip_allowlist_token_requests_total", `token_label="partner-c"`, `decision="allow"`); !found || n != 1 {
 		t.Errorf("per-token metric: %v (found %v), want 1 since the reload", n, found)
 	}
-	if strings.Contains(c.out.String(), tok) {
+	if strings.Contains(c.Output(), tok) {
 		t.Error("the token is in Caddy's output")
 	}
 }

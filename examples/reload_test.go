@@ -1,19 +1,17 @@
 package examples
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // Tokens of the reload test. stable-ok is allowed from loopback in every
@@ -59,41 +57,20 @@ func reloadConfig(admin, site, tokensFile string, gen int, bad bool) string {
 }`, admin, site, tokStableOK, okAllow, tokStableDeny, gen%250+1, tokRotating, rotating, tokensFile, gen)
 }
 
-func writeReloadTokens(t *testing.T, n int) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tokens.json")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	w.WriteString("{")
-	for i := range n {
-		if i > 0 {
-			w.WriteString(",")
-		}
-		fmt.Fprintf(w, "%q: {\"token_sha256\": %q, \"allow\": [\"10.%d.%d.0/24\"]}\n", "bulk-"+strconv.Itoa(i), digest(fmt.Sprint("bulk", i)), i>>8, i&0xff)
-	}
-	w.WriteString("}")
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return path
-}
-
 // TestReloadUnderLoad pushes 50 configs through POST /load, good and bad,
 // while 32 clients keep sending requests whose answers no config changes.
 func TestReloadUnderLoad(t *testing.T) {
 	const clients, reloads = 32, 50
-	tokensFile := writeReloadTokens(t, 10_000)
+	tokensFile := testkit.TokensFile(t, 10_000, func(i int) testkit.Entry {
+		return testkit.Entry{Label: "bulk-" + strconv.Itoa(i), Token: fmt.Sprint("bulk", i), Allow: []string{fmt.Sprintf("10.%d.%d.0/24", i>>8, i&0xff)}}
+	})
 	var admin, site string
-	c := startConfig(t, "reload.json", func(a, s string) string {
+	c := testkit.StartCaddy(t, "reload.json", func(a, s string) string {
 		admin, site = a, s
 		return reloadConfig(a, s, tokensFile, 0, false)
-	})
+	}, inRepo())
 
-	baseGoroutines, baseHeap := c.goroutines(), c.heapAfterGC()
+	baseGoroutines, baseHeap := c.Goroutines(), c.HeapAfterGC()
 
 	var (
 		stop                        atomic.Bool
@@ -114,7 +91,7 @@ func TestReloadUnderLoad(t *testing.T) {
 				if (n+i)%2 == 1 {
 					tok, want = tokStableDeny, http.StatusUnauthorized
 				}
-				req, _ := http.NewRequest(http.MethodGet, c.site+"/", nil)
+				req, _ := http.NewRequest(http.MethodGet, c.Site+"/", nil)
 				req.Header.Set("Authorization", "Bearer "+tok)
 				sent.Add(1)
 				resp, err := client.Do(req)
@@ -150,12 +127,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	// probe checks what the config in force says about the rotating token.
 	probe := func(step string, gen int) {
 		t.Helper()
-		got := c.do(request{header: bearer(tokRotating)})
+		got := c.Do(testkit.Request{Header: testkit.Bearer(tokRotating)})
 		wantStatus, wantBody := http.StatusUnauthorized, ""
 		if gen%2 == 0 {
 			wantStatus, wantBody = http.StatusOK, fmt.Sprintf("gen %d", gen)
 		}
-		if got.status != wantStatus || got.body != wantBody {
+		if got.Status != wantStatus || got.Body != wantBody {
 			t.Errorf("%s: rotating token got %v, want %d %q (generation %d in force)", step, got, wantStatus, wantBody, gen)
 		}
 	}
@@ -167,7 +144,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		// registry until the next good load, so /metrics is read after one.
 		bad := i%5 == 4
 		next := gen + 1
-		status, body := c.adminDo(http.MethodPost, "/load", "application/json", reloadConfig(admin, site, tokensFile, next, bad))
+		status, body := c.AdminDo(http.MethodPost, "/load", "application/json", reloadConfig(admin, site, tokensFile, next, bad))
 		switch {
 		case bad && status == http.StatusBadRequest && strings.Contains(body, `token \"stable-ok\": allow[2] \"10.0.0.1/8\"`):
 			refused++
@@ -184,13 +161,13 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	// The metrics of the config in force are served, and count its traffic
 	// (each config has its own registry, so counts start at its load).
-	if n, found := c.metric("caddy_http_ip_allowlist_requests_total", `reason="allowed"`); !found || n < 1 {
+	if n, found := c.Metric("caddy_http_ip_allowlist_requests_total", `reason="allowed"`); !found || n < 1 {
 		t.Errorf("after the reloads: allowed requests counted %v (found %v), want some", n, found)
 	}
 
 	// Only the handler of the config in force answers the check route: the
 	// 49 configs replaced or refused have left it.
-	status, body := c.adminDo(http.MethodGet, "/ip-allowlist/check?label=rotating&ip=127.0.0.1", "", "")
+	status, body := c.AdminDo(http.MethodGet, "/ip-allowlist/check?label=rotating&ip=127.0.0.1", "", "")
 	if want := fmt.Sprintf(`"decision":"%s"`, map[bool]string{true: "allow", false: "deny"}[gen%2 == 0]); status != 200 ||
 		strings.Count(body, `"label":"rotating"`) != 1 || !strings.Contains(body, want) {
 		t.Errorf("check route after the reloads: %d %s, want one result with %s", status, body, want)
@@ -210,13 +187,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	// heap after a collection. Old configs (each with a 10,000-token table)
 	// must not be kept alive.
 	var goroutines int
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if goroutines = c.goroutines(); goroutines <= baseGoroutines+5 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	heap := c.heapAfterGC()
+	testkit.Wait(10*time.Second, func() bool {
+		goroutines = c.Goroutines()
+		return goroutines <= baseGoroutines+5
+	})
+	heap := c.HeapAfterGC()
 	t.Logf("after %d reloads: goroutines %d (baseline %d), heap %.1f MiB (baseline %.1f MiB)",
 		reloads, goroutines, baseGoroutines, float64(heap)/(1<<20), float64(baseHeap)/(1<<20))
 	if goroutines > baseGoroutines+5 {
@@ -225,32 +200,4 @@ func TestReloadUnderLoad(t *testing.T) {
 	if heap > baseHeap+16<<20 {
 		t.Errorf("heap %d bytes, baseline %d: more than 16 MiB kept after reloads", heap, baseHeap)
 	}
-}
-
-// goroutines reads the process's goroutine count from the admin endpoint.
-func (c *caddy) goroutines() int {
-	c.t.Helper()
-	status, body := c.adminDo(http.MethodGet, "/debug/pprof/goroutine?debug=1", "", "")
-	first, _, _ := strings.Cut(body, "\n")
-	n, err := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
-	if status != 200 || err != nil {
-		c.t.Fatalf("goroutine profile: %d %q", status, first)
-	}
-	return n
-}
-
-// heapAfterGC runs a collection and returns the live heap in bytes.
-func (c *caddy) heapAfterGC() uint64 {
-	c.t.Helper()
-	if status, _ := c.adminDo(http.MethodGet, "/debug/pprof/heap?gc=1", "", ""); status != 200 {
-		c.t.Fatalf("heap profile: %d", status)
-	}
-	status, body := c.adminDo(http.MethodGet, "/debug/vars", "", "")
-	var vars struct {
-		Memstats struct{ HeapAlloc uint64 } `json:"memstats"`
-	}
-	if status != 200 || json.Unmarshal([]byte(body), &vars) != nil || vars.Memstats.HeapAlloc == 0 {
-		c.t.Fatalf("debug/vars: %d", status)
-	}
-	return vars.Memstats.HeapAlloc
 }

@@ -2,11 +2,12 @@ package examples
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestRefusedConfigs: configs that would leave a token usable from more
@@ -15,7 +16,7 @@ import (
 // running config keeps serving), and
 // no error shows the token.
 func TestRefusedConfigs(t *testing.T) {
-	bin := caddyBin(t)
+	bin := testkit.CaddyBin(t)
 	const secret = "partner-secret-token-0123"
 	cases := []struct {
 		name, block, want string
@@ -35,9 +36,9 @@ func TestRefusedConfigs(t *testing.T) {
 		{"watch without a file (finding 20)", "watch", "there is no tokens_file to watch", 2},
 	}
 	dir := t.TempDir()
-	running := startConfig(t, "good.Caddyfile", func(admin, site string) string {
+	running := testkit.StartCaddy(t, "good.Caddyfile", func(admin, site string) string {
 		return fmt.Sprintf("{\n\tadmin %s\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\trespond ok\n}\n", admin, site)
-	})
+	}, inRepo())
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			file := filepath.Join(dir, "Caddyfile")
@@ -45,9 +46,7 @@ func TestRefusedConfigs(t *testing.T) {
 			// The block's first line is line 3 of the file; the token
 			// checks report the token's line.
 			cfg = strings.Replace(cfg, "ip_allowlist {\n", "ip_allowlist {\n\t\ttoken good-token-0123456789 127.0.0.1\n", 1)
-			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			testkit.WriteFile(t, file, cfg)
 			for _, cmd := range []string{"adapt", "validate"} {
 				out, err := exec.Command(bin, cmd, "--config", file, "--adapter", "caddyfile").CombinedOutput()
 				if err == nil {
@@ -63,11 +62,11 @@ func TestRefusedConfigs(t *testing.T) {
 					t.Errorf("caddy %s shows the token:\n%s", cmd, out)
 				}
 			}
-			status, body := running.adminDo("POST", "/load", "text/caddyfile", cfg)
+			status, body := running.AdminDo("POST", "/load", "text/caddyfile", cfg)
 			if status != 400 || !strings.Contains(body, tc.want) || strings.Contains(body, secret) {
 				t.Errorf("POST /load: %d %s, want 400 and %q", status, body, tc.want)
 			}
-			if got := running.do(request{}); got.status != 200 {
+			if got := running.Do(testkit.Request{}); got.Status != 200 {
 				t.Errorf("after a refused load the running config answers %v", got)
 			}
 		})
@@ -79,39 +78,39 @@ func TestRefusedConfigs(t *testing.T) {
 // revoked refuses it everywhere (finding 2).
 func TestRevokedNotRemoved(t *testing.T) {
 	const tok = "partner-a-token-0123456789"
-	c := startConfig(t, "revoke.json", func(admin, site string) string {
+	c := testkit.StartCaddy(t, "revoke.json", func(admin, site string) string {
 		return fmt.Sprintf(`{"admin": {"listen": %q}, "apps": {"http": {"servers": {"s": {"listen": [%q], "routes": [{"handle": [
 			{"handler": "ip_allowlist", "@id": "allowlist",
 			 "tokens": {"partner-a": {"token_sha256": %q, "allow": ["127.0.0.1"]}}},
-			{"handler": "static_response", "body": "ok {http.auth.user.id}"}]}]}}}}}`, admin, site, digest(tok))
-	})
-	if got := c.do(request{header: bearer(tok)}); got.status != 200 || got.body != "ok partner-a" {
+			{"handler": "static_response", "body": "ok {http.auth.user.id}"}]}]}}}}}`, admin, site, testkit.Digest(tok))
+	}, inRepo())
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tok)}); got.Status != 200 || got.Body != "ok partner-a" {
 		t.Fatalf("partner-a from its address: %v, want 200 \"ok partner-a\"", got)
 	}
-	if got := c.do(request{local: "127.0.0.2", header: bearer(tok)}); got.status != 401 {
+	if got := c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tok)}); got.Status != 401 {
 		t.Fatalf("partner-a from elsewhere: %v, want 401", got)
 	}
 	// Revoke: refused from its own address too.
-	if status, body := c.adminDo("POST", "/id/allowlist/tokens/partner-a/revoked", "application/json", "true"); status != 200 {
+	if status, body := c.AdminDo("POST", "/id/allowlist/tokens/partner-a/revoked", "application/json", "true"); status != 200 {
 		t.Fatalf("revoking: %d %s", status, body)
 	}
 	for _, local := range []string{"127.0.0.1", "127.0.0.2"} {
-		if got := c.do(request{local: local, header: bearer(tok)}); got.status != 401 {
+		if got := c.Do(testkit.Request{Local: local, Header: testkit.Bearer(tok)}); got.Status != 401 {
 			t.Errorf("revoked partner-a from %s: %v, want 401", local, got)
 		}
 	}
-	out := c.waitOutput(func(out string) bool { return strings.Contains(out, `"reason":"token_revoked"`) })
+	out := c.WaitOutput(func(out string) bool { return strings.Contains(out, `"reason":"token_revoked"`) })
 	if !strings.Contains(out, `"reason":"token_revoked"`) {
 		t.Errorf("no token_revoked denial logged:\n%s", out)
 	}
 	// Delete: the token is unlisted now, and Caddy warns that it is.
-	if status, body := c.adminDo("DELETE", "/id/allowlist/tokens/partner-a", "", ""); status != 200 {
+	if status, body := c.AdminDo("DELETE", "/id/allowlist/tokens/partner-a", "", ""); status != 200 {
 		t.Fatalf("deleting: %d %s", status, body)
 	}
-	if got := c.do(request{local: "127.0.0.2", header: bearer(tok)}); got.status != 200 {
+	if got := c.Do(testkit.Request{Local: "127.0.0.2", Header: testkit.Bearer(tok)}); got.Status != 200 {
 		t.Errorf("deleted partner-a from elsewhere: %v, want 200 (unlisted_tokens any)", got)
 	}
-	out = c.waitOutput(func(out string) bool { return strings.Contains(out, "token no longer listed") })
+	out = c.WaitOutput(func(out string) bool { return strings.Contains(out, "token no longer listed") })
 	if !strings.Contains(out, "token no longer listed") || !strings.Contains(out, `"token_label":"partner-a"`) {
 		t.Errorf("no warning names the token that left the list:\n%s", out)
 	}

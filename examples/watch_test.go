@@ -2,11 +2,12 @@ package examples
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestWatchedTokensFile: with watch set, a change to a tokens file takes
@@ -16,39 +17,22 @@ func TestWatchedTokensFile(t *testing.T) {
 	const tokA, tokB = "watched-token-a-51", "watched-token-b-62"
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tokens.json")
-	// write replaces the file atomically, as a deploy tool should.
-	write := func(body string) {
-		t.Helper()
-		tmp := filepath.Join(dir, "tokens.tmp")
-		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(body string) { testkit.WriteFile(t, path, body) }
 	entry := func(label, tok, allow string) string {
-		return fmt.Sprintf("%q: {\"token_sha256\": %q, \"allow\": [%q]}", label, digest(tok), allow)
+		return fmt.Sprintf("%q: {\"token_sha256\": %q, \"allow\": [%q]}", label, testkit.Digest(tok), allow)
 	}
 	write("{" + entry("a", tokA, "127.0.0.1") + "}")
-	c := startConfig(t, "watch.Caddyfile", func(admin, site string) string {
+	c := testkit.StartCaddy(t, "watch.Caddyfile", func(admin, site string) string {
 		return fmt.Sprintf("{\n\tadmin %s\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\tip_allowlist {\n\t\ttokens_file %s\n\t\twatch 100ms\n\t\tunlisted_tokens none\n\t}\n\trespond \"ok\"\n}\n", admin, site, path)
-	})
-	pid := c.cmd.Process.Pid
+	}, inRepo())
+	pid := c.Pid()
 	// until waits for the status of tok to become want, and says how long.
 	until := func(step, tok string, want int) time.Duration {
 		t.Helper()
-		began := time.Now()
-		for {
-			got := c.do(request{header: bearer(tok)})
-			if got.status == want {
-				return time.Since(began)
-			}
-			if time.Since(began) > 5*time.Second {
-				t.Fatalf("%s: %s still gets %d after 5s, want %d", step, tok, got.status, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return testkit.EventuallyLast(t, fmt.Sprintf("%s: %s gets %d", step, tok, want), 5*time.Second, func() (bool, string) {
+			got := c.Do(testkit.Request{Header: testkit.Bearer(tok)})
+			return got.Status == want, got.String()
+		})
 	}
 
 	until("start", tokA, 200)
@@ -59,11 +43,11 @@ func TestWatchedTokensFile(t *testing.T) {
 	t.Logf("watched tokens file: an added token took effect after %v (watch 100ms)", took.Round(time.Millisecond))
 
 	write("{" + entry("a", tokA, "10.0.0.1/8") + "}") // host bits set: refused
-	c.waitOutput(func(out string) bool { return strings.Contains(out, "tokens files refused") })
-	if got := c.do(request{header: bearer(tokB)}); got.status != 200 {
-		t.Errorf("after a refused file: b gets %d, want 200 from the table in force", got.status)
+	c.WaitOutput(func(out string) bool { return strings.Contains(out, "tokens files refused") })
+	if got := c.Do(testkit.Request{Header: testkit.Bearer(tokB)}); got.Status != 200 {
+		t.Errorf("after a refused file: b gets %d, want 200 from the table in force", got.Status)
 	}
-	if out := c.out.String(); !strings.Contains(out, `token \"a\": allow[0] \"10.0.0.1/8\"`) {
+	if out := c.Output(); !strings.Contains(out, `token \"a\": allow[0] \"10.0.0.1/8\"`) {
 		t.Errorf("the refusal does not name the entry:\n%s", out)
 	}
 
@@ -71,13 +55,13 @@ func TestWatchedTokensFile(t *testing.T) {
 	until("token removed", tokB, 401)
 	until("token removed", tokA, 200)
 
-	if !c.running() || c.cmd.Process.Pid != pid {
+	if !c.Running() || c.Pid() != pid {
 		t.Error("caddy restarted")
 	}
-	if out := c.out.String(); strings.Contains(out, tokA) || strings.Contains(out, tokB) {
+	if out := c.Output(); strings.Contains(out, tokA) || strings.Contains(out, tokB) {
 		t.Error("a token is in Caddy's output")
 	}
-	if n := strings.Count(c.out.String(), "tokens files reloaded"); n != 2 {
+	if n := strings.Count(c.Output(), "tokens files reloaded"); n != 2 {
 		t.Errorf("%d reloads logged, want 2", n)
 	}
 }

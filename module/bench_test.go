@@ -1,14 +1,13 @@
 package ipallowlist
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -16,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gaissmai/bart"
 	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // Benchmarks of the request path. Each handler is built once per shape and
@@ -242,20 +243,9 @@ func BenchmarkRangeLookup(b *testing.B) {
 // same with 1,000,000 in a real Caddy and reports memory too.
 func BenchmarkProvisionTokensFile(b *testing.B) {
 	const n = 100_000
-	path := filepath.Join(b.TempDir(), "tokens.json")
-	var buf bytes.Buffer
-	buf.WriteString("{")
-	for i := range n {
-		if i > 0 {
-			buf.WriteString(",\n")
-		}
-		fmt.Fprintf(&buf, `"t%d": {"token_sha256": %q, "allow": ["%s", "2001:db8:%x:%x::/64"]}`,
-			i, digestHex(benchTokenN(i)), nthAddr(i), i>>16, i&0xffff)
-	}
-	buf.WriteString("}")
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	path := testkit.TokensFile(b, n, func(i int) testkit.Entry {
+		return testkit.Entry{Label: "t" + strconv.Itoa(i), Token: benchTokenN(i), Allow: []string{nthAddr(i).String(), fmt.Sprintf("2001:db8:%x:%x::/64", i>>16, i&0xffff)}}
+	})
 	// Provision logs its summary through a development logger on stderr,
 	// which would split the benchmark's result line.
 	devNull, err := os.Open(os.DevNull)

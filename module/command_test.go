@@ -2,11 +2,11 @@ package ipallowlist
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"strings"
 	"testing"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 func TestReadAndHashToken(t *testing.T) {
@@ -36,8 +36,7 @@ func TestReadAndHashToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sum := sha256.Sum256([]byte(tt.want))
-			if digest != "sha256:"+hex.EncodeToString(sum[:]) {
+			if digest != "sha256:"+testkit.Digest(tt.want) {
 				t.Errorf("digest = %s, want that of %q", digest, tt.want)
 			}
 		})

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 const secret = "s3cr3t-do-not-log"
@@ -59,7 +61,7 @@ func TestConfigErrors(t *testing.T) {
 		{"token with surrounding white space", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: " " + secret, Allow: []string{"any"}}}},
 			`token "partner-a": the token has leading or trailing white space`},
 		{"two labels with one token", &Handler{Tokens: map[string]*TokenPolicy{
-			"a": {Token: secret, Allow: []string{"any"}}, "b": {TokenSHA256: digestHex(secret), Allow: []string{"any"}}}},
+			"a": {Token: secret, Allow: []string{"any"}}, "b": {TokenSHA256: testkit.Digest(secret), Allow: []string{"any"}}}},
 			`token "b": same token as "a"`},
 		{"empty allow", &Handler{Tokens: tok()},
 			`token "partner-a": allow is empty`},
@@ -67,7 +69,7 @@ func TestConfigErrors(t *testing.T) {
 			`token "partner-a": malformed sha256 digest: want 64 hex digits, got 3 characters`},
 		{"malformed digest hex", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {TokenSHA256: strings.Repeat("g", 64), Allow: []string{"any"}}}},
 			`token "partner-a": malformed sha256 digest: not hex`},
-		{"token and digest both", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: secret, TokenSHA256: digestHex(secret), Allow: []string{"any"}}}},
+		{"token and digest both", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: secret, TokenSHA256: testkit.Digest(secret), Allow: []string{"any"}}}},
 			`set token or token_sha256, not both`},
 		{"unknown mode", &Handler{Mode: "audit"}, `mode "audit": must be enforce or report`},
 		{"unknown missing_token", &Handler{MissingToken: "maybe"}, `missing_token "maybe": must be allow or deny`},
@@ -87,7 +89,7 @@ func TestConfigErrors(t *testing.T) {
 			`token_sources[0]: set header or query`},
 		{"bad header name", &Handler{TokenSources: []TokenSource{{Header: "X Key"}}},
 			`token_sources[0]: header "X Key" is not a valid header name`},
-		{"literal token that looks like a digest", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: "sha256:" + digestHex(secret), Allow: []string{"any"}}}},
+		{"literal token that looks like a digest", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: "sha256:" + testkit.Digest(secret), Allow: []string{"any"}}}},
 			`put a digest in token_sha256`},
 	}
 	for _, tt := range tests {
@@ -108,15 +110,9 @@ func TestConfigErrors(t *testing.T) {
 
 func TestTokensFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return testkit.WriteFile(t, filepath.Join(dir, name), body) }
 	good := write("good.json", `{
-		"ci-runner": {"token_sha256": "`+digestHex(tokC)+`", "allow": ["192.0.2.10-192.0.2.20"], "deny": ["192.0.2.15"]},
+		"ci-runner": {"token_sha256": "`+testkit.Digest(tokC)+`", "allow": ["192.0.2.10-192.0.2.20"], "deny": ["192.0.2.15"]},
 		"mobile": {"token": "`+tokB+`", "allow": ["office"]}
 	}`)
 	h, _ := provisioned(t, &Handler{
@@ -131,7 +127,7 @@ func TestTokensFile(t *testing.T) {
 		{tokB, "203.0.113.80:1", ReasonAllowed, "mobile"},
 		{tokB, "192.0.2.11:1", ReasonIPNotAllowed, "mobile"},
 	} {
-		res := serve(h, newRequest(tt.remote, "/", bearer(tt.tok)...))
+		res := serve(h, newRequest(tt.remote, "/", testkit.Bearer(tt.tok)...))
 		if res.placeholder(placeholderReason) != tt.reason || res.placeholder(placeholderLabel) != tt.label {
 			t.Errorf("%s from %s: reason %q label %q, want %q %q", tt.label, tt.remote,
 				res.placeholder(placeholderReason), res.placeholder(placeholderLabel), tt.reason, tt.label)
@@ -165,7 +161,7 @@ func TestTokensFile(t *testing.T) {
 	var many strings.Builder
 	many.WriteString("{")
 	for i := range 3000 {
-		fmt.Fprintf(&many, `"t%d": {"token_sha256": %q, "allow": ["192.0.2.1"]},`, i, digestHex(fmt.Sprint(i)))
+		fmt.Fprintf(&many, `"t%d": {"token_sha256": %q, "allow": ["192.0.2.1"]},`, i, testkit.Digest(fmt.Sprint(i)))
 	}
 	for _, tt := range []struct{ name, tail, want string }{
 		{"bad range at entry 3001", `"late": {"token": "x-late-0123456789ab", "allow": ["10.0.0.1/8"]}}`, `token "late": allow[0] "10.0.0.1/8"`},
@@ -224,9 +220,9 @@ func TestSparseTokensFileIsCheap(t *testing.T) {
 // hash-token prints sha256:<hex>; token_sha256 takes it as printed.
 func TestDigestWithPrefixAccepted(t *testing.T) {
 	h, _ := provisioned(t, &Handler{Tokens: map[string]*TokenPolicy{
-		"a": {TokenSHA256: "sha256:" + strings.ToUpper(digestHex(tokA)), Allow: []string{"192.0.2.1"}},
+		"a": {TokenSHA256: "sha256:" + strings.ToUpper(testkit.Digest(tokA)), Allow: []string{"192.0.2.1"}},
 	}})
-	if res := serve(h, newRequest("192.0.2.1:1", "/", bearer(tokA)...)); res.status != 200 {
+	if res := serve(h, newRequest("192.0.2.1:1", "/", testkit.Bearer(tokA)...)); res.status != 200 {
 		t.Errorf("token given as sha256:<HEX>: %d, want 200", res.status)
 	}
 }

@@ -1,18 +1,17 @@
 package ipallowlist
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 const (
@@ -21,11 +20,6 @@ const (
 	tokC = "tok-c-digest"
 )
 
-func digestHex(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
-}
-
 // decisionConfig exercises every kind of range at once.
 func decisionConfig() *Handler {
 	return &Handler{
@@ -33,14 +27,12 @@ func decisionConfig() *Handler {
 		Tokens: map[string]*TokenPolicy{
 			"a": {Token: tokA, Allow: []string{"office"}},
 			"b": {Token: tokB, Allow: []string{"192.0.2.10-192.0.2.20", "2001:db8:ff::1-2001:db8:ff::9"}, Deny: []string{"192.0.2.15", "2001:db8:ff::5"}},
-			"c": {TokenSHA256: digestHex(tokC), Allow: []string{"198.51.100.7"}},
+			"c": {TokenSHA256: testkit.Digest(tokC), Allow: []string{"198.51.100.7"}},
 		},
 		Unlisted:     &Policy{Allow: []string{"10.0.0.0/8"}},
 		MissingToken: MissingDeny,
 	}
 }
-
-func bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 
 func TestDecisionTable(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
@@ -52,38 +44,38 @@ func TestDecisionTable(t *testing.T) {
 		label  string
 	}{
 		// CIDR edges, IPv4
-		{"v4 prefix first address", "203.0.113.0:1", bearer(tokA), ReasonAllowed, "a"},
-		{"v4 prefix last address", "203.0.113.255:1", bearer(tokA), ReasonAllowed, "a"},
-		{"v4 just below prefix", "203.0.112.255:1", bearer(tokA), ReasonIPNotAllowed, "a"},
-		{"v4 just above prefix", "203.0.114.0:1", bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"v4 prefix first address", "203.0.113.0:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
+		{"v4 prefix last address", "203.0.113.255:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
+		{"v4 just below prefix", "203.0.112.255:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"v4 just above prefix", "203.0.114.0:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
 		// CIDR edges, IPv6
-		{"v6 prefix first address", "[2001:db8::]:1", bearer(tokA), ReasonAllowed, "a"},
-		{"v6 prefix last address", "[2001:db8:0:ffff:ffff:ffff:ffff:ffff]:1", bearer(tokA), ReasonAllowed, "a"},
-		{"v6 just above prefix", "[2001:db8:1::]:1", bearer(tokA), ReasonIPNotAllowed, "a"},
-		{"v6 just below prefix", "[2001:db7:ffff:ffff:ffff:ffff:ffff:ffff]:1", bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"v6 prefix first address", "[2001:db8::]:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
+		{"v6 prefix last address", "[2001:db8:0:ffff:ffff:ffff:ffff:ffff]:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
+		{"v6 just above prefix", "[2001:db8:1::]:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"v6 just below prefix", "[2001:db7:ffff:ffff:ffff:ffff:ffff:ffff]:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
 		// start-end ranges and deny exceptions
-		{"v4 range start", "192.0.2.10:1", bearer(tokB), ReasonAllowed, "b"},
-		{"v4 range end", "192.0.2.20:1", bearer(tokB), ReasonAllowed, "b"},
-		{"v4 before range", "192.0.2.9:1", bearer(tokB), ReasonIPNotAllowed, "b"},
-		{"v4 after range", "192.0.2.21:1", bearer(tokB), ReasonIPNotAllowed, "b"},
-		{"v4 deny exception", "192.0.2.15:1", bearer(tokB), ReasonIPDenied, "b"},
-		{"v4 beside deny exception", "192.0.2.16:1", bearer(tokB), ReasonAllowed, "b"},
-		{"v6 range start", "[2001:db8:ff::1]:1", bearer(tokB), ReasonAllowed, "b"},
-		{"v6 range end", "[2001:db8:ff::9]:1", bearer(tokB), ReasonAllowed, "b"},
-		{"v6 after range", "[2001:db8:ff::a]:1", bearer(tokB), ReasonIPNotAllowed, "b"},
-		{"v6 deny exception", "[2001:db8:ff::5]:1", bearer(tokB), ReasonIPDenied, "b"},
+		{"v4 range start", "192.0.2.10:1", testkit.Bearer(tokB), ReasonAllowed, "b"},
+		{"v4 range end", "192.0.2.20:1", testkit.Bearer(tokB), ReasonAllowed, "b"},
+		{"v4 before range", "192.0.2.9:1", testkit.Bearer(tokB), ReasonIPNotAllowed, "b"},
+		{"v4 after range", "192.0.2.21:1", testkit.Bearer(tokB), ReasonIPNotAllowed, "b"},
+		{"v4 deny exception", "192.0.2.15:1", testkit.Bearer(tokB), ReasonIPDenied, "b"},
+		{"v4 beside deny exception", "192.0.2.16:1", testkit.Bearer(tokB), ReasonAllowed, "b"},
+		{"v6 range start", "[2001:db8:ff::1]:1", testkit.Bearer(tokB), ReasonAllowed, "b"},
+		{"v6 range end", "[2001:db8:ff::9]:1", testkit.Bearer(tokB), ReasonAllowed, "b"},
+		{"v6 after range", "[2001:db8:ff::a]:1", testkit.Bearer(tokB), ReasonIPNotAllowed, "b"},
+		{"v6 deny exception", "[2001:db8:ff::5]:1", testkit.Bearer(tokB), ReasonIPDenied, "b"},
 		// families do not cross
-		{"v4 client against v6-only range", "192.0.2.10:1", bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"v4 client against v6-only range", "192.0.2.10:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
 		// IPv4-mapped clients are unmapped
-		{"mapped v4 client in range", "[::ffff:203.0.113.9]:1", bearer(tokA), ReasonAllowed, "a"},
-		{"mapped v4 client outside", "[::ffff:203.0.114.9]:1", bearer(tokA), ReasonIPNotAllowed, "a"},
-		{"zone dropped", "[2001:db8::1%eth0]:1", bearer(tokA), ReasonAllowed, "a"},
+		{"mapped v4 client in range", "[::ffff:203.0.113.9]:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
+		{"mapped v4 client outside", "[::ffff:203.0.114.9]:1", testkit.Bearer(tokA), ReasonIPNotAllowed, "a"},
+		{"zone dropped", "[2001:db8::1%eth0]:1", testkit.Bearer(tokA), ReasonAllowed, "a"},
 		// token by digest
-		{"sha256 token allowed", "198.51.100.7:1", bearer(tokC), ReasonAllowed, "c"},
-		{"sha256 token elsewhere", "198.51.100.8:1", bearer(tokC), ReasonIPNotAllowed, "c"},
+		{"sha256 token allowed", "198.51.100.7:1", testkit.Bearer(tokC), ReasonAllowed, "c"},
+		{"sha256 token elsewhere", "198.51.100.8:1", testkit.Bearer(tokC), ReasonIPNotAllowed, "c"},
 		// unlisted and missing
-		{"unlisted token in unlisted ranges", "10.1.2.3:1", bearer("nope"), ReasonAllowed, ""},
-		{"unlisted token elsewhere", "203.0.113.1:1", bearer("nope"), ReasonUnlistedToken, ""},
+		{"unlisted token in unlisted ranges", "10.1.2.3:1", testkit.Bearer("nope"), ReasonAllowed, ""},
+		{"unlisted token elsewhere", "203.0.113.1:1", testkit.Bearer("nope"), ReasonUnlistedToken, ""},
 		{"missing token denied", "203.0.113.1:1", nil, ReasonMissingToken, ""},
 		{"other auth scheme is no token", "203.0.113.1:1", []string{"Authorization", "Basic dXNlcjpwYXNz"}, ReasonMissingToken, ""},
 		// byte-for-byte comparison; scheme word case-insensitive
@@ -91,11 +83,11 @@ func TestDecisionTable(t *testing.T) {
 		{"several spaces after the scheme", "203.0.113.1:1", []string{"Authorization", "Bearer   " + tokA}, ReasonAllowed, "a"},
 		{"tab after the scheme is part of an unlisted token", "203.0.113.1:1", []string{"Authorization", "Bearer \tnope"}, ReasonUnlistedToken, ""},
 		{"scheme without a space is no token", "203.0.113.1:1", []string{"Authorization", "Bearer" + tokA}, ReasonMissingToken, ""},
-		{"token case matters", "203.0.113.1:1", bearer(strings.ToUpper(tokA)), ReasonUnlistedToken, ""},
-		{"token prefix is another token", "203.0.113.1:1", bearer(tokA[:len(tokA)-1]), ReasonUnlistedToken, ""},
+		{"token case matters", "203.0.113.1:1", testkit.Bearer(strings.ToUpper(tokA)), ReasonUnlistedToken, ""},
+		{"token prefix is another token", "203.0.113.1:1", testkit.Bearer(tokA[:len(tokA)-1]), ReasonUnlistedToken, ""},
 		// ambiguity
-		{"two different header lines", "203.0.113.1:1", append(bearer(tokA), bearer(tokB)...), ReasonAmbiguousToken, ""},
-		{"same header line twice", "203.0.113.1:1", append(bearer(tokA), bearer(tokA)...), ReasonAllowed, "a"},
+		{"two different header lines", "203.0.113.1:1", append(testkit.Bearer(tokA), testkit.Bearer(tokB)...), ReasonAmbiguousToken, ""},
+		{"same header line twice", "203.0.113.1:1", append(testkit.Bearer(tokA), testkit.Bearer(tokA)...), ReasonAllowed, "a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +130,7 @@ func TestTokenSources(t *testing.T) {
 		{"custom header", in, "/", []string{"X-Api-Key", tokA}, ReasonAllowed},
 		{"custom header from elsewhere", out, "/", []string{"X-Api-Key", tokA}, ReasonIPNotAllowed},
 		{"custom scheme", in, "/", []string{"Authorization", "token " + tokA}, ReasonAllowed},
-		{"bearer not configured", in, "/", bearer("nope"), ReasonMissingToken},
+		{"bearer not configured", in, "/", testkit.Bearer("nope"), ReasonMissingToken},
 		{"query parameter", in, "/?api_key=" + tokA, nil, ReasonAllowed},
 		{"query parameter escaped", in, "/?api_key=" + strings.ReplaceAll(tokA, "-", "%2D"), nil, ReasonAllowed},
 		{"query parameter among others", in, "/?x=1&api_key=" + tokA + "&y=2", nil, ReasonAllowed},
@@ -177,8 +169,8 @@ func TestDefaults(t *testing.T) {
 		reason string
 	}{
 		{"missing token allowed by default", nil, ReasonAllowed},
-		{"unlisted token allowed from any address by default", bearer("someone-else"), ReasonAllowed},
-		{"listed token still restricted", bearer(tokA), ReasonIPNotAllowed},
+		{"unlisted token allowed from any address by default", testkit.Bearer("someone-else"), ReasonAllowed},
+		{"listed token still restricted", testkit.Bearer(tokA), ReasonIPNotAllowed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res := serve(h, newRequest("[2001:db8::1]:1", "/", tt.header...))
@@ -192,11 +184,11 @@ func TestDefaults(t *testing.T) {
 func TestDenyResponse(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
 	reqs := map[string]*http.Request{
-		ReasonIPNotAllowed:   newRequest("198.51.100.1:1", "/", bearer(tokA)...),
-		ReasonIPDenied:       newRequest("192.0.2.15:1", "/", bearer(tokB)...),
-		ReasonUnlistedToken:  newRequest("198.51.100.1:1", "/", bearer("unknown")...),
+		ReasonIPNotAllowed:   newRequest("198.51.100.1:1", "/", testkit.Bearer(tokA)...),
+		ReasonIPDenied:       newRequest("192.0.2.15:1", "/", testkit.Bearer(tokB)...),
+		ReasonUnlistedToken:  newRequest("198.51.100.1:1", "/", testkit.Bearer("unknown")...),
 		ReasonMissingToken:   newRequest("198.51.100.1:1", "/"),
-		ReasonAmbiguousToken: newRequest("198.51.100.1:1", "/", append(bearer(tokA), bearer(tokB)...)...),
+		ReasonAmbiguousToken: newRequest("198.51.100.1:1", "/", append(testkit.Bearer(tokA), testkit.Bearer(tokB)...)...),
 	}
 	for reason, req := range reqs {
 		t.Run(reason, func(t *testing.T) {
@@ -223,13 +215,13 @@ func TestDenyResponse(t *testing.T) {
 
 func TestEarlyDataIs425(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	req := newRequest("203.0.113.1:1", "/", bearer(tokA)...)
+	req := newRequest("203.0.113.1:1", "/", testkit.Bearer(tokA)...)
 	req.TLS = &tls.ConnectionState{HandshakeComplete: false}
 	res := serve(h, req)
 	if res.status != http.StatusTooEarly || res.next {
 		t.Errorf("status = %d (next ran: %v), want 425", res.status, res.next)
 	}
-	req = newRequest("203.0.113.1:1", "/", bearer(tokA)...)
+	req = newRequest("203.0.113.1:1", "/", testkit.Bearer(tokA)...)
 	req.TLS = &tls.ConnectionState{HandshakeComplete: true}
 	if res := serve(h, req); res.status != http.StatusOK {
 		t.Errorf("completed handshake: status = %d, want 200", res.status)
@@ -238,7 +230,7 @@ func TestEarlyDataIs425(t *testing.T) {
 
 func TestNoClientIP(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	req := newRequest("203.0.113.1:1", "/", bearer(tokA)...)
+	req := newRequest("203.0.113.1:1", "/", testkit.Bearer(tokA)...)
 	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, "")
 	res := serve(h, req)
 	if got := res.placeholder(placeholderReason); got != ReasonNoClientIP || res.status != http.StatusUnauthorized {
@@ -250,7 +242,7 @@ func TestReportMode(t *testing.T) {
 	cfg := decisionConfig()
 	cfg.Mode = ModeReport
 	h, logs := provisioned(t, cfg)
-	res := serve(h, newRequest("198.51.100.1:1", "/", bearer(tokA)...))
+	res := serve(h, newRequest("198.51.100.1:1", "/", testkit.Bearer(tokA)...))
 	if !res.next || res.status != http.StatusOK || res.err != nil {
 		t.Fatalf("report mode: status %d next %v err %v, want the request passed on", res.status, res.next, res.err)
 	}
@@ -268,11 +260,11 @@ func TestReportMode(t *testing.T) {
 
 func TestDenyLogEntry(t *testing.T) {
 	h, logs := provisioned(t, decisionConfig())
-	serve(h, newRequest("203.0.113.9:1", "/ok", bearer(tokA)...))
+	serve(h, newRequest("203.0.113.9:1", "/ok", testkit.Bearer(tokA)...))
 	if n := logs.Len(); n != 0 {
 		t.Fatalf("allowed request logged %d entries", n)
 	}
-	req := newRequest("198.51.100.1:4242", "/v1/items?api_key=secret-in-query", bearer(tokA)...)
+	req := newRequest("198.51.100.1:4242", "/v1/items?api_key=secret-in-query", testkit.Bearer(tokA)...)
 	req.Host = "api.example.test"
 	serve(h, req)
 	entries := logs.FilterMessage("request denied").All()
@@ -304,9 +296,7 @@ func TestDenyLogEntry(t *testing.T) {
 func TestPlaceholderTokens(t *testing.T) {
 	t.Setenv("IPAL_TEST_TOKEN", tokA)
 	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, []byte(tokB+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, file, tokB+"\n")
 	h, _ := provisioned(t, &Handler{
 		Tokens: map[string]*TokenPolicy{
 			"env":  {Token: "{env.IPAL_TEST_TOKEN}", Allow: []string{"203.0.113.1"}},
@@ -317,13 +307,13 @@ func TestPlaceholderTokens(t *testing.T) {
 		{tokA, "203.0.113.1:1", "env"},
 		{tokB, "203.0.113.2:1", "file"},
 	} {
-		res := serve(h, newRequest(tt.remote, "/", bearer(tt.tok)...))
+		res := serve(h, newRequest(tt.remote, "/", testkit.Bearer(tt.tok)...))
 		if res.placeholder(placeholderReason) != ReasonAllowed || res.placeholder(placeholderLabel) != tt.label {
 			t.Errorf("%s: reason %q label %q", tt.label, res.placeholder(placeholderReason), res.placeholder(placeholderLabel))
 		}
 	}
 	// The placeholder text itself is not a token.
-	res := serve(h, newRequest("203.0.113.1:1", "/", bearer("{env.IPAL_TEST_TOKEN}")...))
+	res := serve(h, newRequest("203.0.113.1:1", "/", testkit.Bearer("{env.IPAL_TEST_TOKEN}")...))
 	if res.placeholder(placeholderLabel) != "" {
 		t.Error("the placeholder text matched as a token")
 	}
@@ -351,7 +341,7 @@ func TestUserID(t *testing.T) {
 		{"after basic_auth", "203.0.113.1:1", tokA, "alice", "alice", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req := newRequest(tt.remote, "/", bearer(tt.tok)...)
+			req := newRequest(tt.remote, "/", testkit.Bearer(tt.tok)...)
 			repl := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			if tt.before != "" {
 				repl.Set("http.auth.user.id", tt.before)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // Tokens listed by extractConfig beside tokA and tokB: one with white space
@@ -118,9 +120,9 @@ func TestExtractTokenRules(t *testing.T) {
 		listed bool
 	}{
 		// a header line: its primary value, the line and its words
-		{"bearer token", "/", bearer(tokA), tokenFound, tokA, true},
+		{"bearer token", "/", testkit.Bearer(tokA), tokenFound, tokA, true},
 		{"scheme word in any case", "/", []string{"Authorization", "bEaReR " + tokA}, tokenFound, tokA, true},
-		{"unlisted bearer token", "/", bearer("nope"), tokenFound, "nope", false},
+		{"unlisted bearer token", "/", testkit.Bearer("nope"), tokenFound, "nope", false},
 		{"basic credentials are no token", "/", []string{"Authorization", "Basic dXNlcjpwYXNz"}, tokenMissing, "", false},
 		{"basic credentials beside a bearer line", "/", []string{"Authorization", "Basic dXNlcjpwYXNz", "Authorization", "Bearer " + tokA}, tokenFound, tokA, true},
 		{"listed word of another scheme", "/", []string{"Authorization", "Basic " + tokA}, tokenFound, tokA, true},
@@ -129,19 +131,19 @@ func TestExtractTokenRules(t *testing.T) {
 		{"listed word beats the unlisted primary", "/", []string{"Authorization", "Bearer nope " + tokA}, tokenFound, tokA, true},
 		{"two listed words are ambiguous", "/", []string{"Authorization", "Bearer " + tokA + " " + tokB}, tokenAmbiguous, "", false},
 		{"a listed word twice is one token", "/", []string{"Authorization", "Bearer " + tokA + "\t" + tokA}, tokenFound, tokA, true},
-		{"listed primary with white space", "/", bearer(tokSpace), tokenFound, tokSpace, true},
+		{"listed primary with white space", "/", testkit.Bearer(tokSpace), tokenFound, tokSpace, true},
 		{"listed whole value with white space", "/", []string{"X-Api-Key", tokSpace}, tokenFound, tokSpace, true},
 		{"listed whole line of another scheme", "/", []string{"Authorization", tokSpace}, tokenFound, tokSpace, true},
 		{"listed token with white space after another scheme word", "/", []string{"Authorization", "Token\t" + tokSpace}, tokenFound, tokSpace, true},
 		{"listed token with white space after a word, no scheme", "/", []string{"X-Api-Key", "Bearer " + tokSpace}, tokenFound, tokSpace, true},
 		{"unlisted value with white space is literal", "/", []string{"X-Api-Key", "nope x"}, tokenFound, "nope x", false},
-		{"a comma is not white space", "/", bearer(tokA + ","), tokenFound, tokA + ",", false},
+		{"a comma is not white space", "/", testkit.Bearer(tokA + ","), tokenFound, tokA + ",", false},
 		// a source without a scheme reads words too
 		{"bearer scheme in a header without one", "/", []string{"X-Api-Key", "Bearer " + tokA}, tokenFound, tokA, true},
 		// across lines and sources
 		{"listed words of two sources differ", "/", []string{"Authorization", "Token " + tokA, "X-Api-Key", tokB}, tokenAmbiguous, "", false},
 		{"listed word and query agree", "/?api_key=" + tokA, []string{"Authorization", "Token " + tokA}, tokenFound, tokA, true},
-		{"unlisted primary beside a listed token elsewhere", "/?api_key=" + tokA, bearer("nope"), tokenAmbiguous, "", false},
+		{"unlisted primary beside a listed token elsewhere", "/?api_key=" + tokA, testkit.Bearer("nope"), tokenAmbiguous, "", false},
 		// header names
 		{"underscore header name, upper case", "/", []string{"X_API_KEY", tokA}, tokenFound, tokA, true},
 		{"underscore header name, unlisted value", "/", []string{"X_api_key", "nope"}, tokenFound, "nope", false},
@@ -250,7 +252,7 @@ func TestExtractTokenAllocs(t *testing.T) {
 		target string
 		header []string
 	}{
-		{"bearer", "/", bearer(tokA)},
+		{"bearer", "/", testkit.Bearer(tokA)},
 		{"other scheme", "/", []string{"Authorization", "Token " + tokA}},
 		{"underscore header name", "/", []string{"X_api_key", tokA, "Accept", "*/*"}},
 		{"query key folded", "/?x=1;API_KEY[]=" + tokA, nil},

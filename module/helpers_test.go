@@ -12,9 +12,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // provisioned provisions h as Caddy would and swaps its logger for one the
@@ -27,8 +28,8 @@ func provisioned(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
 		t.Fatalf("provision: %v", err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
-	core, logs := observer.New(zapcore.InfoLevel)
-	h.logger = zap.New(core)
+	logger, logs := testkit.Logs(zapcore.InfoLevel)
+	h.logger = logger
 	return h, logs
 }
 

@@ -13,6 +13,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/ipallowlist/caddy-ip-allowlist/caddyfile"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	ipallowlist "github.com/ipallowlist/caddy-ip-allowlist/module"
 )
 
@@ -65,7 +66,7 @@ func get(t *testing.T, local, token, xff string) (int, string, http.Header) {
 	t.Helper()
 	var header []string
 	if token != "" {
-		header = append(header, "Authorization", "Bearer "+token)
+		header = append(header, testkit.Bearer(token)...)
 	}
 	if xff != "" {
 		header = append(header, "X-Forwarded-For", xff)
@@ -178,7 +179,7 @@ func TestInProcessSpoofing(t *testing.T) {
 		status int
 	}
 	with := func(tok string, header ...string) []string {
-		return append([]string{"Authorization", "Bearer " + tok}, header...)
+		return append(testkit.Bearer(tok), header...)
 	}
 	for _, server := range []struct {
 		name, options string
@@ -252,7 +253,7 @@ func TestInProcessCheckRoute(t *testing.T) {
 		})
 	}
 	// The route agrees with the requests it describes.
-	if status, _, _ := send(t, "127.0.0.2", "Authorization", "Bearer "+tokSecond); status != 200 {
+	if status, _, _ := send(t, "127.0.0.2", testkit.Bearer(tokSecond)...); status != 200 {
 		t.Errorf("second from 127.0.0.2: %d, want 200 as the route says", status)
 	}
 }

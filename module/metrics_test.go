@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestMetrics: decisions are counted by reason in the config's registry; a
@@ -29,10 +31,10 @@ func TestMetrics(t *testing.T) {
 	cfg.MetricsPerToken = true
 	perToken := provision(cfg) // same registry: must not fail as a duplicate
 
-	serve(plain, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
-	serve(plain, newRequest("198.51.100.1:1", "/", bearer(tokA)...))
-	serve(perToken, newRequest("198.51.100.1:1", "/", bearer(tokA)...))
-	serve(perToken, newRequest("198.51.100.1:1", "/", bearer("unknown")...))
+	serve(plain, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
+	serve(plain, newRequest("198.51.100.1:1", "/", testkit.Bearer(tokA)...))
+	serve(perToken, newRequest("198.51.100.1:1", "/", testkit.Bearer(tokA)...))
+	serve(perToken, newRequest("198.51.100.1:1", "/", testkit.Bearer("unknown")...))
 
 	for r, want := range map[reason]float64{reasonAllowed: 1, reasonIPNotAllowed: 2, reasonUnlistedToken: 1, reasonMissingToken: 0} {
 		if got := testutil.ToFloat64(plain.metrics.byReason[r]); got != want {

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 func labelOf(t *testing.T, s string) *labelRef {
@@ -165,14 +167,14 @@ func TestObservedSurvivesReload(t *testing.T) {
 		return h
 	}
 	old := provisionIn()
-	serve(old, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
-	serve(old, newRequest("198.51.100.1:1", "/", bearer(tokA)...))
+	serve(old, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
+	serve(old, newRequest("198.51.100.1:1", "/", testkit.Bearer(tokA)...))
 
 	next := provisionIn() // the new config is provisioned before the old one stops
 	if err := old.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	serve(next, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	serve(next, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
 	got := next.observed.snapshot("a")["a"]
 	if len(got) != 2 || got[0].IP != "203.0.113.9" || got[0].Allowed != 2 || got[1].IP != "198.51.100.1" || got[1].Denied != 1 {
 		t.Errorf("after the reload: %+v, want 203.0.113.9 allowed twice and 198.51.100.1 denied once", got)
@@ -192,8 +194,8 @@ func TestObservedSurvivesReload(t *testing.T) {
 // token can have, so a listed and an unknown token take the same path.
 func TestObservedUnlisted(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
-	serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-1")...))
-	serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-2")...))
+	serve(h, newRequest("10.9.9.9:1", "/", testkit.Bearer("not-listed-1")...))
+	serve(h, newRequest("10.9.9.9:1", "/", testkit.Bearer("not-listed-2")...))
 	serve(h, newRequest("10.9.9.9:1", "/")) // no token: nothing to observe
 	got := h.observed.snapshot(unlistedObservedLabel)[unlistedObservedLabel]
 	if len(got) != 1 || got[0].IP != "10.9.9.9" || got[0].Allowed != 2 || got[0].Denied != 0 {
@@ -202,7 +204,7 @@ func TestObservedUnlisted(t *testing.T) {
 	if checkLabel(unlistedObservedLabel) == nil {
 		t.Error("a token could be labelled like the unlisted entry")
 	}
-	res := serve(h, newRequest("10.9.9.9:1", "/", bearer("not-listed-1")...))
+	res := serve(h, newRequest("10.9.9.9:1", "/", testkit.Bearer("not-listed-1")...))
 	if res.placeholder(placeholderLabel) != "" {
 		t.Error("the unlisted entry's name leaked into the token_label placeholder")
 	}
@@ -248,7 +250,7 @@ func TestObservedOutcomeByMode(t *testing.T) {
 			cfg.Mode = tc.mode
 			h, _ := provisioned(t, cfg)
 			h.observed.drop("")
-			serve(h, newRequest(tc.remote, "/", bearer(tc.tok)...))
+			serve(h, newRequest(tc.remote, "/", testkit.Bearer(tc.tok)...))
 			got := h.observed.snapshot(tc.label)[tc.label]
 			if len(got) != 1 || got[0].Allowed != tc.allowed || got[0].Denied != tc.denied || got[0].WouldDeny != tc.wouldDeny {
 				t.Errorf("observed %+v, want allowed %d, denied %d, would_deny %d", got, tc.allowed, tc.denied, tc.wouldDeny)
@@ -316,9 +318,9 @@ func adminCall(t *testing.T, method, target string) (int, string) {
 func TestObservedRouteRefusedAddressNotInAllowLine(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
 	h.observed.drop("")
-	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
 	for range 12 {
-		serve(h, newRequest("198.51.100.9:1", "/", bearer(tokA)...))
+		serve(h, newRequest("198.51.100.9:1", "/", testkit.Bearer(tokA)...))
 	}
 	status, body := adminCall(t, http.MethodGet, "/ip-allowlist/observed/a?format=caddyfile")
 	want := "allow 203.0.113.9\n# refused in enforce mode, not listed above: 198.51.100.9 (12 requests refused)\n"
@@ -337,7 +339,7 @@ func TestObservedRouteRefusedAddressNotInAllowLine(t *testing.T) {
 func TestObservedRouteFormats(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
 	h.observed.drop("")
-	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
 	tests := []struct {
 		name, target string
 		status       int
@@ -366,8 +368,8 @@ func TestObservedRouteFormats(t *testing.T) {
 func TestObservedRouteDelete(t *testing.T) {
 	h, _ := provisioned(t, decisionConfig())
 	h.observed.drop("")
-	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
-	serve(h, newRequest("198.51.100.7:1", "/", bearer(tokC)...))
+	serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
+	serve(h, newRequest("198.51.100.7:1", "/", testkit.Bearer(tokC)...))
 
 	steps := []struct {
 		name, method, target string
@@ -392,7 +394,7 @@ func TestObservedRouteDelete(t *testing.T) {
 		}
 	}
 	// Recording goes on after a reset.
-	serve(h, newRequest("203.0.113.9:1", "/", bearer(tokA)...))
+	serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
 	if got := h.observed.snapshot("a")["a"]; len(got) != 1 || got[0].Allowed != 1 {
 		t.Errorf("after the reset: %+v, want 203.0.113.9 allowed once", got)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -37,11 +37,11 @@ const (
 // every test below shows whether a path fails closed.
 func openHandler(t *testing.T, src *RedisSource, sets map[string][]string) (*Handler, *observer.ObservedLogs) {
 	t.Helper()
-	core, logs := observer.New(zapcore.InfoLevel)
+	logger, logs := testkit.Logs(zapcore.InfoLevel)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	h := &Handler{Redis: src, IPSets: sets}
-	if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+	if err := h.provisionWithLogger(ctx, logger); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
@@ -50,7 +50,7 @@ func openHandler(t *testing.T, src *RedisSource, sets map[string][]string) (*Han
 
 // reasonOf is the decision's reason for tok from remote.
 func reasonOf(h *Handler, remote, tok string) string {
-	return serve(h, newRequest(remote+":1234", "/", "Authorization", "Bearer "+tok)).placeholder(placeholderReason)
+	return serve(h, newRequest(remote+":1234", "/", testkit.Bearer(tok)...)).placeholder(placeholderReason)
 }
 
 // handWrite writes raw entries (label, JSON pairs) as redis-cli would, with
@@ -79,7 +79,7 @@ func handWrite(t *testing.T, srv *redistest.Server, pairs ...string) {
 // for label.
 func waitApplied(t *testing.T, h *Handler, label, raw string) {
 	t.Helper()
-	eventually(t, "entry "+label+" applied", func() bool {
+	testkit.Eventually(t, "entry "+label+" applied", 5*time.Second, func() bool {
 		h.store.mu.Lock()
 		e, gen := h.store.entries[label], h.store.gen
 		h.store.mu.Unlock()
@@ -100,7 +100,7 @@ func waitApplied(t *testing.T, h *Handler, label, raw string) {
 }
 
 func entryJSON(tok string, allow string) string {
-	return `{"token_sha256":"` + digestHex(tok) + `","allow":["` + allow + `"]}`
+	return `{"token_sha256":"` + testkit.Digest(tok) + `","allow":["` + allow + `"]}`
 }
 
 // Finding 1: one token, one label. The CLI refuses a second label for a
@@ -113,7 +113,7 @@ func TestRedisDigestIndex(t *testing.T) {
 	ctx := context.Background()
 	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
 	putToken(t, srv, "partner-b", tokPartnerB, "192.0.2.2")
-	if got, _ := s.c.HGet(ctx, s.keys.Digests, digestHex(tokPartnerA)).Result(); got != "partner-a" {
+	if got, _ := s.c.HGet(ctx, s.keys.Digests, testkit.Digest(tokPartnerA)).Result(); got != "partner-a" {
 		t.Fatalf("index of partner-a's token: %q", got)
 	}
 
@@ -121,7 +121,7 @@ func TestRedisDigestIndex(t *testing.T) {
 	beforeIndex, _ := s.c.HGetAll(ctx, s.keys.Digests).Result()
 	for _, label := range []string{"acme-test", "partner-b"} {
 		err := s.update(ctx, label, func(*TokenPolicy) (*TokenPolicy, error) {
-			return &TokenPolicy{TokenSHA256: digestHex(tokPartnerA), Allow: []string{"any"}}, nil
+			return &TokenPolicy{TokenSHA256: testkit.Digest(tokPartnerA), Allow: []string{"any"}}, nil
 		})
 		if err == nil || !strings.Contains(err.Error(), `"partner-a"`) {
 			t.Errorf("put %s with partner-a's token: %v, want refused naming partner-a", label, err)
@@ -139,7 +139,7 @@ func TestRedisDigestIndex(t *testing.T) {
 	}
 	// A hand-written entry claiming partner-a's token: partner-a keeps it.
 	handWrite(t, srv, "acme-test", entryJSON(tokPartnerA, "any"))
-	eventually(t, "conflict logged", func() bool {
+	testkit.Eventually(t, "conflict logged", 5*time.Second, func() bool {
 		return logs.FilterMessage("redis token entry skipped; fix or delete it").FilterField(zap.String("token_label", "acme-test")).Len() == 1
 	})
 	for _, tt := range []struct{ remote, want string }{{"192.0.2.1", ReasonAllowed}, {"198.51.100.1", ReasonIPNotAllowed}} {
@@ -151,9 +151,9 @@ func TestRedisDigestIndex(t *testing.T) {
 	// partner-b's entry replaced by one this node cannot read: its token
 	// is refused, from the entry's own token_sha256 or from the index.
 	for _, bad := range []string{
-		`{"token_sha256":"` + digestHex(tokPartnerB) + `","allow":["192.0.2.2"],"valid_until":"2030-01-01"}`, // a field this node does not know
-		`{"allow": ["192.0.2.2"], "tokn_sha256": "oops"}`,                                                    // no token it can read: the index gives it
-		`{"token_sha256":"` + digestHex(tokPartnerB) + `","allow":["192.0.2.2"]}}`,                           // trailing garbage
+		`{"token_sha256":"` + testkit.Digest(tokPartnerB) + `","allow":["192.0.2.2"],"valid_until":"2030-01-01"}`, // a field this node does not know
+		`{"allow": ["192.0.2.2"], "tokn_sha256": "oops"}`,                                                         // no token it can read: the index gives it
+		`{"token_sha256":"` + testkit.Digest(tokPartnerB) + `","allow":["192.0.2.2"]}}`,                           // trailing garbage
 		`not json`,
 	} {
 		handWrite(t, srv, "partner-b", bad)
@@ -168,9 +168,9 @@ func TestRedisDigestIndex(t *testing.T) {
 	// Two entries claim one token and the index names neither: refused.
 	c := srv.Client()
 	defer c.Close()
-	c.HDel(ctx, s.keys.Digests, digestHex(tokPartnerA))
+	c.HDel(ctx, s.keys.Digests, testkit.Digest(tokPartnerA))
 	c.Publish(ctx, s.keys.Changes, "partner-a")
-	eventually(t, "unindexed conflict", func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonInvalidEntry })
+	testkit.Eventually(t, "unindexed conflict", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonInvalidEntry })
 }
 
 // Finding 2: delete revokes; delete --unrestrict removes the entry and its
@@ -190,10 +190,10 @@ func TestRedisDeleteRevokes(t *testing.T) {
 		t.Errorf("delete printed %q", out)
 	}
 	raw, _ := s.c.HGet(ctx, s.keys.Tokens, "partner-a").Result()
-	if raw != `{"token_sha256":"`+digestHex(tokPartnerA)+`","revoked":true}` {
+	if raw != `{"token_sha256":"`+testkit.Digest(tokPartnerA)+`","revoked":true}` {
 		t.Errorf("tombstone: %s", raw)
 	}
-	eventually(t, "revoked", func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonTokenRevoked })
+	testkit.Eventually(t, "revoked", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonTokenRevoked })
 	if r := reasonOf(h, "203.0.113.9", tokPartnerA); r != ReasonTokenRevoked {
 		t.Errorf("a deleted token from elsewhere: %s, want token_revoked", r)
 	}
@@ -208,7 +208,7 @@ func TestRedisDeleteRevokes(t *testing.T) {
 	if n, _ := s.c.HLen(ctx, s.keys.Digests).Result(); n != 0 {
 		t.Errorf("the index keeps %d entries after --unrestrict", n)
 	}
-	eventually(t, "unrestricted", func() bool { return reasonOf(h, "203.0.113.9", tokPartnerA) == ReasonAllowed })
+	testkit.Eventually(t, "unrestricted", 5*time.Second, func() bool { return reasonOf(h, "203.0.113.9", tokPartnerA) == ReasonAllowed })
 	if !strings.Contains(subcommand("delete").Long, "UNLISTED") {
 		t.Errorf("delete's help does not say --unrestrict makes the token unlisted")
 	}
@@ -249,14 +249,10 @@ func TestRedisStoreEntryRules(t *testing.T) {
 	t.Setenv("STORE_PARTNER_A", tokPartnerA)
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "partner-b")
-	if err := os.WriteFile(secret, []byte(tokPartnerB+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, secret, tokPartnerB+"\n")
 	file := filepath.Join(dir, "tokens.json")
-	if err := os.WriteFile(file, []byte(`{"partner-a": {"token": "{env.STORE_PARTNER_A}", "allow": ["192.0.2.1"]},
-		"partner-b": {"token": "{file.`+secret+`}", "allow": ["192.0.2.2"]}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, file, `{"partner-a": {"token": "{env.STORE_PARTNER_A}", "allow": ["192.0.2.1"]},
+		"partner-b": {"token": "{file.`+secret+`}", "allow": ["192.0.2.2"]}}`)
 	out, _, err := runCLI(srv, "", "import", file)
 	if err != nil || out != "imported 2 tokens\n" {
 		t.Fatalf("import: %q %v", out, err)
@@ -269,7 +265,7 @@ func TestRedisStoreEntryRules(t *testing.T) {
 	}
 	// An unset variable is refused, and nothing written.
 	bad := filepath.Join(dir, "bad.json")
-	os.WriteFile(bad, []byte(`{"partner-c": {"token": "{env.STORE_UNSET_VARIABLE}", "allow": ["192.0.2.3"]}}`), 0o600)
+	testkit.WriteFile(t, bad, `{"partner-c": {"token": "{env.STORE_UNSET_VARIABLE}", "allow": ["192.0.2.3"]}}`)
 	if _, _, err := runCLI(srv, "", "import", bad); err == nil || !strings.Contains(err.Error(), "nothing written") {
 		t.Errorf("import of an unset variable: %v", err)
 	}
@@ -277,7 +273,7 @@ func TestRedisStoreEntryRules(t *testing.T) {
 		t.Errorf("%d entries after a refused import, want 2", n)
 	}
 	one := filepath.Join(dir, "one.json")
-	os.WriteFile(one, []byte(`{"partner-c": {"token_sha256": "`+digestHex(tokPartnerC)+`", "allow": ["192.0.2.3"]}}`), 0o600)
+	testkit.WriteFile(t, one, `{"partner-c": {"token_sha256": "`+testkit.Digest(tokPartnerC)+`", "allow": ["192.0.2.3"]}}`)
 	if out, _, err := runCLI(srv, "", "import", one); err != nil || out != "imported 1 token\n" {
 		t.Errorf("import of one token: %q %v", out, err)
 	}
@@ -300,9 +296,9 @@ func TestRedisStoreEntryRules(t *testing.T) {
 	// A placeholder written by hand into the store: refused, logged once.
 	handWrite(t, srv, "partner-d", `{"token":"{env.STORE_PARTNER_A}","allow":["any"]}`)
 	handWrite(t, srv, "partner-e", entryJSON("store-partner-e-0123456789", "192.0.2.5"))
-	eventually(t, "a change after", func() bool { return reasonOf(h, "192.0.2.5", "store-partner-e-0123456789") == ReasonAllowed })
+	testkit.Eventually(t, "a change after", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.5", "store-partner-e-0123456789") == ReasonAllowed })
 	handWrite(t, srv, "partner-f", entryJSON("store-partner-f-0123456789", "192.0.2.6"))
-	eventually(t, "another change", func() bool { return reasonOf(h, "192.0.2.6", "store-partner-f-0123456789") == ReasonAllowed })
+	testkit.Eventually(t, "another change", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.6", "store-partner-f-0123456789") == ReasonAllowed })
 	unknown := logs.FilterMessageSnippet("names an ip_set this node does not define")
 	if unknown.Len() != 1 || unknown.All()[0].ContextMap()["ip_set"] != "ofice" || unknown.All()[0].ContextMap()["token_label"] != "partner-a" {
 		t.Errorf("unknown set logged %d times, want once: %v", unknown.Len(), unknown.All())
@@ -323,7 +319,7 @@ func TestRedisStrictSnapshot(t *testing.T) {
 	srv := redistest.New(t)
 	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
 	putToken(t, srv, "partner-b", tokPartnerB, "192.0.2.2")
-	handWrite(t, srv, "partner-b", `{"token_sha256":"`+digestHex(tokPartnerB)+`","allow":["192.0.2.2"]}}`)
+	handWrite(t, srv, "partner-b", `{"token_sha256":"`+testkit.Digest(tokPartnerB)+`","allow":["192.0.2.2"]}}`)
 	handWrite(t, srv, "partner-c", `{"token": "`+tokPartnerC+`", "allow": ["192.0.2.3"]}`)
 	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
 	src := &RedisSource{Address: srv.Addr, Snapshot: snapshot, Resync: caddy.Duration(time.Hour)}
@@ -371,7 +367,7 @@ func TestRedisVersionNotInteger(t *testing.T) {
 		label := []string{"partner-b", "partner-c"}[i]
 		c.HSet(ctx, keys.Tokens, label, entryJSON(tok, remote))
 		c.Publish(ctx, keys.Changes, label)
-		eventually(t, "a change with version frozen", func() bool { return reasonOf(h, remote, tok) == ReasonAllowed })
+		testkit.Eventually(t, "a change with version frozen", 5*time.Second, func() bool { return reasonOf(h, remote, tok) == ReasonAllowed })
 	}
 	time.Sleep(200 * time.Millisecond) // a few resyncs
 	if n := logs.FilterMessageSnippet("unreachable").Len(); n != 0 {
@@ -405,7 +401,7 @@ func TestRedisPublishFlood(t *testing.T) {
 		tok := benchTokenN(i)
 		label := "t" + strconv.Itoa(i)
 		args = append(args, label, entryJSON(tok, nthAddr(i).String()))
-		index = append(index, digestHex(tok), label)
+		index = append(index, testkit.Digest(tok), label)
 	}
 	s.c.HSet(ctx, s.keys.Tokens, args...)
 	s.c.HSet(ctx, s.keys.Digests, index...)
@@ -413,7 +409,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Resync: caddy.Duration(time.Hour)}, nil)
 	// The store's first load is applied once after provision; count from
 	// there.
-	eventually(t, "first load applied", func() bool { return logs.FilterMessage("tokens from redis applied").Len() == 1 })
+	testkit.Eventually(t, "first load applied", 5*time.Second, func() bool { return logs.FilterMessage("tokens from redis applied").Len() == 1 })
 	applied := func() int { return logs.FilterMessage("tokens from redis applied").Len() - 1 }
 
 	pub := srv.Client()
@@ -458,7 +454,7 @@ func TestRedisPublishFlood(t *testing.T) {
 		pub.Publish(ctx, s.keys.Changes, reloadAll)
 		time.Sleep(10 * time.Millisecond)
 	}
-	eventually(t, "the change loaded by *", func() bool { return reasonOf(h, "203.0.113.77", benchTokenN(1)) == ReasonAllowed })
+	testkit.Eventually(t, "the change loaded by *", 5*time.Second, func() bool { return reasonOf(h, "203.0.113.77", benchTokenN(1)) == ReasonAllowed })
 	h.store.mu.Lock()
 	changes := int(h.store.gen - gen)
 	h.store.mu.Unlock()
@@ -474,7 +470,7 @@ func TestRedisPublishFlood(t *testing.T) {
 	s.c.HSet(ctx, s.keys.Tokens, "t2", entryJSON(benchTokenN(2), "203.0.113.78"))
 	s.c.Incr(ctx, s.keys.Version)
 	pub.Publish(ctx, s.keys.Changes, reloadAll)
-	eventually(t, "the last *", func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
+	testkit.Eventually(t, "the last *", 5*time.Second, func() bool { return reasonOf(h, "203.0.113.78", benchTokenN(2)) == ReasonAllowed })
 }
 
 // Finding 7: a wrong password is an ERROR that says so, at start and
@@ -482,7 +478,7 @@ func TestRedisPublishFlood(t *testing.T) {
 func TestRedisWrongPassword(t *testing.T) {
 	srv := redistest.New(t, "--requirepass", "right-password-0123")
 	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
-	os.WriteFile(snapshot, []byte(`{}`), 0o600)
+	testkit.WriteFile(t, snapshot, `{}`)
 
 	h := &Handler{Redis: &RedisSource{Address: srv.Addr, Password: "wrong-password-0123"}}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -551,17 +547,17 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 	if m, _ := c.HGetAll(ctx, keys.Legacy).Result(); len(m) != 1 || m["partner-a"] != old {
 		t.Errorf("the schema 1 hash changed: %v", m)
 	}
-	if d, _ := c.HGet(ctx, keys.Digests, digestHex(tokPartnerA)).Result(); d != "partner-a" {
+	if d, _ := c.HGet(ctx, keys.Digests, testkit.Digest(tokPartnerA)).Result(); d != "partner-a" {
 		t.Errorf("the moved entry is not indexed: %q", d)
 	}
-	eventually(t, "schema 2", func() bool { return reasonOf(h, "192.0.2.2", tokPartnerB) == ReasonAllowed })
+	testkit.Eventually(t, "schema 2", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.2", tokPartnerB) == ReasonAllowed })
 	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
 		t.Errorf("the moved entry: %s", r)
 	}
 	// A revoked entry, which the previous release would skip, reaches
 	// only the schema 2 hash.
 	runCLI(srv, "", "delete", "partner-a")
-	eventually(t, "revoked", func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonTokenRevoked })
+	testkit.Eventually(t, "revoked", 5*time.Second, func() bool { return reasonOf(h, "192.0.2.1", tokPartnerA) == ReasonTokenRevoked })
 	if m, _ := c.HGetAll(ctx, keys.Legacy).Result(); m["partner-a"] != old {
 		t.Errorf("the schema 1 hash changed: %v", m)
 	}
@@ -569,7 +565,7 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 	c.Set(ctx, keys.Schema, "3", 0)
 	c.HDel(ctx, keys.Tokens, "partner-b")
 	c.Publish(ctx, keys.Changes, reloadAll)
-	eventually(t, "newer schema logged", func() bool { return logs.FilterMessageSnippet("schema this node does not know").Len() == 1 })
+	testkit.Eventually(t, "newer schema logged", 5*time.Second, func() bool { return logs.FilterMessageSnippet("schema this node does not know").Len() == 1 })
 	if r := reasonOf(h, "192.0.2.2", tokPartnerB); r != ReasonAllowed {
 		t.Errorf("with a newer schema the node keeps its tokens: %s", r)
 	}
@@ -582,12 +578,7 @@ func TestRedisSchemaUpgrade(t *testing.T) {
 // Redis and writes no snapshot. Until the store has loaded, a token the
 // config does not list is refused, not unlisted.
 func TestRedisValidateAndPending(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
+	dead := testkit.FreePort(t)
 	snapshot := filepath.Join(t.TempDir(), "snapshot.json")
 	cfg := `{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:0"], "routes": [{"handle": [
 		{"handler": "ip_allowlist", "redis": {"address": "` + dead + `", "snapshot": "` + snapshot + `"}}]}]}}}}}`

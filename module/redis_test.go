@@ -2,7 +2,6 @@ package ipallowlist
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -22,7 +21,7 @@ func putToken(t *testing.T, srv *redistest.Server, label, tok string, allow ...s
 	t.Helper()
 	s := cliStore(t, srv)
 	err := s.update(context.Background(), label, func(*TokenPolicy) (*TokenPolicy, error) {
-		return &TokenPolicy{TokenSHA256: digestHex(tok), Allow: allow}, nil
+		return &TokenPolicy{TokenSHA256: testkit.Digest(tok), Allow: allow}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -42,28 +41,15 @@ func cliStore(t *testing.T, srv *redistest.Server) *tokenStore {
 	return s
 }
 
-// eventually waits up to 5 s for ok.
-func eventually(t *testing.T, what string, ok func() bool) time.Duration {
-	t.Helper()
-	began := time.Now()
-	for !ok() {
-		if time.Since(began) > 5*time.Second {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(began)
-}
-
 // redisHandler provisions a handler on srv whose log entries (the store's
 // included) are observed.
 func redisHandler(t *testing.T, src *RedisSource) (*Handler, *observer.ObservedLogs) {
 	t.Helper()
-	core, logs := observer.New(zapcore.InfoLevel)
+	logger, logs := testkit.Logs(zapcore.InfoLevel)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	h := &Handler{Redis: src, Unlisted: &Policy{Allow: []string{}}}
-	if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+	if err := h.provisionWithLogger(ctx, logger); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
@@ -71,7 +57,7 @@ func redisHandler(t *testing.T, src *RedisSource) (*Handler, *observer.ObservedL
 }
 
 func status(h *Handler, remote, tok string) int {
-	return serve(h, newRequest(remote+":1234", "/", "Authorization", "Bearer "+tok)).status
+	return serve(h, newRequest(remote+":1234", "/", testkit.Bearer(tok)...)).status
 }
 
 func TestRedisSourceFollowsChanges(t *testing.T) {
@@ -87,7 +73,7 @@ func TestRedisSourceFollowsChanges(t *testing.T) {
 	}
 	// Published changes: no resync (an hour) is involved.
 	putToken(t, srv, "b", "token-b", "198.51.100.0/24")
-	took := eventually(t, "added token", func() bool { return status(h, "198.51.100.9", "token-b") == 200 })
+	took := testkit.Eventually(t, "added token", 5*time.Second, func() bool { return status(h, "198.51.100.9", "token-b") == 200 })
 	t.Logf("an added token took effect after %v", took)
 
 	s := cliStore(t, srv)
@@ -98,11 +84,11 @@ func TestRedisSourceFollowsChanges(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "allowed address", func() bool { return status(h, "192.0.2.2", "token-a") == 200 })
+	testkit.Eventually(t, "allowed address", 5*time.Second, func() bool { return status(h, "192.0.2.2", "token-a") == 200 })
 	if err := s.unrestrict(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "removed token", func() bool { return status(h, "198.51.100.9", "token-b") == 401 })
+	testkit.Eventually(t, "removed token", 5*time.Second, func() bool { return status(h, "198.51.100.9", "token-b") == 401 })
 	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
 		t.Fatalf("the other token after a delete: %d", got)
 	}
@@ -122,23 +108,23 @@ func TestRedisResyncAndBadEntries(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	keys := keysFor("")
-	entry := `{"token_sha256":"` + digestHex("token-c") + `","allow":["203.0.113.5"]}`
+	entry := `{"token_sha256":"` + testkit.Digest("token-c") + `","allow":["203.0.113.5"]}`
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, keys.Tokens, "c", entry)
-		p.HSet(ctx, keys.Tokens, "bad", `{"token_sha256":"`+digestHex("token-bad")+`","allow":["10.0.0.1/8"]}`)
+		p.HSet(ctx, keys.Tokens, "bad", `{"token_sha256":"`+testkit.Digest("token-bad")+`","allow":["10.0.0.1/8"]}`)
 		p.HSet(ctx, keys.Tokens, "worse", `{"token":"secret-in-bad-json", "allow": [`)
 		p.Incr(ctx, keys.Version)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "resync", func() bool { return status(h, "203.0.113.5", "token-c") == 200 })
+	testkit.Eventually(t, "resync", 5*time.Second, func() bool { return status(h, "203.0.113.5", "token-c") == 200 })
 	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
 		t.Fatalf("a good token beside bad entries: %d", got)
 	}
 	// Another change: the bad entries are not logged again.
 	putToken(t, srv, "d", "token-d", "203.0.113.6")
-	eventually(t, "change after bad entries", func() bool { return status(h, "203.0.113.6", "token-d") == 200 })
+	testkit.Eventually(t, "change after bad entries", 5*time.Second, func() bool { return status(h, "203.0.113.6", "token-d") == 200 })
 	skipped := logs.FilterMessage("redis token entry skipped; fix or delete it")
 	if skipped.Len() != 2 {
 		t.Fatalf("%d skipped entries logged, want 2 (each bad entry once): %v", skipped.Len(), skipped.All())
@@ -163,7 +149,7 @@ func TestRedisOutage(t *testing.T) {
 	h, logs := redisHandler(t, &RedisSource{Address: srv.Addr, Snapshot: snapshot, Resync: caddy.Duration(50 * time.Millisecond)})
 
 	srv.Stop()
-	eventually(t, "outage logged", func() bool {
+	testkit.Eventually(t, "outage logged", 5*time.Second, func() bool {
 		return logs.FilterMessage("redis unreachable; the tokens in force keep serving until it returns").Len() > 0
 	})
 	for range 20 {
@@ -191,14 +177,14 @@ func TestRedisOutage(t *testing.T) {
 	// Written without a message, as if published while this node was
 	// cut off.
 	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, keys.Tokens, "b", `{"token_sha256":"`+digestHex("token-b")+`","allow":["192.0.2.9"]}`)
+		p.HSet(ctx, keys.Tokens, "b", `{"token_sha256":"`+testkit.Digest("token-b")+`","allow":["192.0.2.9"]}`)
 		p.Incr(ctx, keys.Version)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "change made during the outage", func() bool { return status(h, "192.0.2.9", "token-b") == 200 })
-	eventually(t, "recovery logged", func() bool {
+	testkit.Eventually(t, "change made during the outage", 5*time.Second, func() bool { return status(h, "192.0.2.9", "token-b") == 200 })
+	testkit.Eventually(t, "recovery logged", 5*time.Second, func() bool {
 		return logs.FilterMessage("redis reachable again; tokens resynced").Len() > 0
 	})
 	time.Sleep(200 * time.Millisecond)
@@ -223,7 +209,7 @@ func TestRedisDataLossKeepsTokens(t *testing.T) {
 	if err := c.FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "data loss logged", func() bool {
+	testkit.Eventually(t, "data loss logged", 5*time.Second, func() bool {
 		return logs.FilterMessageSnippet("redis holds no tokens and no version key").Len() == 1
 	})
 	time.Sleep(200 * time.Millisecond)
@@ -232,22 +218,16 @@ func TestRedisDataLossKeepsTokens(t *testing.T) {
 	}
 	// The store is written again: it is followed again.
 	putToken(t, srv, "b", "token-b", "192.0.2.2")
-	eventually(t, "after data loss", func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
-	eventually(t, "a token no longer in the store", func() bool { return status(h, "192.0.2.1", "token-a") == 401 })
+	testkit.Eventually(t, "after data loss", 5*time.Second, func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
+	testkit.Eventually(t, "a token no longer in the store", 5*time.Second, func() bool { return status(h, "192.0.2.1", "token-a") == 401 })
 }
 
 func TestRedisStart(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
-
+	dead := testkit.FreePort(t)
 	h := &Handler{Redis: &RedisSource{Address: dead}}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	err = h.Provision(ctx)
+	err := h.Provision(ctx)
 	_ = h.Cleanup()
 	if err == nil || !strings.Contains(err.Error(), "redis "+dead+" unreachable at start") || !strings.Contains(err.Error(), "snapshot") {
 		t.Fatalf("no redis, no snapshot: %v", err)
@@ -261,13 +241,11 @@ func TestRedisStart(t *testing.T) {
 		t.Fatalf("no redis, missing snapshot file: %v", err)
 	}
 
-	entry := `{"a": {"token_sha256":"` + digestHex("token-a") + `","allow":["192.0.2.1"]}}`
-	if err := os.WriteFile(snapshot, []byte(entry), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	core, logs := observer.New(zapcore.InfoLevel)
+	entry := `{"a": {"token_sha256":"` + testkit.Digest("token-a") + `","allow":["192.0.2.1"]}}`
+	testkit.WriteFile(t, snapshot, entry)
+	logger, logs := testkit.Logs(zapcore.InfoLevel)
 	h = &Handler{Redis: &RedisSource{Address: dead, Snapshot: snapshot}}
-	if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+	if err := h.provisionWithLogger(ctx, logger); err != nil {
 		t.Fatalf("no redis, with a snapshot: %v", err)
 	}
 	defer h.Cleanup()
@@ -287,9 +265,7 @@ func TestTokensCommands(t *testing.T) {
 	c := s.c
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "tokens.json")
-	if err := os.WriteFile(file, []byte(`{"a": {"token": "literal-secret-a", "allow": ["192.0.2.1"]}, "b": {"token_sha256": "`+digestHex("tok-b")+`", "allow": ["office"]}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, file, `{"a": {"token": "literal-secret-a", "allow": ["192.0.2.1"]}, "b": {"token_sha256": "`+testkit.Digest("tok-b")+`", "allow": ["office"]}}`)
 	if n, err := s.importFile(ctx, file); err != nil || n != 2 {
 		t.Fatalf("import: %d %v", n, err)
 	}
@@ -311,12 +287,12 @@ func TestTokensCommands(t *testing.T) {
 	if err := s.list(ctx, &out, nil); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out.String(), "literal-secret") || !strings.Contains(out.String(), digestHex("literal-secret-c")) {
+	if strings.Contains(out.String(), "literal-secret") || !strings.Contains(out.String(), testkit.Digest("literal-secret-c")) {
 		t.Errorf("list:\n%s", out.String())
 	}
 	for _, bad := range []*TokenPolicy{
-		{TokenSHA256: digestHex("x"), Allow: []string{"10.0.0.1/8"}},
-		{TokenSHA256: digestHex("x")},
+		{TokenSHA256: testkit.Digest("x"), Allow: []string{"10.0.0.1/8"}},
+		{TokenSHA256: testkit.Digest("x")},
 		{TokenSHA256: "abc", Allow: []string{"any"}},
 		{Allow: []string{"any"}},
 	} {
@@ -363,7 +339,7 @@ func TestRedisReadOnlyNode(t *testing.T) {
 		t.Fatalf("as a read-only node: %d, want 200\n%v", got, logs.All())
 	}
 	putToken(t, srv, "b", "token-b", "192.0.2.2")
-	eventually(t, "a change, as a read-only node", func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
+	testkit.Eventually(t, "a change, as a read-only node", 5*time.Second, func() bool { return status(h, "192.0.2.2", "token-b") == 200 })
 	// The node cannot write.
 	node := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "ip-allowlist-node", Password: "node-password", Protocol: 2, DisableIdentity: true})
 	defer node.Close()

@@ -11,9 +11,10 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // badEntry is one case of testdata/bad_entries.json: an entry every source
@@ -73,11 +74,8 @@ func TestBadEntriesEverySource(t *testing.T) {
 			return provisionErr(&Handler{Tokens: map[string]*TokenPolicy{c.Label: c.policy(t), "good": good}})
 		},
 		"tokens_file": func(t *testing.T, c badEntry) error {
-			p := filepath.Join(t.TempDir(), "tokens.json")
-			body := `{"good": {"token": "good-token-0123456789", "allow": ["192.0.2.1"]}, ` + jsonString(c.Label) + `: ` + string(c.Entry) + `}`
-			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			p := testkit.WriteFile(t, filepath.Join(t.TempDir(), "tokens.json"),
+				`{"good": {"token": "good-token-0123456789", "allow": ["192.0.2.1"]}, `+jsonString(c.Label)+`: `+string(c.Entry)+`}`)
 			return provisionErr(&Handler{TokensFiles: []string{p}})
 		},
 		"store": func(t *testing.T, c badEntry) error {
@@ -85,7 +83,7 @@ func TestBadEntriesEverySource(t *testing.T) {
 			// config still compile, and its token, where its digest is
 			// known, is refused rather than unlisted.
 			var skipped error
-			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+digestHex("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
+			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+testkit.Digest("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
 			tb, err := compileWith(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), shared,
 				func(label string, err error) {
 					if label != c.Label {
@@ -159,7 +157,7 @@ func TestAllowBroadAcceptsWideEntries(t *testing.T) {
 		{"wide-token-0123456789", "12.1.2.3:1", ReasonIPNotAllowed},
 		{"edge-token-0123456789", "203.0.113.9:1", ReasonAllowed},
 	} {
-		res := serve(h, newRequest(tt.remote, "/", bearer(tt.tok)...))
+		res := serve(h, newRequest(tt.remote, "/", testkit.Bearer(tt.tok)...))
 		if got := res.placeholder(placeholderReason); got != tt.want {
 			t.Errorf("%s from %s: %s, want %s", tt.tok, tt.remote, got, tt.want)
 		}
@@ -180,7 +178,7 @@ func TestRevokedTokenIsRefusedEverywhere(t *testing.T) {
 		"gone-but-had": {Token: "gone-token-with-allow", Allow: []string{"any"}, Revoked: true},
 	}})
 	for _, tok := range []string{"gone-token-0123456789", "gone-token-with-allow"} {
-		res := serve(h, newRequest("192.0.2.1:1", "/", bearer(tok)...))
+		res := serve(h, newRequest("192.0.2.1:1", "/", testkit.Bearer(tok)...))
 		if res.status != 401 || res.placeholder(placeholderReason) != ReasonTokenRevoked {
 			t.Errorf("revoked %s: %d %s, want 401 %s", tok, res.status, res.placeholder(placeholderReason), ReasonTokenRevoked)
 		}
@@ -202,8 +200,8 @@ func TestRemovedTokenWarns(t *testing.T) {
 	load := func(h *Handler) (*Handler, *observer.ObservedLogs) {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		t.Cleanup(cancel)
-		core, logs := observer.New(zapcore.WarnLevel)
-		if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+		logger, logs := testkit.Logs(zapcore.WarnLevel)
+		if err := h.provisionWithLogger(ctx, logger); err != nil {
 			t.Fatal(err)
 		}
 		return h, logs
@@ -236,9 +234,7 @@ func TestRemovedTokenWarns(t *testing.T) {
 	file := filepath.Join(dir, "tokens.json")
 	write := func(labels ...string) {
 		b, _ := json.Marshal(tokens(labels...))
-		if err := os.WriteFile(file, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testkit.WriteFile(t, file, string(b))
 	}
 	write("partner-a", "partner-b")
 	h, logs := load(&Handler{TokensFiles: []string{file}})
@@ -272,8 +268,8 @@ func TestRestrictedUnlistedWithMissingAllowWarns(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			defer cancel()
-			core, logs := observer.New(zapcore.WarnLevel)
-			if err := tt.h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+			logger, logs := testkit.Logs(zapcore.WarnLevel)
+			if err := tt.h.provisionWithLogger(ctx, logger); err != nil {
 				t.Fatal(err)
 			}
 			defer tt.h.Cleanup()

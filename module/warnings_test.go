@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
 // TestUnixSocketWarnsOncePerHandler: a request with a token and no client
@@ -32,7 +32,7 @@ func TestUnixSocketWarnsOncePerHandler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, logs := provisioned(t, decisionConfig())
 			for range 3 {
-				if res := serve(h, newRequest(tc.remote, "/", bearer(tokA)...)); res.placeholder(placeholderReason) != tc.reason {
+				if res := serve(h, newRequest(tc.remote, "/", testkit.Bearer(tokA)...)); res.placeholder(placeholderReason) != tc.reason {
 					t.Fatalf("reason %q, want %q", res.placeholder(placeholderReason), tc.reason)
 				}
 			}
@@ -55,8 +55,8 @@ func TestUnixSocketWarnsOncePerHandler(t *testing.T) {
 		h1, logs1 := provisioned(t, decisionConfig())
 		h2, logs2 := provisioned(t, decisionConfig())
 		for range 2 {
-			serve(h1, newRequest("@", "/", bearer(tokA)...))
-			serve(h2, newRequest("@", "/", bearer(tokA)...))
+			serve(h1, newRequest("@", "/", testkit.Bearer(tokA)...))
+			serve(h2, newRequest("@", "/", testkit.Bearer(tokA)...))
 		}
 		if n1, n2 := logs1.FilterLevelExact(zapcore.WarnLevel).Len(), logs2.FilterLevelExact(zapcore.WarnLevel).Len(); n1 != 1 || n2 != 1 {
 			t.Errorf("warnings: %d and %d, want one per handler", n1, n2)
@@ -87,12 +87,12 @@ func TestDebugLoggingWarnsAboutClearTokenSources(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			core, logs := observer.New(tc.level)
+			logger, logs := testkit.Logs(tc.level)
 			h := decisionConfig()
 			h.TokenSources = tc.sources
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			t.Cleanup(cancel)
-			if err := h.provisionWithLogger(ctx, zap.New(core)); err != nil {
+			if err := h.provisionWithLogger(ctx, logger); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = h.Cleanup() })

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -24,8 +25,7 @@ type Server struct {
 	Addr string // 127.0.0.1:port
 	args []string
 	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *testkit.Process // nil while stopped
 	log  *os.File
 }
 
@@ -35,10 +35,7 @@ type Server struct {
 func New(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not installed: run the tests with make test, which installs it")
-		}
-		t.Skip("redis-server is not installed (make test installs it)")
+		testkit.Unavailable(t, "redis-server is not installed (make test installs it)")
 	}
 	s, err := Start(t.TempDir(), args...)
 	if err != nil {
@@ -51,12 +48,10 @@ func New(t testing.TB, args ...string) *Server {
 // Start runs redis-server on a free loopback port, keeping its data and
 // log in dir, with extra arguments args.
 func Start(dir string, args ...string) (*Server, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
 	s := &Server{Addr: addr, dir: dir, args: args}
 	return s, s.Start()
 }
@@ -69,65 +64,53 @@ func (s *Server) Start() error {
 		return err
 	}
 	s.log = log
-	s.cmd = exec.Command("redis-server",
+	cmd := exec.Command("redis-server",
 		"--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb",
 		"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
-	s.cmd.Args = append(s.cmd.Args, s.args...)
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
+	cmd.Args = append(cmd.Args, s.args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if s.proc, err = testkit.StartProcess(cmd); err != nil {
 		log.Close()
 		return err
 	}
-	s.done = make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	c := s.Client()
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	noauth := func(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOAUTH") }
-	for {
+	answering := false
+	testkit.Wait(10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil || noauth(err) { // answering, with a password set
-			return nil
-		}
-		select {
-		case <-s.done:
-			b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			return fmt.Errorf("redis-server exited: %s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return errors.New("redis-server did not answer PING within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
+		// NOAUTH: answering, with a password set.
+		answering = err == nil || strings.HasPrefix(err.Error(), "NOAUTH")
+		return answering || !s.proc.Running()
+	})
+	switch {
+	case answering:
+		return nil
+	case !s.proc.Running():
+		b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+		return fmt.Errorf("redis-server exited: %s", b)
 	}
+	s.Stop()
+	return errors.New("redis-server did not answer PING within 10s")
 }
 
 // Stop saves the data (so Start brings it back) and stops the server.
 func (s *Server) Stop() {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	select {
-	case <-s.done:
-	default:
+	if s.proc.Running() {
 		c := s.Client()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = c.ShutdownSave(ctx).Err() // the connection drops: an error is expected
 		cancel()
 		c.Close()
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
+		s.proc.WaitOrKill(10 * time.Second)
 	}
 	s.log.Close()
-	s.cmd = nil
+	s.proc = nil
 }
 
 // Client returns a client of the server; the caller closes it.
@@ -146,15 +129,14 @@ func (s *Server) Client() *redis.Client {
 // brings back what fn wrote. It models a change made while the clients of
 // Addr cannot reach Redis.
 func (s *Server) Elsewhere(fn func(addr string) error) error {
-	if s.cmd != nil {
+	if s.proc != nil {
 		return errors.New("redistest: Elsewhere needs a stopped server")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testkit.FreeAddr()
 	if err != nil {
 		return err
 	}
-	other := &Server{Addr: l.Addr().String(), dir: s.dir, args: s.args}
-	l.Close()
+	other := &Server{Addr: addr, dir: s.dir, args: s.args}
 	if err := other.Start(); err != nil {
 		return err
 	}
