@@ -10,7 +10,9 @@ CADDY_VERSION := $(shell go list -m -f '{{.Version}}' github.com/caddyserver/cad
 # fall through to the local replace instead of failing.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 CADDY_BIN     := $(CURDIR)/caddy
-GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*') go.mod go.sum
+# What ./caddy is built from: not the tests, their helpers or the bench.
+GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*' \
+                   -not -path './internal/testkit/*' -not -path './internal/redistest/*' -not -path './bench/*') go.mod go.sum
 
 # Demo tokens for make run; see examples/Caddyfile.
 PARTNER_A_TOKEN ?= demo-partner-a-token

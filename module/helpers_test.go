@@ -33,6 +33,20 @@ func provisioned(t testing.TB, h *Handler) (*Handler, *observer.ObservedLogs) {
 	return h, logs
 }
 
+// provisionLogging provisions h and returns its log entries at level and
+// above, from provision's own on.
+func provisionLogging(t testing.TB, h *Handler, level zapcore.Level) *observer.ObservedLogs {
+	t.Helper()
+	logger, logs := testkit.Logs(level)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.provisionWithLogger(ctx, logger); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return logs
+}
+
 // result is what one request through the handler produced.
 type result struct {
 	status int // 200 when next ran, else the handler error's status

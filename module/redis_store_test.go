@@ -37,15 +37,8 @@ const (
 // every test below shows whether a path fails closed.
 func openHandler(t *testing.T, src *RedisSource, sets map[string][]string) (*Handler, *observer.ObservedLogs) {
 	t.Helper()
-	logger, logs := testkit.Logs(zapcore.InfoLevel)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
 	h := &Handler{Redis: src, IPSets: sets}
-	if err := h.provisionWithLogger(ctx, logger); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	return h, logs
+	return h, provisionLogging(t, h, zapcore.InfoLevel)
 }
 
 // reasonOf is the decision's reason for tok from remote.

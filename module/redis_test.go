@@ -45,15 +45,8 @@ func cliStore(t *testing.T, srv *redistest.Server) *tokenStore {
 // included) are observed.
 func redisHandler(t *testing.T, src *RedisSource) (*Handler, *observer.ObservedLogs) {
 	t.Helper()
-	logger, logs := testkit.Logs(zapcore.InfoLevel)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
 	h := &Handler{Redis: src, Unlisted: &Policy{Allow: []string{}}}
-	if err := h.provisionWithLogger(ctx, logger); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	return h, logs
+	return h, provisionLogging(t, h, zapcore.InfoLevel)
 }
 
 func status(h *Handler, remote, tok string) int {
@@ -243,12 +236,8 @@ func TestRedisStart(t *testing.T) {
 
 	entry := `{"a": {"token_sha256":"` + testkit.Digest("token-a") + `","allow":["192.0.2.1"]}}`
 	testkit.WriteFile(t, snapshot, entry)
-	logger, logs := testkit.Logs(zapcore.InfoLevel)
 	h = &Handler{Redis: &RedisSource{Address: dead, Snapshot: snapshot}}
-	if err := h.provisionWithLogger(ctx, logger); err != nil {
-		t.Fatalf("no redis, with a snapshot: %v", err)
-	}
-	defer h.Cleanup()
+	logs := provisionLogging(t, h, zapcore.InfoLevel) // no redis, with a snapshot
 	if got := status(h, "192.0.2.1", "token-a"); got != 200 {
 		t.Fatalf("started from the snapshot: %d, want 200", got)
 	}

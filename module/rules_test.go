@@ -198,13 +198,7 @@ func TestRemovedTokenWarns(t *testing.T) {
 		return m
 	}
 	load := func(h *Handler) (*Handler, *observer.ObservedLogs) {
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		t.Cleanup(cancel)
-		logger, logs := testkit.Logs(zapcore.WarnLevel)
-		if err := h.provisionWithLogger(ctx, logger); err != nil {
-			t.Fatal(err)
-		}
-		return h, logs
+		return h, provisionLogging(t, h, zapcore.WarnLevel)
 	}
 	for _, tt := range []struct {
 		name     string
@@ -266,13 +260,7 @@ func TestRestrictedUnlistedWithMissingAllowWarns(t *testing.T) {
 		{"defaults", &Handler{}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-			defer cancel()
-			logger, logs := testkit.Logs(zapcore.WarnLevel)
-			if err := tt.h.provisionWithLogger(ctx, logger); err != nil {
-				t.Fatal(err)
-			}
-			defer tt.h.Cleanup()
+			logs := provisionLogging(t, tt.h, zapcore.WarnLevel)
 			if got := logs.FilterMessageSnippet("set missing_token deny").Len() == 1; got != tt.warn {
 				t.Errorf("warned %v, want %v", got, tt.warn)
 			}

@@ -1,11 +1,9 @@
 package ipallowlist
 
 import (
-	"context"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
@@ -87,15 +85,9 @@ func TestDebugLoggingWarnsAboutClearTokenSources(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			logger, logs := testkit.Logs(tc.level)
 			h := decisionConfig()
 			h.TokenSources = tc.sources
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-			t.Cleanup(cancel)
-			if err := h.provisionWithLogger(ctx, logger); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = h.Cleanup() })
+			logs := provisionLogging(t, h, tc.level)
 			warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
 			if tc.want == nil {
 				if len(warns) != 0 {
