@@ -1,12 +1,10 @@
 package examples
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,15 +46,11 @@ func startFleetNode(t *testing.T, addr, resync string) *testkit.Caddy {
 // addr, with stdin as its standard input, and returns its output.
 func tokensCLI(t *testing.T, addr, stdin string, args ...string) string {
 	t.Helper()
-	all := append([]string{"ip-allowlist", "tokens", "--redis", addr}, args...)
-	cmd := exec.Command(testkit.CaddyBin(t), all...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("caddy %s: %v\n%s", strings.Join(all, " "), err, out.String())
+	out, errOut, err := tokensCLIResult(t, addr, stdin, args...)
+	if err != nil {
+		t.Fatalf("caddy ip-allowlist tokens %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
 	}
-	return out.String()
+	return out + errOut
 }
 
 // propagation waits until every node answers a request for tok from
