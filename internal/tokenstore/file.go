@@ -412,6 +412,11 @@ func (f *File) PutBatch(rs []Record) error {
 		}
 	}
 	return f.db.Update(func(tx *bbolt.Tx) error {
+		// An import mostly comes in label order, as an export gives it,
+		// where bbolt's default of half-full pages doubles the file
+		// (1,000,000 entries: 566 MB, 358 MB at 0.9). This transaction
+		// only; single Puts keep the default, fit for keys in any order.
+		tx.Bucket(bucketEntries).FillPercent = 0.9
 		for i, r := range rs {
 			if _, err := put(tx, r, Cond{}); err != nil {
 				return fmt.Errorf("record %d: %w", i, err)
