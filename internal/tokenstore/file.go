@@ -15,7 +15,8 @@ import (
 )
 
 // File is the embedded engine: one bbolt file, held open with an
-// exclusive lock, so one process at a time may use it.
+// exclusive lock, so that one File at a time, in this process or another,
+// may use it.
 //
 // The file has three buckets: entries (label → value), digests (digest →
 // label) and meta (schema version, revision). A value is, in schema 1,
@@ -59,19 +60,21 @@ const (
 	compactTxSize = 16 << 20
 )
 
-// ErrLocked is returned by OpenFile when another process holds the file.
+// ErrLocked is returned by OpenFile when another process, or another File
+// in this one, holds the file.
 var ErrLocked = errors.New("held by another process")
 
 // schemaVersion is the layout this code reads and writes. A file with a
 // newer one is refused, so an older build never misreads a newer file.
 const schemaVersion = 1
 
-var (
-	bucketEntries = []byte("entries")
-	bucketDigests = []byte("digests")
-	bucketMeta    = []byte("meta")
-	keySchema     = []byte("schema")
-	keyRev        = []byte("rev")
+// The file's buckets, and the keys of its meta bucket.
+const (
+	bucketEntries = "entries"
+	bucketDigests = "digests"
+	bucketMeta    = "meta"
+	keySchema     = "schema"
+	keyRev        = "rev"
 )
 
 // valueHeader is the length of a value before its Data: Rev and Digest.
@@ -118,7 +121,7 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 func initSchema(db *bbolt.DB) error {
 	fresh := false
 	err := db.View(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
+		meta := tx.Bucket([]byte(bucketMeta))
 		if meta == nil {
 			if tx.ForEach(func([]byte, *bbolt.Bucket) error { return errNotStore }) != nil {
 				return errNotStore
@@ -126,14 +129,14 @@ func initSchema(db *bbolt.DB) error {
 			fresh = true
 			return nil
 		}
-		v := meta.Get(keySchema)
+		v := meta.Get([]byte(keySchema))
 		if len(v) != 8 {
 			return errNotStore
 		}
 		if n := binary.BigEndian.Uint64(v); n > schemaVersion {
 			return fmt.Errorf("schema version %d is newer than this build knows (%d): upgrade it to use this file", n, schemaVersion)
 		}
-		if tx.Bucket(bucketEntries) == nil || tx.Bucket(bucketDigests) == nil {
+		if tx.Bucket([]byte(bucketEntries)) == nil || tx.Bucket([]byte(bucketDigests)) == nil {
 			return errNotStore
 		}
 		return nil
@@ -142,16 +145,16 @@ func initSchema(db *bbolt.DB) error {
 		return err
 	}
 	return db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketDigests, bucketMeta} {
-			if _, err := tx.CreateBucket(name); err != nil {
+		for _, name := range []string{bucketEntries, bucketDigests, bucketMeta} {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion)); err != nil {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if err := meta.Put([]byte(keySchema), binary.BigEndian.AppendUint64(nil, schemaVersion)); err != nil {
 			return err
 		}
-		return meta.Put(keyRev, make([]byte, 8))
+		return meta.Put([]byte(keyRev), make([]byte, 8))
 	})
 }
 
@@ -161,7 +164,7 @@ var errNotStore = errors.New("not a token store (no schema in its meta bucket)")
 func (f *File) Get(label string) (Record, error) {
 	var r Record
 	err := f.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket(bucketEntries).Get([]byte(label))
+		v := tx.Bucket([]byte(bucketEntries)).Get([]byte(label))
 		if v == nil {
 			return fmt.Errorf("label %q: %w", label, ErrNotFound)
 		}
@@ -192,7 +195,7 @@ func (f *File) Put(r Record, c Cond) (uint64, error) {
 // Delete removes label and frees its digest; see Engine.Delete.
 func (f *File) Delete(label string, c Cond) error {
 	return f.write(func(tx *bbolt.Tx) error {
-		entries := tx.Bucket(bucketEntries)
+		entries := tx.Bucket([]byte(bucketEntries))
 		key := []byte(label)
 		v := entries.Get(key)
 		if v == nil {
@@ -208,7 +211,7 @@ func (f *File) Delete(label string, c Cond) error {
 		if _, err := nextRev(tx); err != nil {
 			return err
 		}
-		digests := tx.Bucket(bucketDigests)
+		digests := tx.Bucket([]byte(bucketDigests))
 		if bytes.Equal(digests.Get(cur.Digest[:]), key) {
 			if err := digests.Delete(cur.Digest[:]); err != nil {
 				return err
@@ -265,7 +268,7 @@ func isRefusal(err error) bool {
 // put writes r in tx under c and returns its Rev. It refuses before
 // writing anything, which write relies on.
 func put(tx *bbolt.Tx, r Record, c Cond) (uint64, error) {
-	entries, digests := tx.Bucket(bucketEntries), tx.Bucket(bucketDigests)
+	entries, digests := tx.Bucket([]byte(bucketEntries)), tx.Bucket([]byte(bucketDigests))
 	key := []byte(r.Label)
 	var cur Record
 	v := entries.Get(key)
@@ -321,9 +324,9 @@ func checkRecord(r Record) error {
 
 // nextRev increments the store's revision in tx and returns it.
 func nextRev(tx *bbolt.Tx) (uint64, error) {
-	meta := tx.Bucket(bucketMeta)
-	rev := binary.BigEndian.Uint64(meta.Get(keyRev)) + 1
-	return rev, meta.Put(keyRev, binary.BigEndian.AppendUint64(nil, rev))
+	meta := tx.Bucket([]byte(bucketMeta))
+	rev := binary.BigEndian.Uint64(meta.Get([]byte(keyRev))) + 1
+	return rev, meta.Put([]byte(keyRev), binary.BigEndian.AppendUint64(nil, rev))
 }
 
 func encode(rev uint64, r Record) []byte {
@@ -359,7 +362,7 @@ func (f *File) List(after string, limit int) ([]Record, error) {
 func (f *File) page(after string, n int) ([]Record, error) {
 	var rs []Record
 	err := f.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
+		c := tx.Bucket([]byte(bucketEntries)).Cursor()
 		k, v := c.Seek([]byte(after))
 		if k != nil && string(k) == after {
 			k, v = c.Next()
@@ -416,7 +419,7 @@ func (f *File) PutBatch(rs []Record) error {
 		// where bbolt's default of half-full pages doubles the file
 		// (1,000,000 entries: 566 MB, 358 MB at 0.9). This transaction
 		// only; single Puts keep the default, fit for keys in any order.
-		tx.Bucket(bucketEntries).FillPercent = 0.9
+		tx.Bucket([]byte(bucketEntries)).FillPercent = 0.9
 		for i, r := range rs {
 			if _, err := put(tx, r, Cond{}); err != nil {
 				return fmt.Errorf("record %d: %w", i, err)
@@ -430,7 +433,7 @@ func (f *File) PutBatch(rs []Record) error {
 func (f *File) Rev() (uint64, error) {
 	var rev uint64
 	err := f.db.View(func(tx *bbolt.Tx) error {
-		rev = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyRev))
+		rev = binary.BigEndian.Uint64(tx.Bucket([]byte(bucketMeta)).Get([]byte(keyRev)))
 		return nil
 	})
 	return rev, err

@@ -128,7 +128,7 @@ func TestFileRefusesWhatItCannotRead(t *testing.T) {
 			f := mustOpen(t, path)
 			f.Close()
 			updateBolt(t, path, func(tx *bbolt.Tx) error {
-				return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion+1))
+				return tx.Bucket([]byte(bucketMeta)).Put([]byte(keySchema), binary.BigEndian.AppendUint64(nil, schemaVersion+1))
 			})
 		}, fmt.Sprintf("schema version %d is newer than this build knows (%d)", schemaVersion+1, schemaVersion)},
 		{"another program's bbolt file", func(t *testing.T, path string) {
