@@ -232,12 +232,13 @@ func (f *File) Delete(label string, c Cond) error {
 // each in its own.
 //
 // bbolt runs a batch's functions in one transaction, and when one
-// returns an error it rolls them all back and runs the others again: so
-// fn must only read and write through tx, and in a batch a refusal
+// returns an error it rolls them all back and runs the others again. So
+// fn must write only through tx, and each run must overwrite what it
+// sets outside (as Put's rev), never add to it; and in a batch a refusal
 // (which fn returns before writing anything) is carried out beside it,
 // not as its error, so that it costs the other writers nothing. In a
 // transaction of its own, a refusal is its error, so that bbolt rolls
-// back rather than commits (and syncs) nothing.
+// back instead of committing, and syncing, an empty transaction.
 func (f *File) write(fn func(*bbolt.Tx) error) error {
 	defer f.writers.Add(-1)
 	if f.writers.Add(1) <= 2 {
