@@ -142,11 +142,11 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 	results := []checkResult{}
 	inForce.RLock()
 	for h := range inForce.handlers {
-		t := h.current.Load()
+		v := h.current.Load()
 		var res reason
 		if label == "" {
-			res = t.checkUnlisted(addr)
-		} else if p := t.byLabel(label); p != nil {
+			res = v.base.checkUnlisted(addr)
+		} else if t, p := v.byLabel(label); p != nil {
 			res = t.check(p, addr)
 		} else {
 			continue
@@ -163,17 +163,6 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(map[string]any{"results": results})
-}
-
-// byLabel finds the policy labelled label. It scans: the admin route is
-// rare, and an index would cost memory per token on every config.
-func (t *table) byLabel(label string) *policy {
-	for i := range t.policies {
-		if p := &t.policies[i]; t.label(p).String() == label {
-			return p
-		}
-	}
-	return nil
 }
 
 // Interface guards

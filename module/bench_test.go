@@ -189,7 +189,7 @@ func BenchmarkVersusRemoteIP(b *testing.B) {
 	// and looked up in the token's ranges.
 	b.Run("ip_allowlist_address_check", func(b *testing.B) {
 		h := benchHandler(b, benchShape{1, n})
-		t := h.current.Load()
+		t := h.current.Load().base
 		p := &t.policies[0]
 		req := benchRequest(benchTokenN(0), client)
 		b.ReportAllocs()
@@ -212,7 +212,7 @@ func BenchmarkRangeLookup(b *testing.B) {
 		client := nthAddr(n / 2)
 		b.Run(fmt.Sprintf("intervals/ranges=%d", n), func(b *testing.B) {
 			h := benchHandler(b, benchShape{1, n})
-			t := h.current.Load()
+			t := h.current.Load().base
 			p := &t.policies[0]
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -188,7 +188,8 @@ func TestSharedSetsStoredOnce(t *testing.T) {
 	}
 	h, _ := provisioned(t, &Handler{IPSets: map[string][]string{"office": {"203.0.113.0/24", "2001:db8::/48"}}, Tokens: tokens})
 	// one v4 and one v6 interval for office, one each for the default unlisted any
-	if got := len(h.current.Load().v4) + len(h.current.Load().v6); got != 4 {
+	if tb := h.current.Load().base; len(tb.v4)+len(tb.v6) != 4 {
+		got := len(tb.v4) + len(tb.v6)
 		t.Errorf("stored %d intervals, want 4: identical sets are stored once", got)
 	}
 }

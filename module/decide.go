@@ -60,10 +60,12 @@ var reasonValues = func() (v [len(reasonNames)]any) {
 func (r reason) String() string { return reasonNames[r] }
 
 // decision is the outcome for one request. policy is the listed token's
-// policy, nil for unlisted, missing and ambiguous tokens.
+// policy, nil for unlisted, missing and ambiguous tokens, and table the
+// table whose arrays it refers to.
 type decision struct {
 	reason   reason
 	policy   *policy
+	table    *table
 	clientIP string
 	addr     netip.Addr // the parsed client address, when there is one
 	token    bool       // a token was presented, listed or not
@@ -71,14 +73,16 @@ type decision struct {
 
 func (d decision) allowed() bool { return d.reason == reasonAllowed }
 
-// decide applies the compiled table t to r.
-func (h *Handler) decide(r *http.Request, t *table) decision {
+// decide applies the view v to r.
+func (h *Handler) decide(r *http.Request, v *view) decision {
 	raw, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	d := decision{clientIP: raw}
 	addr, ok := clientAddr(raw)
 	d.addr = addr
 
-	tok, res := extractToken(r, h.sources, t)
+	t := v.base // the unlisted and missing-token policies are the config's
+	d.table = t
+	tok, res := extractToken(r, h.sources, v)
 	switch res {
 	case tokenAmbiguous:
 		d.reason = reasonAmbiguousToken
@@ -100,7 +104,7 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 	if !ok {
 		d.reason = reasonNoClientIP
 		if tok.listed {
-			d.policy = &t.policies[tok.policy]
+			d.table, d.policy = v.policy(tok.policy)
 		}
 		return d
 	}
@@ -108,9 +112,8 @@ func (h *Handler) decide(r *http.Request, t *table) decision {
 		d.reason = t.checkUnlisted(addr)
 		return d
 	}
-	p := &t.policies[tok.policy]
-	d.policy = p
-	d.reason = t.check(p, addr)
+	d.table, d.policy = v.policy(tok.policy)
+	d.reason = d.table.check(d.policy, addr)
 	return d
 }
 

@@ -122,8 +122,8 @@ const maxLookups = 64
 // One distinct value is the token; none is missing; more than one, or
 // more than maxLookups lookups, is ambiguous. Values are compared byte for
 // byte.
-func extractToken(r *http.Request, sources []source, t *table) (token, tokenResult) {
-	x := reader{index: t.index}
+func extractToken(r *http.Request, sources []source, v *view) (token, tokenResult) {
+	x := reader{v: v}
 	respelled := false
 	for i := range sources {
 		s := &sources[i]
@@ -173,7 +173,7 @@ func extractToken(r *http.Request, sources []source, t *table) (token, tokenResu
 
 // reader collects the values of one request's sources.
 type reader struct {
-	index   map[[32]byte]uint32
+	v       *view
 	tok     token
 	res     tokenResult
 	lookups int
@@ -190,7 +190,7 @@ func (x *reader) lookup(s string) (token, bool) {
 		return token{}, false
 	}
 	x.lookups++
-	i, listed := x.index[sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))]
+	i, listed := x.v.find(sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s))))
 	return token{value: s, policy: i, listed: listed}, true
 }
 

@@ -26,7 +26,7 @@ func FuzzExtractToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	unlisted := newTableBuilder(0).finish()
+	unlisted := newView(newTableBuilder(0).finish())
 	f.Fuzz(func(t *testing.T, a, b string) {
 		if manyWords(a) {
 			t.Skip() // more words than maxLookups: refused, as FuzzLenientParserAgrees checks

@@ -86,7 +86,7 @@ type Handler struct {
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
-	current  *atomic.Pointer[table] // swapped whole when watched files or the store change
+	current  *atomic.Pointer[view] // swapped whole when a token, watched files or the store change
 	logger   *zap.Logger
 	metrics  *metrics
 	observed *observedAddrs // the addresses tokens were used from, shared across reloads
@@ -196,10 +196,10 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	if err != nil {
 		return err
 	}
-	h.current = new(atomic.Pointer[table])
-	h.current.Store(t)
+	h.current = new(atomic.Pointer[view])
+	h.current.Store(newView(t))
 	h.config = ctx.Context
-	h.warnUnlisted(h.previousTable(), t)
+	h.warnUnlisted(h.previousView(), h.current.Load())
 	if t.missingAllow && t.unlistedSummary() != KeywordAny {
 		// A token sent in a form no source reads (Basic credentials, a
 		// cookie, a body) is no token here: it passes as missing, and the
@@ -260,10 +260,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		return caddyhttp.Error(http.StatusTooEarly, errEarlyData)
 	}
-	// One table for the whole request: a watched file may swap it meanwhile.
-	t := h.current.Load()
-	d := h.decide(r, t)
-	label := t.label(d.policy)
+	// One view for the whole request: a change may swap it meanwhile.
+	v := h.current.Load()
+	d := h.decide(r, v)
+	label := d.table.label(d.policy)
 	h.metrics.count(d, label)
 	if d.reason == reasonNoClientIP {
 		h.warnUnixSocket(r)
@@ -271,7 +271,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if d.token && d.addr.IsValid() {
 		who := label
 		if d.policy == nil {
-			who = (*labelRef)(&t.labels[t.unlistedLabel])
+			who = (*labelRef)(&v.base.labels[v.base.unlistedLabel])
 		}
 		h.observed.record(who, d.addr, h.observedOutcome(d), time.Now().UnixNano())
 	}
@@ -326,13 +326,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return caddyhttp.Error(http.StatusUnauthorized, errDenied)
 }
 
-// previousTable is the table in force of the config being replaced, when
+// previousView is the view in force of the config being replaced, when
 // it has one ip_allowlist handler: with several, which one this handler
 // replaces cannot be told.
-func (h *Handler) previousTable() *table {
+func (h *Handler) previousView() *view {
 	inForce.RLock()
 	defer inForce.RUnlock()
-	var prev *table
+	var prev *view
 	n := 0
 	for o := range inForce.handlers {
 		if o.config != h.config {
@@ -350,22 +350,23 @@ func (h *Handler) previousTable() *table {
 // counted in one more.
 const maxUnlistedWarnings = 20
 
-// warnUnlisted logs one WARN per token listed in old that t no longer
-// lists, when t's unlisted policy admits addresses: removing a token from
+// warnUnlisted logs one WARN per token listed in old that v no longer
+// lists, when v's unlisted policy admits addresses: removing a token from
 // a config source does not revoke it, it makes it usable wherever unlisted
 // tokens are.
-func (h *Handler) warnUnlisted(old, t *table) {
+func (h *Handler) warnUnlisted(old, v *view) {
+	t := v.base
 	if old == nil || t.unlisted.allowed.v4Len == 0 && t.unlisted.allowed.v6Len == 0 {
 		return
 	}
 	n := 0
-	for digest, i := range old.index {
-		if _, still := t.index[digest]; still {
+	for digest, label := range old.tokens {
+		if _, still := v.find(digest); still {
 			continue
 		}
 		if n++; n <= maxUnlistedWarnings {
 			h.logger.Warn("token no longer listed: it is now usable wherever unlisted_tokens allows; set revoked on it to refuse it",
-				zap.Stringer("token_label", old.label(&old.policies[i])),
+				zap.Stringer("token_label", label),
 				zap.String("unlisted_tokens", t.unlistedSummary()))
 		}
 	}

@@ -1148,7 +1148,8 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		began := time.Now()
 		t, err := h.build()
 		if err == nil && ctx.Err() == nil {
-			h.warnUnlisted(h.current.Swap(t), t)
+			next := newView(t)
+			h.warnUnlisted(h.current.Swap(next), next)
 		}
 		h.rebuild.Unlock()
 		if err != nil {

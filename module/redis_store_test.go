@@ -599,12 +599,12 @@ func TestRedisValidateAndPending(t *testing.T) {
 	}
 	h.store = newRedisStore(opts, src, zap.NewNop())
 	defer h.store.Destruct()
-	h.current = new(atomic.Pointer[table])
+	h.current = new(atomic.Pointer[view])
 	tb, err := h.build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.current.Store(tb)
+	h.current.Store(newView(tb))
 	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonUnlistedToken {
 		t.Errorf("a store's token before the store loaded: %s, want unlisted_token (refused)", r)
 	}
@@ -617,7 +617,7 @@ func TestRedisValidateAndPending(t *testing.T) {
 	if tb, err = h.build(); err != nil {
 		t.Fatal(err)
 	}
-	h.current.Store(tb)
+	h.current.Store(newView(tb))
 	if r := reasonOf(h, "192.0.2.1", tokPartnerA); r != ReasonAllowed {
 		t.Errorf("after the store loaded: %s", r)
 	}

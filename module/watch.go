@@ -75,7 +75,8 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the config was unloaded while compiling
 	}
-	h.warnUnlisted(h.current.Swap(t), t)
+	next := newView(t)
+	h.warnUnlisted(h.current.Swap(next), next)
 	h.logger.Info("tokens files reloaded",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),

@@ -1,0 +1,104 @@
+package ipallowlist
+
+// view is what a request reads: the table compiled from everything when
+// the config was provisioned or last rebuilt (base), and an overlay of the
+// tokens changed one at a time since, compiled alone. Both tables are
+// immutable and a change publishes a new view, so a request sees one view
+// whole, and a change to one token costs what that token costs, not what
+// the whole table does.
+type view struct {
+	base *table
+	// over holds the changed tokens' policies; nil when nothing has
+	// changed since base was built.
+	over *table
+	// masked are the digests of base whose base policy no longer stands:
+	// the token changed (its policy is in over) or is no longer listed.
+	masked map[[32]byte]struct{}
+}
+
+// overlayBit marks a policy id as an index into over.policies rather than
+// base.policies.
+const overlayBit = 1 << 31
+
+func newView(base *table) *view { return &view{base: base} }
+
+// find looks a token's digest up: the overlay first, then base unless the
+// change masked it. Reading a nil map costs no hashing, so a view without
+// changes costs one lookup, as a bare table does.
+func (v *view) find(digest [32]byte) (uint32, bool) {
+	if v.over != nil {
+		if i, ok := v.over.index[digest]; ok {
+			return i | overlayBit, true
+		}
+	}
+	if _, gone := v.masked[digest]; gone {
+		return 0, false
+	}
+	i, ok := v.base.index[digest]
+	return i, ok
+}
+
+// policy returns the policy id names and the table whose arrays it refers
+// to.
+func (v *view) policy(id uint32) (*table, *policy) {
+	if id&overlayBit != 0 {
+		return v.over, &v.over.policies[id&^overlayBit]
+	}
+	return v.base, &v.base.policies[id]
+}
+
+// tokens yields every listed token's digest and label.
+func (v *view) tokens(yield func(digest [32]byte, label *labelRef) bool) {
+	if v.over != nil {
+		for d, i := range v.over.index {
+			if !yield(d, v.over.label(&v.over.policies[i])) {
+				return
+			}
+		}
+	}
+	for d, i := range v.base.index {
+		if _, gone := v.masked[d]; gone {
+			continue
+		}
+		if v.over != nil {
+			if _, changed := v.over.index[d]; changed {
+				continue
+			}
+		}
+		if !yield(d, v.base.label(&v.base.policies[i])) {
+			return
+		}
+	}
+}
+
+// byLabel finds the policy labelled label, and its table. It scans: the
+// admin route that asks is rare, and an index would cost memory per token
+// on every config.
+func (v *view) byLabel(label string) (*table, *policy) {
+	for _, t := range []*table{v.over, v.base} {
+		if t == nil {
+			continue
+		}
+		for i := range t.policies {
+			p := &t.policies[i]
+			if t.label(p).String() != label {
+				continue
+			}
+			if t == v.base && v.maskedPolicy(uint32(i)) {
+				continue
+			}
+			return t, p
+		}
+	}
+	return nil, nil
+}
+
+// maskedPolicy reports whether base policy i is a masked token's.
+func (v *view) maskedPolicy(i uint32) bool {
+	for d := range v.masked {
+		if j, ok := v.base.index[d]; ok && j == i {
+			return true
+		}
+	}
+	return false
+}
