@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"os"
 	"slices"
@@ -20,7 +19,6 @@ type compiler struct {
 	repl   *caddy.Replacer // nil: placeholders are checked, not resolved (Checker)
 	origin entryOrigin     // of the entries being added
 	b      *tableBuilder
-	labels labelIndex
 
 	// unknownSet is told of a set name a store entry uses that this node
 	// does not define.
@@ -40,11 +38,6 @@ func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error
 	c := &compiler{
 		repl: repl,
 		b:    newTableBuilder(tokens),
-		labels: labelIndex{
-			byHash:  make(map[uint64]uint32, tokens),
-			collide: map[string]uint32{},
-			seed:    maphash.MakeSeed(),
-		},
 	}
 	if err := checkModes(h); err != nil {
 		return nil, err
@@ -146,13 +139,16 @@ func (c *compiler) refuse(e labeledEntry) {
 	if _, listed := c.b.t.index[digest]; listed {
 		return
 	}
-	// Not in the label index: a config token of the same label keeps it.
 	p, err := c.b.addPolicy(e.label, &spanLists{}, &spanLists{})
 	if err != nil {
 		p, _ = c.b.addPolicy("", &spanLists{}, &spanLists{})
 	}
 	p.state = stateInvalid
-	c.b.addToken(digest, p)
+	i := c.b.addToken(digest, p)
+	// A config token of the same label keeps the label.
+	if _, taken := c.b.t.labelled(e.label); !taken && err == nil {
+		c.b.t.byLabel.add(&c.b.t, e.label, i)
+	}
 }
 
 // policy compiles allow and deny: the table keeps allow minus deny, and the
@@ -193,7 +189,7 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 			return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q; a token can have one label only", other)}
 		}
 	}
-	if i, dup := c.labels.find(c.b, label); dup {
+	if i, dup := c.b.t.labelled(label); dup {
 		if first := c.originOf(i); first != where {
 			return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice, in %s and in %s", first, where)}
 		}
@@ -210,9 +206,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 		p.state = stateRevoked
 	}
 	if known {
-		c.labels.add(c.b, label, c.b.addToken(digest, p))
+		c.b.t.byLabel.add(&c.b.t, label, c.b.addToken(digest, p))
 	} else {
-		c.labels.add(c.b, label, c.b.addUnindexed(p))
+		c.b.t.byLabel.add(&c.b.t, label, c.b.addUnindexed(p))
 	}
 	return nil
 }
@@ -235,33 +231,6 @@ func (c *compiler) originOf(i uint32) string {
 		}
 	}
 	return where
-}
-
-// labelIndex finds a label among the tokens added so far without keeping a
-// string per token: it maps a hash of the label to the token's index, and
-// the label itself is compared in the table. Labels whose hash another
-// label already has go in collide.
-type labelIndex struct {
-	byHash  map[uint64]uint32
-	collide map[string]uint32
-	seed    maphash.Seed
-}
-
-func (x *labelIndex) find(b *tableBuilder, label string) (uint32, bool) {
-	if i, ok := x.byHash[maphash.String(x.seed, label)]; ok && b.t.label(&b.t.policies[i]).String() == label {
-		return i, true
-	}
-	i, ok := x.collide[label]
-	return i, ok
-}
-
-func (x *labelIndex) add(b *tableBuilder, label string, i uint32) {
-	h := maphash.String(x.seed, label)
-	if _, taken := x.byHash[h]; taken {
-		x.collide[label] = i
-		return
-	}
-	x.byHash[h] = i
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -156,6 +156,10 @@ func TestRedisDigestIndex(t *testing.T) {
 				t.Errorf("partner-b with entry %s, from %s: %s, want invalid_entry (never unlisted)", bad, remote, r)
 			}
 		}
+		// What the check route answers for the label.
+		if tb, p := h.current.Load().byLabel("partner-b"); p == nil || tb.check(p, mustAddr("192.0.2.2")) != reasonInvalidEntry {
+			t.Errorf("partner-b with entry %s: the check route does not find it refused", bad)
+		}
 	}
 
 	// Two entries claim one token and the index names neither: refused.

@@ -60,7 +60,44 @@ type table struct {
 	// label a token can have, and never shows in placeholders or logs.
 	unlistedLabel uint32
 
+	byLabel labelIndex
+
 	ranges int // merged intervals, for the provision summary
+}
+
+// labelIndex finds a token's policy by its label without keeping a string
+// per token: it maps a hash of the label to the policy's index, and the
+// label itself is compared in the table. A label whose hash another label
+// already has goes in collide, which is searched in turn; with 64-bit
+// hashes it is almost always empty. Pointer-free, like the rest of the
+// table.
+type labelIndex struct {
+	byHash  map[uint64]uint32
+	collide []uint32
+	seed    maphash.Seed
+}
+
+// labelled returns the index of the policy labelled label.
+func (t *table) labelled(label string) (uint32, bool) {
+	x := &t.byLabel
+	if i, ok := x.byHash[maphash.String(x.seed, label)]; ok && t.label(&t.policies[i]).String() == label {
+		return i, true
+	}
+	for _, i := range x.collide {
+		if t.label(&t.policies[i]).String() == label {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (x *labelIndex) add(t *table, label string, i uint32) {
+	h := maphash.String(x.seed, label)
+	if _, taken := x.byHash[h]; taken {
+		x.collide = append(x.collide, i)
+		return
+	}
+	x.byHash[h] = i
 }
 
 // label returns p's label; nil (no listed token) has the empty label.
@@ -124,6 +161,7 @@ func newTableBuilder(tokens int) *tableBuilder {
 			index:    make(map[[32]byte]uint32, tokens),
 			policies: make([]policy, 0, tokens),
 			labels:   []byte{0}, // the empty label
+			byLabel:  labelIndex{byHash: make(map[uint64]uint32, tokens), seed: maphash.MakeSeed()},
 		},
 		sets: make(map[uint64]setRef),
 		seed: maphash.MakeSeed(),

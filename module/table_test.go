@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"hash/maphash"
 	"reflect"
 	"testing"
 )
@@ -32,15 +33,51 @@ func hasPointers(t reflect.Type) bool {
 func TestTablePerTokenDataIsPointerFree(t *testing.T) {
 	var tb table
 	for name, typ := range map[string]reflect.Type{
-		"policies element": reflect.TypeOf(tb.policies).Elem(),
-		"labels element":   reflect.TypeOf(tb.labels).Elem(),
-		"v4 element":       reflect.TypeOf(tb.v4).Elem(),
-		"v6 element":       reflect.TypeOf(tb.v6).Elem(),
-		"index key":        reflect.TypeOf(tb.index).Key(),
-		"index value":      reflect.TypeOf(tb.index).Elem(),
+		"policies element":  reflect.TypeOf(tb.policies).Elem(),
+		"labels element":    reflect.TypeOf(tb.labels).Elem(),
+		"v4 element":        reflect.TypeOf(tb.v4).Elem(),
+		"v6 element":        reflect.TypeOf(tb.v6).Elem(),
+		"index key":         reflect.TypeOf(tb.index).Key(),
+		"index value":       reflect.TypeOf(tb.index).Elem(),
+		"label index key":   reflect.TypeOf(tb.byLabel.byHash).Key(),
+		"label index value": reflect.TypeOf(tb.byLabel.byHash).Elem(),
+		"label collisions":  reflect.TypeOf(tb.byLabel.collide).Elem(),
 	} {
 		if hasPointers(typ) {
 			t.Errorf("%s (%v) holds pointers", name, typ)
 		}
+	}
+}
+
+// TestLabelIndexFindsEveryLabel: a label is found by its hash, and one
+// whose hash another label took is found among the collisions; a label
+// that only shares a hash is not taken for the other.
+func TestLabelIndexFindsEveryLabel(t *testing.T) {
+	b := newTableBuilder(3)
+	add := func(label string) uint32 {
+		p, err := b.addPolicy(label, &spanLists{}, &spanLists{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := b.addUnindexed(p)
+		b.t.byLabel.add(&b.t, label, i)
+		return i
+	}
+	a := add("partner-a")
+	// Make "partner-b" collide with "partner-a": its hash is taken.
+	b.t.byLabel.byHash[maphash.String(b.t.byLabel.seed, "partner-b")] = a
+	bIdx := add("partner-b")
+	c := add("partner-c")
+	tb := b.finish()
+	for label, want := range map[string]uint32{"partner-a": a, "partner-b": bIdx, "partner-c": c} {
+		if got, ok := tb.labelled(label); !ok || got != want {
+			t.Errorf("labelled(%q) = %d, %v; want %d", label, got, ok, want)
+		}
+	}
+	if len(tb.byLabel.collide) != 1 {
+		t.Errorf("%d collisions recorded, want 1", len(tb.byLabel.collide))
+	}
+	if _, ok := tb.labelled("partner-d"); ok {
+		t.Error("an unknown label was found")
 	}
 }

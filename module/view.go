@@ -11,9 +11,9 @@ type view struct {
 	// over holds the changed tokens' policies; nil when nothing has
 	// changed since base was built.
 	over *table
-	// masked are the digests of base whose base policy no longer stands:
-	// the token changed (its policy is in over) or is no longer listed.
-	masked map[[32]byte]struct{}
+	// masked are the base policies that no longer stand: their token
+	// changed (its new policy is in over) or is no longer listed.
+	masked map[uint32]struct{}
 }
 
 // overlayBit marks a policy id as an index into over.policies rather than
@@ -31,10 +31,10 @@ func (v *view) find(digest [32]byte) (uint32, bool) {
 			return i | overlayBit, true
 		}
 	}
-	if _, gone := v.masked[digest]; gone {
+	i, ok := v.base.index[digest]
+	if _, gone := v.masked[i]; ok && gone {
 		return 0, false
 	}
-	i, ok := v.base.index[digest]
 	return i, ok
 }
 
@@ -57,7 +57,7 @@ func (v *view) tokens(yield func(digest [32]byte, label *labelRef) bool) {
 		}
 	}
 	for d, i := range v.base.index {
-		if _, gone := v.masked[d]; gone {
+		if _, gone := v.masked[i]; gone {
 			continue
 		}
 		if v.over != nil {
@@ -71,34 +71,17 @@ func (v *view) tokens(yield func(digest [32]byte, label *labelRef) bool) {
 	}
 }
 
-// byLabel finds the policy labelled label, and its table. It scans: the
-// admin route that asks is rare, and an index would cost memory per token
-// on every config.
+// byLabel finds the policy labelled label, and its table.
 func (v *view) byLabel(label string) (*table, *policy) {
-	for _, t := range []*table{v.over, v.base} {
-		if t == nil {
-			continue
+	if v.over != nil {
+		if i, ok := v.over.labelled(label); ok {
+			return v.over, &v.over.policies[i]
 		}
-		for i := range t.policies {
-			p := &t.policies[i]
-			if t.label(p).String() != label {
-				continue
-			}
-			if t == v.base && v.maskedPolicy(uint32(i)) {
-				continue
-			}
-			return t, p
+	}
+	if i, ok := v.base.labelled(label); ok {
+		if _, gone := v.masked[i]; !gone {
+			return v.base, &v.base.policies[i]
 		}
 	}
 	return nil, nil
-}
-
-// maskedPolicy reports whether base policy i is a masked token's.
-func (v *view) maskedPolicy(i uint32) bool {
-	for d := range v.masked {
-		if j, ok := v.base.index[d]; ok && j == i {
-			return true
-		}
-	}
-	return false
 }
