@@ -154,6 +154,51 @@ func BenchmarkServeHTTPParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkServeHTTPOverlay serves allowed requests through a view whose
+// overlay holds 10,000 changed tokens, beside the same base with no
+// overlay: a token of the base (the overlay and its masks looked up and
+// missed), and a token of the overlay.
+func BenchmarkServeHTTPOverlay(b *testing.B) {
+	const changed = 10_000
+	h := benchHandler(b, benchShape{100_000, 2})
+	base := h.current.Load()
+	// The overlay: the last 10,000 tokens of the base, changed, each
+	// masking its base policy.
+	over := &Handler{Tokens: map[string]*TokenPolicy{}}
+	for i := 100_000 - changed; i < 100_000; i++ {
+		over.Tokens[fmt.Sprintf("t%d", i)] = &TokenPolicy{Token: benchTokenN(i), Allow: []string{nthAddr(0).String(), nthAddr(1).String()}}
+	}
+	ot, err := compileWith(over, caddy.NewReplacer(), nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	withOverlay := &view{base: base.base, over: ot, masked: map[uint32]struct{}{}}
+	for i := 100_000 - changed; i < 100_000; i++ {
+		if p, ok := base.base.labelled(fmt.Sprintf("t%d", i)); ok {
+			withOverlay.masked[p] = struct{}{}
+		}
+	}
+	if len(withOverlay.masked) != changed {
+		b.Fatalf("%d base policies masked, want %d", len(withOverlay.masked), changed)
+	}
+	client := nthAddr(1)
+	for _, tc := range []struct {
+		name string
+		v    *view
+		tok  int
+	}{
+		{"overlay=none/token_in_base", base, 0},
+		{"overlay=10000/token_in_base", withOverlay, 0},
+		{"overlay=10000/token_in_overlay", withOverlay, 100_000 - 1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			h.current.Store(tc.v)
+			defer h.current.Store(base)
+			benchServe(b, h, benchRequest(benchTokenN(tc.tok), client), true)
+		})
+	}
+}
+
 // BenchmarkVersusRemoteIP runs Caddy's remote_ip matcher and this handler
 // on the same 1,000 ranges, client in the middle one, in the same run.
 func BenchmarkVersusRemoteIP(b *testing.B) {
