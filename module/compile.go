@@ -24,10 +24,6 @@ type compiler struct {
 	// does not define.
 	unknownSet func(name string)
 
-	// origins says where tokens came from: tokens from policy index
-	// origins[i].start on were defined in origins[i].where.
-	origins []origin
-
 	// scratch, reused for every policy
 	allow, deny, allowed, denied spanLists
 }
@@ -85,6 +81,11 @@ func checkModes(h *Handler) error {
 // is refused on every request) and passed to skip. A set name an entry
 // uses that h does not define matches nothing and is passed to unknown.
 func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {
+	return compileShared(h, repl, "redis", shared, skip, unknown)
+}
+
+// compileShared is compileWith for the entries of the store named where.
+func compileShared(h *Handler, repl *caddy.Replacer, where string, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {
 	c, err := newCompiler(h, repl, len(h.Tokens))
 	if err != nil {
 		return nil, err
@@ -101,7 +102,7 @@ func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip f
 		}
 	}
 	if len(shared) > 0 {
-		c.from("redis")
+		c.from(where)
 		c.origin = originStore
 		c.b.grow(len(shared))
 		var current string
@@ -114,7 +115,7 @@ func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip f
 			if err != nil {
 				err = &ConfigError{Token: e.label, Err: err}
 			} else {
-				err = c.addToken(e.label, &e.tp, "redis")
+				err = c.addToken(e.label, &e.tp, where)
 			}
 			if err != nil {
 				c.refuse(e)
@@ -190,7 +191,7 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 		}
 	}
 	if i, dup := c.b.t.labelled(label); dup {
-		if first := c.originOf(i); first != where {
+		if first := c.b.t.originOf(i); first != where {
 			return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice, in %s and in %s", first, where)}
 		}
 		return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice in %s", where)}
@@ -220,12 +221,14 @@ type origin struct {
 
 // from records that the tokens added from now on are defined in where.
 func (c *compiler) from(where string) {
-	c.origins = append(c.origins, origin{uint32(len(c.b.t.policies)), where})
+	c.b.t.origins = append(c.b.t.origins, origin{uint32(len(c.b.t.policies)), where})
 }
 
-func (c *compiler) originOf(i uint32) string {
+// originOf says where the token of policy i was defined: "tokens", a
+// tokens file's path, or a store.
+func (t *table) originOf(i uint32) string {
 	where := ""
-	for _, o := range c.origins {
+	for _, o := range t.origins {
 		if o.start <= i {
 			where = o.where
 		}

@@ -95,7 +95,8 @@ type Handler struct {
 	storeKey  string        // its key in redisStores
 	storeSubs chan struct{} // tells this handler the store changed
 	storeLeft bool          // closeStore ran
-	rebuild   *sync.Mutex   // one rebuild (watch or store) at a time
+	rebuild   *sync.Mutex   // one rebuild (watch or store) or change at a time
+	overlay   overlayState  // the changes in the view's overlay, under rebuild
 	skipped   map[string]string
 
 	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged

@@ -1148,8 +1148,10 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		began := time.Now()
 		t, err := h.build()
 		if err == nil && ctx.Err() == nil {
-			next := newView(t)
-			h.warnUnlisted(h.current.Swap(next), next)
+			old := h.current.Load()
+			if err = h.rebase(t, 0); err == nil {
+				h.warnUnlisted(old, h.current.Load())
+			}
 		}
 		h.rebuild.Unlock()
 		if err != nil {

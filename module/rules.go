@@ -31,6 +31,10 @@ const (
 	// originWriter: the machine writing a store (the tokens CLI). Set
 	// names are the nodes', so they cannot be checked here.
 	originWriter
+	// originChange: one token changed on this node (applyToken). Entries
+	// are data, as a store's, but the node knows its sets, so an unknown
+	// set name is an error, and the change is refused.
+	originChange
 )
 
 // DigestPrefix marks a token given as its SHA-256 in the Caddyfile.

@@ -61,6 +61,9 @@ type table struct {
 	unlistedLabel uint32
 
 	byLabel labelIndex
+	// origins says where tokens came from: tokens from policy index
+	// origins[i].start on were defined in origins[i].where.
+	origins []origin
 
 	ranges int // merged intervals, for the provision summary
 }

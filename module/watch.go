@@ -75,8 +75,13 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the config was unloaded while compiling
 	}
-	next := newView(t)
-	h.warnUnlisted(h.current.Swap(next), next)
+	old := h.current.Load()
+	if err := h.rebase(t, 0); err != nil {
+		h.logger.Error("tokens files refused; the tokens in force keep serving",
+			zap.Strings("tokens_files", h.TokensFiles), zap.Error(err))
+		return
+	}
+	h.warnUnlisted(old, h.current.Load())
 	h.logger.Info("tokens files reloaded",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
