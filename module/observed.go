@@ -172,8 +172,8 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 			s = &labelSummary{}
 		}
 		// A copy: label.String() points into a compiled table, which the
-		// store outlives; as a key it would keep that table's labels alive
-		// after every reload.
+		// summaries outlive; as a key it would keep that table's labels
+		// alive after every reload.
 		s.label = strings.Clone(label.String())
 		sh.labels[s.label] = s
 	} else {
