@@ -144,8 +144,8 @@ func extractToken(r *http.Request, sources []source, v *view) (token, tokenResul
 			} else {
 				q = ""
 			}
-			k, v, _ := strings.Cut(pair, "=")
-			if queryKeyIs(k, s.query) && !x.queryValue(v) {
+			k, value, _ := strings.Cut(pair, "=")
+			if queryKeyIs(k, s.query) && !x.queryValue(value) {
 				return token{}, tokenAmbiguous
 			}
 		}

@@ -244,14 +244,14 @@ func (s *labelSummary) take(key [16]byte, is4 bool) *observation {
 		*e = observation{addr: key, is4: is4}
 		return e
 	}
-	min := &s.entries[0]
+	least := &s.entries[0]
 	for i := 1; i < s.n; i++ {
-		if s.entries[i].rank() < min.rank() {
-			min = &s.entries[i]
+		if s.entries[i].rank() < least.rank() {
+			least = &s.entries[i]
 		}
 	}
-	*min = observation{addr: key, is4: is4, inherited: min.rank()}
-	return min
+	*least = observation{addr: key, is4: is4, inherited: least.rank()}
+	return least
 }
 
 // observedAddress is one address in the admin API's answer.

@@ -390,18 +390,18 @@ func (s *redisStore) connect() error {
 		err = s.loadAll(start)
 	}
 	if err != nil {
-		reason := err.Error()
+		cause := err.Error()
 		if isAuthError(err) {
-			reason = authMessage(err)
+			cause = authMessage(err)
 		}
 		if s.snapshot == "" {
 			s.close()
-			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, reason)
+			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, cause)
 		}
 		entries, serr := readSnapshot(s.snapshot)
 		if serr != nil {
 			s.close()
-			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, reason, serr)
+			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, cause, serr)
 		}
 		s.mu.Lock()
 		s.entries = entries
