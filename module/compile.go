@@ -12,8 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// compiler holds what compile needs while it turns a Handler's configuration
-// into a table.
+// compiler holds what compileWith and Checker need while they turn a
+// Handler's configuration into a table.
 type compiler struct {
 	sets   map[string]*setDef
 	repl   *caddy.Replacer // nil: placeholders are checked, not resolved (Checker)
@@ -75,9 +75,9 @@ func checkModes(h *Handler) error {
 	return nil
 }
 
-// compileWith is compile with the tokens of a shared store (redis) added
-// last. The store is written by others, so one bad entry must not stop the
-// rest: an entry that does not compile is refused (its token, where known,
+// compileWith compiles h's tokens and tokens files, then the tokens of a
+// shared store (redis), into a table. The store is written by others, so
+// one bad entry must not stop the rest: an entry that does not compile is refused (its token, where known,
 // is refused on every request) and passed to skip. A set name an entry
 // uses that h does not define matches nothing and is passed to unknown.
 func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {

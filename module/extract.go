@@ -89,10 +89,10 @@ const (
 	tokenAmbiguous
 )
 
-// token is a value the sources yielded, looked up in the table's index.
+// token is a value the sources yielded, looked up in the view.
 type token struct {
 	value  string
-	policy uint32 // index into the table's policies, when listed
+	policy uint32 // the view's policy id (view.policy), when listed
 	listed bool
 }
 
@@ -103,9 +103,9 @@ type token struct {
 // read in part.
 const maxLookups = 64
 
-// extractToken reads every source and looks the candidates up in t's
-// index, so that the plugin reads a credential wherever a lenient backend
-// would find one:
+// extractToken reads every source and looks the candidates up in v, so
+// that the plugin reads a credential wherever a lenient backend would find
+// one:
 //
 //   - A header line yields what is read after "<scheme> " (the whole line
 //     with no scheme configured), its primary value; the line itself, what
@@ -144,8 +144,8 @@ func extractToken(r *http.Request, sources []source, v *view) (token, tokenResul
 			} else {
 				q = ""
 			}
-			k, v, _ := strings.Cut(pair, "=")
-			if queryKeyIs(k, s.query) && !x.queryValue(v) {
+			k, value, _ := strings.Cut(pair, "=")
+			if queryKeyIs(k, s.query) && !x.queryValue(value) {
 				return token{}, tokenAmbiguous
 			}
 		}

@@ -66,9 +66,9 @@ type Handler struct {
 	Mode string `json:"mode,omitempty"`
 
 	// How often to look for changes to the tokens files; 0 (default) never.
-	// A changed file is compiled beside the table in force and swapped in
-	// without a reload; a file that does not compile is refused and logged,
-	// and the table in force keeps serving.
+	// A changed file is compiled beside the tokens in force and replaces
+	// them whole, without a reload; a file that does not compile is refused
+	// and logged, and the tokens in force keep serving.
 	Watch caddy.Duration `json:"watch,omitempty"`
 
 	// A Redis token store shared with other nodes. Its tokens are added
@@ -86,7 +86,7 @@ type Handler struct {
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
-	current  *atomic.Pointer[view] // swapped whole when a token, watched files or the store change
+	current  *atomic.Pointer[view] // swapped whole when watched files or the store change
 	logger   *zap.Logger
 	metrics  *metrics
 	observed *observedAddrs // the addresses tokens were used from, shared across reloads
@@ -163,7 +163,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision compiles the configuration into an immutable table.
+// Provision compiles the configuration into an immutable table, and
+// publishes a view of it for requests to read.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	return h.provisionWithLogger(ctx, ctx.Logger())
 }

@@ -172,8 +172,8 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 			s = &labelSummary{}
 		}
 		// A copy: label.String() points into a compiled table, which the
-		// store outlives; as a key it would keep that table's labels alive
-		// after every reload.
+		// summaries outlive; as a key it would keep that table's labels
+		// alive after every reload.
 		s.label = strings.Clone(label.String())
 		sh.labels[s.label] = s
 	} else {
@@ -244,14 +244,14 @@ func (s *labelSummary) take(key [16]byte, is4 bool) *observation {
 		*e = observation{addr: key, is4: is4}
 		return e
 	}
-	min := &s.entries[0]
+	least := &s.entries[0]
 	for i := 1; i < s.n; i++ {
-		if s.entries[i].rank() < min.rank() {
-			min = &s.entries[i]
+		if s.entries[i].rank() < least.rank() {
+			least = &s.entries[i]
 		}
 	}
-	*min = observation{addr: key, is4: is4, inherited: min.rank()}
-	return min
+	*least = observation{addr: key, is4: is4, inherited: least.rank()}
+	return least
 }
 
 // observedAddress is one address in the admin API's answer.

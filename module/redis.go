@@ -31,8 +31,8 @@ import (
 // of the same shape as a tokens_file entry, beside a digest index of token
 // to label (see redisKeys). Every node holds all of them in
 // memory, so Redis is never on a request's path: changes arrive on the
-// channel <key_prefix>changes and are swapped in as a whole new table, and
-// a periodic resync repairs what a node missed.
+// channel <key_prefix>changes, each handler compiles a whole new table and
+// publishes a view of it, and a periodic resync repairs what a node missed.
 type RedisSource struct {
 	// host:port of the Redis server, or one {env.NAME} placeholder
 	// resolved at provision (refused when unset). Required: there is no
@@ -263,8 +263,8 @@ func decodeEntry(raw string) *redisEntry {
 	return e
 }
 
-// labeledEntry is an entry with its label, as compile takes them, and the
-// token it stands for (see redisStore.list).
+// labeledEntry is an entry with its label, as compileWith takes them, and
+// the token it stands for (see redisStore.list).
 type labeledEntry struct {
 	label string
 	*redisEntry
@@ -301,7 +301,7 @@ type redisStore struct {
 	subs    map[chan struct{}]struct{}
 
 	// Owned by run's goroutine.
-	version    int64 // of entries; -1 unknown (started from the snapshot)
+	version    int64 // of entries; -1 unknown (snapshot, bad version key, missed change): sync loads all
 	down       time.Time
 	dataLoss   bool
 	badVersion bool // the version key holds no integer (logged once)
@@ -390,18 +390,18 @@ func (s *redisStore) connect() error {
 		err = s.loadAll(start)
 	}
 	if err != nil {
-		reason := err.Error()
+		cause := err.Error()
 		if isAuthError(err) {
-			reason = authMessage(err)
+			cause = authMessage(err)
 		}
 		if s.snapshot == "" {
 			s.close()
-			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, reason)
+			return fmt.Errorf("redis %s unreachable at start: %s; configure a snapshot file to start from the last copy instead", s.addr, cause)
 		}
 		entries, serr := readSnapshot(s.snapshot)
 		if serr != nil {
 			s.close()
-			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, reason, serr)
+			return fmt.Errorf("redis %s unreachable at start: %s; and the snapshot file: %v", s.addr, cause, serr)
 		}
 		s.mu.Lock()
 		s.entries = entries
@@ -1133,9 +1133,9 @@ func (h *Handler) closeStore() error {
 	return err
 }
 
-// followStore rebuilds the table whenever the store changes, until the
-// config is unloaded. Changes that arrive during a rebuild are taken
-// together by the next one.
+// followStore rebuilds the table whenever the store changes, and publishes
+// a view of it, until the config is unloaded. Changes that arrive during a
+// rebuild are taken together by the next one.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store
 	for {

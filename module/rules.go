@@ -12,11 +12,13 @@ import (
 )
 
 // The rules a token entry obeys, whatever its source: the Caddyfile (through
-// Checker), JSON config, tokens files, Redis entries, the tokens CLI and the
-// admin routes all compile entries through compiler.addToken, which applies
-// the rules below. Each rule lives here once.
+// Checker), JSON config, tokens files, Redis entries and the tokens CLI
+// (through checkStoreEntry) all compile entries through compiler.addToken.
+// It applies the rules below, and in compile.go the two that need the
+// compiler's index: the same token, or the same label, twice. Each rule
+// lives in one place.
 
-// origin says who wrote the entries a compiler takes, since a few rules
+// entryOrigin says who wrote the entries a compiler takes, since a few rules
 // differ by it.
 type entryOrigin uint8
 

@@ -10,10 +10,11 @@ import (
 	"unsafe"
 )
 
-// The compiled table is what Provision builds and ServeHTTP reads. It holds
-// no per-token pointers: policies, intervals and the digest index are flat
-// arrays and a map of arrays, so the garbage collector has a handful of
-// objects to scan however many tokens are configured.
+// The compiled table is what Provision builds and ServeHTTP reads, through
+// a view (view.go). It holds no per-token pointers: policies, intervals and
+// the digest index are flat arrays and a map of arrays, so the garbage
+// collector has a handful of objects to scan however many tokens are
+// configured.
 
 type v4Interval struct{ lo, hi uint32 }
 

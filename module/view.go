@@ -1,11 +1,11 @@
 package ipallowlist
 
 // view is what a request reads: the table compiled from everything when
-// the config was provisioned or last rebuilt (base), and an overlay of the
-// tokens changed one at a time since, compiled alone. Both tables are
-// immutable and a change publishes a new view, so a request sees one view
-// whole, and a change to one token costs what that token costs, not what
-// the whole table does.
+// the config was provisioned or last rebuilt (base), and room for an
+// overlay of tokens changed since, compiled alone. Nothing builds an
+// overlay yet: every change compiles a whole new base and publishes
+// newView(base), so over and masked are nil. A view is never modified,
+// only replaced, so a request sees one view whole.
 type view struct {
 	base *table
 	// over holds the changed tokens' policies; nil when nothing has

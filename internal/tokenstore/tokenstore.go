@@ -3,8 +3,9 @@
 // without touching the others. It knows nothing of what an entry means:
 // the entry is opaque bytes, and the rules (label characters, allow lists,
 // what clashes with the config) belong to the handler package. The engine
-// keeps only the two invariants a store must hold by itself: a digest is
-// bound to at most one label, and every write has a revision.
+// keeps only the invariants a store must hold by itself: a digest is bound
+// to at most one label, a label's digest never changes, and every write
+// has a revision.
 package tokenstore
 
 import (
@@ -41,8 +42,8 @@ type Cond struct {
 const (
 	// MaxList is the most records List returns in one call.
 	MaxList = 1000
-	// MaxBatch is the most records PutBatch takes in one call; an import
-	// is split into batches of at most this many.
+	// MaxBatch is the most records PutBatch takes in one call; a larger
+	// import must be split into batches of at most this many.
 	MaxBatch = 10000
 )
 
