@@ -86,7 +86,7 @@ type Handler struct {
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
-	current  *atomic.Pointer[view] // swapped whole when watched files or the store change
+	current  *atomic.Pointer[view] // replaced whole when a token, watched files or the store change
 	logger   *zap.Logger
 	metrics  *metrics
 	observed *observedAddrs // the addresses tokens were used from, shared across reloads

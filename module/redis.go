@@ -1134,7 +1134,7 @@ func (h *Handler) closeStore() error {
 }
 
 // followStore rebuilds the table whenever the store changes, and publishes
-// a view of it, until the config is unloaded. Changes that arrive during a
+// a view of it (rebase), until the config is unloaded. Changes that arrive during a
 // rebuild are taken together by the next one.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store

@@ -1,11 +1,11 @@
 package ipallowlist
 
 // view is what a request reads: the table compiled from everything when
-// the config was provisioned or last rebuilt (base), and room for an
-// overlay of tokens changed since, compiled alone. Nothing builds an
-// overlay yet: every change compiles a whole new base and publishes
-// newView(base), so over and masked are nil. A view is never modified,
-// only replaced, so a request sees one view whole.
+// the config was provisioned or last rebuilt (base), and an overlay of the
+// tokens changed one at a time since (applyToken), compiled alone. A view
+// is never modified, only replaced, so a request sees one view whole.
+// Watched files and Redis still rebuild the base whole, keeping the
+// overlay (rebase); only the tests call applyToken so far.
 type view struct {
 	base *table
 	// over holds the changed tokens' policies; nil when nothing has

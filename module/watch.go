@@ -41,7 +41,8 @@ func sameStamps(a, b []fileStamp) bool {
 
 // watch recompiles the table when a tokens file changes, until ctx (the
 // config's) is done. The new table is built beside the one in force and
-// published as a new view; one that does not compile is logged and
+// published as a new view, with the overlay's changes kept (rebase); one
+// that does not compile is logged and
 // dropped, and the same files are not tried again until they change again.
 func (h *Handler) watch(ctx caddy.Context, every time.Duration) {
 	seen := stamps(h.TokensFiles)
