@@ -1,41 +1,42 @@
 package ipallowlist
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // Changes to one token, applied in place. A change compiles the tokens
-// changed since the base table was built, and only those, into the
-// view's overlay, checks them against the base, and publishes a new view:
-// the next request sees it, and a change costs the same whether the base
-// holds ten tokens or a million. When the overlay grows past overlayMerge
-// changes, merge folds it into a new base, compiled off the request path.
+// changed since the base table was built, and only those, into the view's
+// overlay, checks them against the view in force, and publishes a new
+// view: the next request sees it, and a change costs the same whether the
+// base holds ten tokens or a million. At overlayMerge changes, merge
+// compiles a new base from the config and the store's entries, as every
+// full build does, and the overlay starts empty again.
+//
+// Changes and full builds take h.rebuild, so a build sees every change
+// applied before it, and a change waits while a build compiles.
 
-// overlayMerge is the number of changed tokens at which the owner of the
-// store should merge (see overlayFull).
+// overlayMerge is the number of changed tokens at which applyToken starts
+// a merge.
 const overlayMerge = 1024
 
-// whereStore is where a changed token is said to be defined, in errors and
-// in the table's origins.
+// whereStore is where a token of the token store is said to be defined,
+// in errors and in the table's origins.
 const whereStore = "the token store"
 
 // change is one token's entry in the overlay; tp nil: no longer listed.
-type change struct {
-	tp  *TokenPolicy
-	seq uint64 // when it was applied: merge keeps what came after its read
-}
+type change struct{ tp *TokenPolicy }
 
-// overlayState is what a handler keeps of its overlay, under h.rebuild.
-type overlayState struct {
-	changes map[string]change
-	seq     uint64
-}
+// errNoStore refuses a change where no token store keeps it: the next full
+// build would lose it.
+var errNoStore = errors.New("no token store is configured: a change needs one to keep it")
 
 // ConflictError refuses a change whose label or token is listed elsewhere:
-// the config's tokens win over a store's, and a token has one label.
+// the config's tokens win over the store's, and a token has one label.
 type ConflictError struct {
 	Label string
 	Other string // the other label holding the token; "" for a label conflict
@@ -49,43 +50,44 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("token %q: same token as %q, listed in %s; a token can have one label only", e.Label, e.Other, e.Where)
 }
 
-// applyToken makes tp label's entry, or, with tp nil, unlists label, and
-// publishes the result in place. A change the rules refuse, or that
-// conflicts with a listed label or token, returns an error and changes
-// nothing. The caller keeps the store: merge reads every entry back from
-// it.
-func (h *Handler) applyToken(label string, tp *TokenPolicy) error {
+// applyToken makes tp label's entry, or, with tp nil, unlists label. It
+// checks and compiles the change, then calls write, which keeps it in the
+// store, then publishes it. A change the rules refuse, that conflicts with
+// a listed label or token, or that write fails to keep, returns an error
+// and changes nothing.
+func (h *Handler) applyToken(label string, tp *TokenPolicy, write func() error) error {
 	h.rebuild.Lock()
 	defer h.rebuild.Unlock()
+	if h.storeEntries == nil {
+		return errNoStore
+	}
 	v := h.current.Load()
-	if err := h.checkChange(v, label, tp); err != nil {
+	if err := checkChange(v, label, tp); err != nil {
 		return err
 	}
-	changes := maps.Clone(h.overlay.changes)
+	changes := maps.Clone(h.overlay)
 	if changes == nil {
 		changes = map[string]change{}
 	}
-	seq := h.overlay.seq + 1
-	changes[label] = change{tp, seq}
+	changes[label] = change{tp}
 	next, err := h.overlayView(v.base, changes, label)
 	if err != nil {
 		return err
 	}
-	h.overlay = overlayState{changes, seq}
+	if err := write(); err != nil {
+		return err
+	}
+	h.overlay = changes
 	h.current.Store(next)
+	if len(changes) >= overlayMerge {
+		h.mergeLocked()
+	}
 	return nil
-}
-
-// overlayFull reports whether the overlay has grown enough to merge.
-func (h *Handler) overlayFull() bool {
-	h.rebuild.Lock()
-	defer h.rebuild.Unlock()
-	return len(h.overlay.changes) >= overlayMerge
 }
 
 // checkChange refuses a change to a label the config lists, and a token
 // another label holds.
-func (h *Handler) checkChange(v *view, label string, tp *TokenPolicy) error {
+func checkChange(v *view, label string, tp *TokenPolicy) error {
 	if i, ok := v.base.labelled(label); ok {
 		if where := v.base.originOf(i); where != whereStore {
 			return &ConflictError{Label: label, Where: where}
@@ -117,99 +119,61 @@ func (h *Handler) checkChange(v *view, label string, tp *TokenPolicy) error {
 	return nil
 }
 
-// overlayView compiles changes into an overlay over base. The entry of
-// strict (the change being applied, already checked against the view in
-// force) must compile, or the change is refused. Any other is checked
-// against base again, since base may be new (a reload, a merge): the
-// config's labels and tokens win, and an entry that no longer compiles (a
-// set a reload removed) is refused on every request, as a bad store entry
-// is.
+// overlayView compiles changes into an overlay over base, each change
+// masking the base policy of its label. The entry of strict, the change
+// being applied, is compiled under originChange rules; the others
+// compiled against the same base before. An error refuses the change.
 func (h *Handler) overlayView(base *table, changes map[string]change, strict string) (*view, error) {
-	next := newView(base)
-	if len(changes) == 0 {
-		return next, nil
-	}
 	c, err := newCompiler(h, caddy.NewReplacer(), len(changes))
 	if err != nil {
 		return nil, err
 	}
 	c.from(whereStore)
-	// First every base policy a change replaces, so that a token moving
-	// between two changed labels is not taken for the base's.
-	next.masked = make(map[uint32]struct{}, len(changes))
-	configLabel := map[string]bool{}
-	for label := range changes {
+	next := &view{base: base, masked: make(map[uint32]struct{}, len(changes))}
+	for _, label := range sortedKeys(changes) {
 		if i, ok := base.labelled(label); ok {
-			if base.originOf(i) != whereStore {
-				configLabel[label] = true // the config's token keeps it
-				continue
-			}
 			next.masked[i] = struct{}{}
 		}
-	}
-	for _, label := range sortedKeys(changes) {
 		tp := changes[label].tp
-		if tp == nil || configLabel[label] {
+		if tp == nil {
 			continue
 		}
 		c.origin = originStore
 		if label == strict {
 			c.origin = originChange
 		}
-		d, known, _ := c.tokenDigest(tp)
-		if i, held := base.index[d]; known && held && label != strict {
-			if _, gone := next.masked[i]; !gone {
-				continue // the base's label keeps its token
-			}
-		}
 		if err := c.addToken(label, tp, whereStore); err != nil {
-			if label == strict {
-				return nil, err
-			}
-			c.refuse(labeledEntry{label: label, redisEntry: &redisEntry{tp: *tp}, d: d, dOK: known})
+			return nil, err
 		}
 	}
 	next.over = c.b.finish()
 	return next, nil
 }
 
-// rebase publishes base, a table compiled anew, with the changes applied
-// after seq kept in its overlay: those that base already holds are
-// dropped.
-func (h *Handler) rebase(base *table, after uint64) error {
-	keep := map[string]change{}
-	for label, ch := range h.overlay.changes {
-		if ch.seq > after {
-			keep[label] = ch
-		}
-	}
-	next, err := h.overlayView(base, keep, "")
-	if err != nil {
-		return err
-	}
-	h.overlay.changes = keep
-	h.current.Store(next)
-	return nil
+// publishBuild publishes t, a full build, with an empty overlay, and
+// returns the view it replaces. Callers hold h.rebuild, so t holds every
+// change applied before it.
+func (h *Handler) publishBuild(t *table) *view {
+	h.overlay = nil
+	return h.current.Swap(newView(t))
 }
 
-// merge folds the overlay into a new base, compiled from the config and
-// entries, which returns every entry of the store as it is now, the
-// applied changes included. Compiling takes the time the whole table
-// takes, but only this goroutine's: requests and changes go on meanwhile,
-// and changes applied during it stay in the new view's overlay.
-func (h *Handler) merge(entries func() ([]labeledEntry, error)) error {
-	h.rebuild.Lock()
-	seq := h.overlay.seq
-	h.rebuild.Unlock()
-	shared, err := entries()
+// mergeLocked folds the overlay into a new base: a full build, which reads
+// the changes back from the store. Requests go on meanwhile; changes wait.
+// A build that fails leaves the view as it was, overlay and all: the
+// changes are in force either way.
+func (h *Handler) mergeLocked() {
+	t, err := h.build()
 	if err != nil {
-		return err
+		h.logger.Error("merging the changed tokens failed; they stay in force in the overlay", zap.Error(err))
+		return
 	}
-	base, err := compileShared(h, caddy.NewReplacer(), whereStore, shared, nil, nil)
-	if err != nil {
-		return err
-	}
+	h.warnUnlisted(h.publishBuild(t), h.current.Load())
+}
+
+// merge is mergeLocked for a caller that does not hold h.rebuild.
+func (h *Handler) merge() {
 	h.rebuild.Lock()
 	defer h.rebuild.Unlock()
-	return h.rebase(base, seq)
+	h.mergeLocked()
 }

@@ -168,7 +168,7 @@ func BenchmarkServeHTTPOverlay(b *testing.B) {
 	for i := 100_000 - changed; i < 100_000; i++ {
 		over.Tokens[fmt.Sprintf("t%d", i)] = &TokenPolicy{Token: benchTokenN(i), Allow: []string{nthAddr(0).String(), nthAddr(1).String()}}
 	}
-	ot, err := compileWith(over, caddy.NewReplacer(), nil, nil, nil)
+	ot, err := compileShared(over, caddy.NewReplacer(), whereStore, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

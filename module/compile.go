@@ -12,7 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// compiler holds what compileWith and Checker need while they turn a
+// compiler holds what compileShared and Checker need while they turn a
 // Handler's configuration into a table.
 type compiler struct {
 	sets   map[string]*setDef
@@ -75,16 +75,12 @@ func checkModes(h *Handler) error {
 	return nil
 }
 
-// compileWith compiles h's tokens and tokens files, then the tokens of a
-// shared store (redis), into a table. The store is written by others, so
-// one bad entry must not stop the rest: an entry that does not compile is refused (its token, where known,
-// is refused on every request) and passed to skip. A set name an entry
-// uses that h does not define matches nothing and is passed to unknown.
-func compileWith(h *Handler, repl *caddy.Replacer, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {
-	return compileShared(h, repl, "redis", shared, skip, unknown)
-}
-
-// compileShared is compileWith for the entries of the store named where.
+// compileShared compiles h's tokens and tokens files, then the entries of
+// the store named where (redis, or the token store), into a table. A store
+// is data written elsewhere, so one bad entry must not stop the rest: an
+// entry that does not compile is refused (its token, where known, is
+// refused on every request) and passed to skip. A set name an entry uses
+// that h does not define matches nothing and is passed to unknown.
 func compileShared(h *Handler, repl *caddy.Replacer, where string, shared []labeledEntry, skip func(label string, err error), unknown func(label, set string)) (*table, error) {
 	c, err := newCompiler(h, repl, len(h.Tokens))
 	if err != nil {
@@ -148,7 +144,7 @@ func (c *compiler) refuse(e labeledEntry) {
 	i := c.b.addToken(digest, p)
 	// A config token of the same label keeps the label.
 	if _, taken := c.b.t.labelled(e.label); !taken && err == nil {
-		c.b.t.byLabel.add(&c.b.t, e.label, i)
+		c.b.t.byLabel.add(e.label, i)
 	}
 }
 
@@ -207,9 +203,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 		p.state = stateRevoked
 	}
 	if known {
-		c.b.t.byLabel.add(&c.b.t, label, c.b.addToken(digest, p))
+		c.b.t.byLabel.add(label, c.b.addToken(digest, p))
 	} else {
-		c.b.t.byLabel.add(&c.b.t, label, c.b.addUnindexed(p))
+		c.b.t.byLabel.add(label, c.b.addUnindexed(p))
 	}
 	return nil
 }

@@ -91,13 +91,16 @@ type Handler struct {
 	metrics  *metrics
 	observed *observedAddrs // the addresses tokens were used from, shared across reloads
 
-	store     *redisStore   // of Redis, shared with other configs' handlers
-	storeKey  string        // its key in redisStores
-	storeSubs chan struct{} // tells this handler the store changed
-	storeLeft bool          // closeStore ran
-	rebuild   *sync.Mutex   // one rebuild (watch or store) or change at a time
-	overlay   overlayState  // the changes in the view's overlay, under rebuild
-	skipped   map[string]string
+	store     *redisStore       // of Redis, shared with other configs' handlers
+	storeKey  string            // its key in redisStores
+	storeSubs chan struct{}     // tells this handler the store changed
+	storeLeft bool              // closeStore ran
+	rebuild   *sync.Mutex       // one rebuild (watch or store) or change at a time
+	overlay   map[string]change // the changes in the view's overlay, under rebuild
+	// The token store's entries, as build compiles them; nil without a
+	// token store, and then no change can be applied.
+	storeEntries func() ([]labeledEntry, error)
+	skipped      map[string]string
 
 	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
 }

@@ -29,8 +29,10 @@ const (
 	// flood of addresses used once. Reported counts are exact since the
 	// address entered the summary; the inherited rank is not reported.
 	observedPerLabel = 16
-	// observedLabels bounds the labels kept; past it, a new label takes the
-	// place of the one its shard saw least recently (see observedShards).
+	// observedLabels bounds the labels kept, as observedShards shards of
+	// labelsPerShard each: a new label in a full shard takes the place of
+	// the one that shard saw least recently, so eviction can begin before
+	// all 10,000 are in use when the shards fill unevenly.
 	observedLabels = 10_000
 )
 
@@ -83,12 +85,11 @@ func (o *observation) uses() uint64 { return o.allowed + o.denied + o.wouldDeny 
 // labelSummary is one label's addresses, and its place in its shard's
 // list of labels by when they were last seen.
 type labelSummary struct {
-	label    string
-	newer    *labelSummary // toward the shard's most recently seen label
-	older    *labelSummary
-	n        int
-	entries  [observedPerLabel]observation
-	lastSeen int64
+	label   string
+	newer   *labelSummary // toward the shard's most recently seen label
+	older   *labelSummary
+	n       int
+	entries [observedPerLabel]observation
 }
 
 // observedShards splits the labels so that requests of different tokens
@@ -180,7 +181,6 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 		sh.unlink(s)
 	}
 	sh.pushNewest(s)
-	s.lastSeen = now
 	e := s.find(key)
 	if e == nil {
 		e = s.take(key, addr.Is4())

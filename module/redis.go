@@ -263,7 +263,7 @@ func decodeEntry(raw string) *redisEntry {
 	return e
 }
 
-// labeledEntry is an entry with its label, as compileWith takes them, and
+// labeledEntry is an entry with its label, as compileShared takes them, and
 // the token it stands for (see redisStore.list).
 type labeledEntry struct {
 	label string
@@ -1134,7 +1134,7 @@ func (h *Handler) closeStore() error {
 }
 
 // followStore rebuilds the table whenever the store changes, and publishes
-// a view of it (rebase), until the config is unloaded. Changes that arrive during a
+// a view of it (publishBuild), until the config is unloaded. Changes that arrive during a
 // rebuild are taken together by the next one.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store
@@ -1148,10 +1148,7 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		began := time.Now()
 		t, err := h.build()
 		if err == nil && ctx.Err() == nil {
-			old := h.current.Load()
-			if err = h.rebase(t, 0); err == nil {
-				h.warnUnlisted(old, h.current.Load())
-			}
+			h.warnUnlisted(h.publishBuild(t), h.current.Load())
 		}
 		h.rebuild.Unlock()
 		if err != nil {

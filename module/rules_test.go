@@ -84,7 +84,7 @@ func TestBadEntriesEverySource(t *testing.T) {
 			// known, is refused rather than unlisted.
 			var skipped error
 			shared := []labeledEntry{storeEntry(c.Label, string(c.Entry)), storeEntry("good-store", `{"token_sha256":"`+testkit.Digest("good-store-token-01")+`","allow":["192.0.2.2"]}`)}
-			tb, err := compileWith(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), shared,
+			tb, err := compileShared(&Handler{Tokens: map[string]*TokenPolicy{"good": good}}, caddy.NewReplacer(), "redis", shared,
 				func(label string, err error) {
 					if label != c.Label {
 						t.Errorf("entry %q skipped too: %v", label, err)

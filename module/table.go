@@ -95,7 +95,7 @@ func (t *table) labelled(label string) (uint32, bool) {
 	return 0, false
 }
 
-func (x *labelIndex) add(t *table, label string, i uint32) {
+func (x *labelIndex) add(label string, i uint32) {
 	h := maphash.String(x.seed, label)
 	if _, taken := x.byHash[h]; taken {
 		x.collide = append(x.collide, i)

@@ -60,7 +60,7 @@ func TestLabelIndexFindsEveryLabel(t *testing.T) {
 			t.Fatal(err)
 		}
 		i := b.addUnindexed(p)
-		b.t.byLabel.add(&b.t, label, i)
+		b.t.byLabel.add(label, i)
 		return i
 	}
 	a := add("partner-a")

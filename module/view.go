@@ -4,8 +4,8 @@ package ipallowlist
 // the config was provisioned or last rebuilt (base), and an overlay of the
 // tokens changed one at a time since (applyToken), compiled alone. A view
 // is never modified, only replaced, so a request sees one view whole.
-// Watched files and Redis still rebuild the base whole, keeping the
-// overlay (rebase); only the tests call applyToken so far.
+// Every full build (a watched file, Redis, a merge) starts a new base with
+// no overlay; only the tests call applyToken so far.
 type view struct {
 	base *table
 	// over holds the changed tokens' policies; nil when nothing has
@@ -32,8 +32,10 @@ func (v *view) find(digest [32]byte) (uint32, bool) {
 		}
 	}
 	i, ok := v.base.index[digest]
-	if _, gone := v.masked[i]; ok && gone {
-		return 0, false
+	if ok && v.masked != nil {
+		if _, gone := v.masked[i]; gone {
+			return 0, false
+		}
 	}
 	return i, ok
 }

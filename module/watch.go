@@ -2,6 +2,7 @@ package ipallowlist
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -41,8 +42,8 @@ func sameStamps(a, b []fileStamp) bool {
 
 // watch recompiles the table when a tokens file changes, until ctx (the
 // config's) is done. The new table is built beside the one in force and
-// published as a new view, with the overlay's changes kept (rebase); one
-// that does not compile is logged and
+// published as a new view (publishBuild); one that does not compile is
+// logged and
 // dropped, and the same files are not tried again until they change again.
 func (h *Handler) watch(ctx caddy.Context, every time.Duration) {
 	seen := stamps(h.TokensFiles)
@@ -76,25 +77,29 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the config was unloaded while compiling
 	}
-	old := h.current.Load()
-	if err := h.rebase(t, 0); err != nil {
-		h.logger.Error("tokens files refused; the tokens in force keep serving",
-			zap.Strings("tokens_files", h.TokensFiles), zap.Error(err))
-		return
-	}
-	h.warnUnlisted(old, h.current.Load())
+	h.warnUnlisted(h.publishBuild(t), h.current.Load())
 	h.logger.Info("tokens files reloaded",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
 		zap.Duration("took", time.Since(began)))
 }
 
-// build compiles the handler's table from its config and, with a redis
-// source, the store's tokens as they are now. Callers hold h.rebuild, or
-// are Provision.
+// build compiles the handler's table from its config and the tokens of its
+// store (Redis, or the token store's entries) as they are now. Callers hold
+// h.rebuild, or are Provision.
 func (h *Handler) build() (*table, error) {
 	var shared []labeledEntry
 	cfg := h
+	where, skippedMsg, unknownMsg := "redis", "redis token entry skipped; fix or delete it",
+		"redis token entry names an ip_set this node does not define; it matches nothing here"
+	if h.storeEntries != nil {
+		var err error
+		if shared, err = h.storeEntries(); err != nil {
+			return nil, fmt.Errorf("reading the token store: %w", err)
+		}
+		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
+			"token store entry names an ip_set this config does not define; it matches nothing here"
+	}
 	if h.store != nil {
 		shared, _ = h.store.list()
 		if !h.store.isLoaded() {
@@ -107,19 +112,18 @@ func (h *Handler) build() (*table, error) {
 		}
 	}
 	skipped := map[string]string{}
-	t, err := compileWith(cfg, caddy.NewReplacer(), shared, func(label string, err error) {
+	t, err := compileShared(cfg, caddy.NewReplacer(), where, shared, func(label string, err error) {
 		msg := err.Error()
 		skipped[label] = msg
 		if h.skipped[label] != msg { // each bad entry is logged once
-			h.logger.Error("redis token entry skipped; fix or delete it", zap.String("token_label", label), zap.Error(err))
+			h.logger.Error(skippedMsg, zap.String("token_label", label), zap.Error(err))
 		}
 	}, func(label, set string) {
 		// Kept with the skipped entries under a key no label can be.
 		key := "ip_set\x00" + label + "\x00" + set
 		skipped[key] = ""
 		if _, seen := h.skipped[key]; !seen { // once per entry and set, while it lasts
-			h.logger.Warn("redis token entry names an ip_set this node does not define; it matches nothing here",
-				zap.String("token_label", label), zap.String("ip_set", set))
+			h.logger.Warn(unknownMsg, zap.String("token_label", label), zap.String("ip_set", set))
 		}
 	})
 	if err == nil {
