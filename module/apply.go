@@ -1,9 +1,12 @@
 package ipallowlist
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -51,11 +54,13 @@ func (e *ConflictError) Error() string {
 }
 
 // applyToken makes tp label's entry, or, with tp nil, unlists label. It
-// checks and compiles the change, then calls write, which keeps it in the
-// store, then publishes it. A change the rules refuse, that conflicts with
-// a listed label or token, or that write fails to keep, returns an error
-// and changes nothing.
-func (h *Handler) applyToken(label string, tp *TokenPolicy, write func() error) error {
+// checks and compiles the change, then calls write with the entry to keep
+// in the store (a copy of tp with a literal token replaced by its digest;
+// nil for a removal), then publishes it. A change the rules refuse, that
+// conflicts with a listed label or token, or that write fails to keep,
+// returns an error and changes nothing. write runs with h.rebuild held: it
+// must not apply changes itself.
+func (h *Handler) applyToken(label string, tp *TokenPolicy, write func(*TokenPolicy) error) error {
 	h.rebuild.Lock()
 	defer h.rebuild.Unlock()
 	if h.storeEntries == nil {
@@ -65,6 +70,7 @@ func (h *Handler) applyToken(label string, tp *TokenPolicy, write func() error) 
 	if err := checkChange(v, label, tp); err != nil {
 		return err
 	}
+	tp = digestOnlyCopy(tp)
 	changes := maps.Clone(h.overlay)
 	if changes == nil {
 		changes = map[string]change{}
@@ -74,15 +80,32 @@ func (h *Handler) applyToken(label string, tp *TokenPolicy, write func() error) 
 	if err != nil {
 		return err
 	}
-	if err := write(); err != nil {
+	if err := write(tp); err != nil {
 		return err
 	}
 	h.overlay = changes
 	h.current.Store(next)
+	h.warnUnlisted(v, next)
 	if len(changes) >= overlayMerge {
 		h.mergeLocked()
 	}
 	return nil
+}
+
+// digestOnlyCopy is tp, copied so that a caller's later edits cannot reach
+// the overlay, with a literal token replaced by its digest: the store keeps
+// no secret. checkChange has refused any token that is no literal.
+func digestOnlyCopy(tp *TokenPolicy) *TokenPolicy {
+	if tp == nil {
+		return nil
+	}
+	c := *tp
+	c.Allow, c.Deny = slices.Clone(tp.Allow), slices.Clone(tp.Deny)
+	if c.Token != "" {
+		d := sha256.Sum256([]byte(c.Token))
+		c.Token, c.TokenSHA256 = "", hex.EncodeToString(d[:])
+	}
+	return &c
 }
 
 // checkChange refuses a change to a label the config lists, and a token

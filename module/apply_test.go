@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
@@ -64,16 +66,16 @@ func (s *fakeStore) list() ([]labeledEntry, error) {
 
 // apply changes label through h, writing it to s as a store would.
 func (s *fakeStore) apply(h *Handler, label string, tp *TokenPolicy) error {
-	return h.applyToken(label, tp, func() error {
+	return h.applyToken(label, tp, func(kept *TokenPolicy) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.fail {
 			return errors.New("the store is down")
 		}
-		if tp == nil {
+		if kept == nil {
 			delete(s.entries, label)
 		} else {
-			s.entries[label] = tp
+			s.entries[label] = kept
 		}
 		return nil
 	})
@@ -81,7 +83,8 @@ func (s *fakeStore) apply(h *Handler, label string, tp *TokenPolicy) error {
 
 // applyHandler provisions cfg with a fake store behind it.
 func applyHandler(t *testing.T, cfg *Handler) (*Handler, *fakeStore) {
-	h, _ := provisioned(t, cfg)
+	h := cfg
+	provisionLogging(t, h, zapcore.WarnLevel)
 	s := &fakeStore{entries: map[string]*TokenPolicy{}}
 	h.storeEntries = s.list
 	return h, s
@@ -232,8 +235,15 @@ func TestApplyRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A change refused by the store never comes in with a later one.
+	if err := s.apply(h, "s3", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(7)), Allow: []string{"any"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := viewOutcome(h, h.current.Load(), applyTok(6), applyAddrs[0]); got != "unlisted_token " {
+		t.Errorf("the change the store refused, after another was applied: %s, want unlisted_token", got)
+	}
 	bare, _ := provisioned(t, applyConfig(t))
-	if err := bare.applyToken("s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"any"}}, func() error { return nil }); !errors.Is(err, errNoStore) {
+	if err := bare.applyToken("s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"any"}}, func(*TokenPolicy) error { return nil }); !errors.Is(err, errNoStore) {
 		t.Errorf("a change without a store: %v, want errNoStore", err)
 	}
 }
@@ -364,5 +374,71 @@ func TestApplyMergesAtTheBound(t *testing.T) {
 	v := h.current.Load()
 	if _, ok := v.base.labelled("m0"); !ok {
 		t.Error("the merge did not fold m0 into the base")
+	}
+}
+
+// TestApplyKeepsNoSecretAndNoAlias: a literal token reaches the store as
+// its digest only, and a caller's later edit of the entry it passed never
+// reaches the view.
+func TestApplyKeepsNoSecretAndNoAlias(t *testing.T) {
+	h, s := applyHandler(t, applyConfig(t))
+	tp := &TokenPolicy{Token: applyTok(5), Allow: []string{"192.0.2.1"}}
+	if err := s.apply(h, "s0", tp); err != nil {
+		t.Fatal(err)
+	}
+	if kept := s.entries["s0"]; kept.Token != "" || kept.TokenSHA256 != testkit.Digest(applyTok(5)) {
+		t.Errorf("the store kept %+v, want the digest only", kept)
+	}
+	tp.Allow[0], tp.Revoked = "nosuchset", true
+	if err := s.apply(h, "s1", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(6)), Allow: []string{"any"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := viewOutcome(h, h.current.Load(), applyTok(5), applyAddrs[0]); got != "allowed s0" {
+		t.Errorf("s0 after its caller edited the entry it passed: %s, want allowed s0", got)
+	}
+}
+
+// TestApplyFailedMergeKeepsChanges: a merge whose build fails (the store
+// unreadable) leaves the view and its overlay in force, and logs it.
+func TestApplyFailedMergeKeepsChanges(t *testing.T) {
+	cfg := applyConfig(t)
+	h, s := applyHandler(t, cfg)
+	logger, logs := testkit.Logs(zapcore.InfoLevel)
+	h.logger = logger
+	if err := s.apply(h, "s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"192.0.2.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := h.current.Load()
+	h.storeEntries = func() ([]labeledEntry, error) { return nil, errors.New("disk unreadable") }
+	h.merge()
+	if h.current.Load() != before || len(h.overlay) != 1 {
+		t.Fatal("a failed merge replaced the view or dropped the overlay")
+	}
+	if got := viewOutcome(h, h.current.Load(), applyTok(5), applyAddrs[0]); got != "allowed s0" {
+		t.Errorf("s0 after a failed merge: %s", got)
+	}
+	if logs.FilterMessageSnippet("merging the changed tokens failed").Len() != 1 {
+		t.Errorf("the failed merge is not logged: %v", logs.All())
+	}
+}
+
+// TestApplyRemovalWarns: removing a store token while unlisted tokens are
+// admitted logs the same WARN a reload that drops a token does.
+func TestApplyRemovalWarns(t *testing.T) {
+	cfg := applyConfig(t)
+	cfg.Unlisted = nil
+	h, s := applyHandler(t, cfg)
+	logger, logs := testkit.Logs(zapcore.WarnLevel)
+	h.logger = logger
+	if err := s.apply(h, "s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"192.0.2.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.merge()
+	if err := s.apply(h, "s0", nil); err != nil {
+		t.Fatal(err)
+	}
+	warned := logs.FilterMessageSnippet("token no longer listed")
+	if warned.Len() != 1 || warned.All()[0].ContextMap()["token_label"] != "s0" {
+		t.Errorf("removal warnings: %v, want one naming s0", logs.All())
 	}
 }

@@ -235,7 +235,7 @@ func BenchmarkApplyToken(b *testing.B) {
 				label := fmt.Sprintf("store-%d", i%2000)
 				tp := &TokenPolicy{TokenSHA256: testkit.Digest("store-token-" + label + "-0123456789"), Allow: []string{nthAddr(i % 1000).String()}}
 				began := time.Now()
-				if err := h.applyToken(label, tp, func() error { entries[label] = tp; return nil }); err != nil {
+				if err := h.applyToken(label, tp, func(kept *TokenPolicy) error { entries[label] = kept; return nil }); err != nil {
 					b.Fatal(err)
 				}
 				took = append(took, time.Since(began))

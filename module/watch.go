@@ -2,6 +2,7 @@ package ipallowlist
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -92,15 +93,17 @@ func (h *Handler) build() (*table, error) {
 	cfg := h
 	where, skippedMsg, unknownMsg := "redis", "redis token entry skipped; fix or delete it",
 		"redis token entry names an ip_set this node does not define; it matches nothing here"
-	if h.storeEntries != nil {
+	switch {
+	case h.storeEntries != nil && h.store != nil:
+		return nil, errors.New("a handler takes tokens from one store: redis or the token store")
+	case h.storeEntries != nil:
 		var err error
 		if shared, err = h.storeEntries(); err != nil {
 			return nil, fmt.Errorf("reading the token store: %w", err)
 		}
 		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
 			"token store entry names an ip_set this config does not define; it matches nothing here"
-	}
-	if h.store != nil {
+	case h.store != nil:
 		shared, _ = h.store.list()
 		if !h.store.isLoaded() {
 			// Until the store has loaded, its tokens are not known:
