@@ -96,6 +96,7 @@ type Handler struct {
 	storeSubs chan struct{}     // tells this handler the store changed
 	storeLeft bool              // closeStore ran
 	rebuild   *sync.Mutex       // one rebuild (watch or store) or change at a time
+	builtGen  uint64            // the Redis store's generation the last build read, under rebuild
 	overlay   map[string]change // the changes in the view's overlay, under rebuild
 	// The token store's entries, as build compiles them; nil without a
 	// token store, and then no change can be applied.

@@ -79,16 +79,12 @@ func waitApplied(t *testing.T, h *Handler, label, raw string) {
 		if e == nil || e.raw != raw {
 			return false
 		}
-		// The handler rebuilds after the store changes: wait for its
-		// signal to be taken and the rebuild to finish.
-		if len(h.storeSubs) > 0 {
-			return false
-		}
+		// The handler rebuilds after the store changes: wait until a
+		// build has read the store as it is now, and so is published
+		// (a build and its publishing hold h.rebuild together).
 		h.rebuild.Lock()
 		defer h.rebuild.Unlock()
-		h.store.mu.Lock()
-		defer h.store.mu.Unlock()
-		return h.store.gen == gen
+		return h.builtGen == gen
 	})
 }
 

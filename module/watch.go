@@ -104,7 +104,7 @@ func (h *Handler) build() (*table, error) {
 		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
 			"token store entry names an ip_set this config does not define; it matches nothing here"
 	case h.store != nil:
-		shared, _ = h.store.list()
+		shared, h.builtGen = h.store.list()
 		if !h.store.isLoaded() {
 			// Until the store has loaded, its tokens are not known:
 			// refuse every token the config does not list, rather
