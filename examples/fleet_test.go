@@ -2,6 +2,7 @@ package examples
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -139,6 +140,9 @@ func TestFleet(t *testing.T) {
 					firstFailure.CompareAndSwap(nil, err.Error())
 					continue
 				}
+				// Read to the end, so the connection is reused: a new one
+				// per request would run the machine out of ports.
+				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != want {
 					failed.Add(1)
