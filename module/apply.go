@@ -178,7 +178,9 @@ func (h *Handler) overlayView(base *table, changes map[string]change, strict str
 // change applied before it.
 func (h *Handler) publishBuild(t *table) *view {
 	h.overlay = nil
-	return h.current.Swap(newView(t))
+	old := h.current.Swap(newView(t))
+	h.markLoaded()
+	return old
 }
 
 // mergeLocked folds the overlay into a new base: a full build, which reads

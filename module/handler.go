@@ -91,13 +91,18 @@ type Handler struct {
 	metrics  *metrics
 	observed *observedAddrs // the addresses tokens were used from, shared across reloads
 
-	store     *redisStore       // of Redis, shared with other configs' handlers
-	storeKey  string            // its key in redisStores
-	storeSubs chan struct{}     // tells this handler the store changed
-	storeLeft bool              // closeStore ran
-	rebuild   *sync.Mutex       // one rebuild (watch or store) or change at a time
-	builtGen  uint64            // the Redis store's generation the last build read, under rebuild
-	overlay   map[string]change // the changes in the view's overlay, under rebuild
+	store     *redisStore   // of Redis, shared with other configs' handlers
+	storeKey  string        // its key in redisStores
+	storeSubs chan struct{} // tells this handler the store changed
+	storeLeft bool          // closeStore ran
+	rebuild   *sync.Mutex   // one rebuild (watch or store) or change at a time
+	builtGen  uint64        // the Redis store's generation the last build read, under rebuild
+	// builtLoaded: the last build read a loaded Redis store, under rebuild.
+	builtLoaded bool
+	// loaded says when the view in force was first built from a loaded
+	// Redis store; until then requests wait for it (waitForStore).
+	loaded  *storeLoad
+	overlay map[string]change // the changes in the view's overlay, under rebuild
 	// The token store's entries, as build compiles them; nil without a
 	// token store, and then no change can be applied.
 	storeEntries func() ([]labeledEntry, error)
@@ -204,6 +209,10 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.current = new(atomic.Pointer[view])
 	h.current.Store(newView(t))
+	if h.store != nil {
+		h.loaded = &storeLoad{done: make(chan struct{})}
+		h.markLoaded()
+	}
 	h.config = ctx.Context
 	h.warnUnlisted(h.previousView(), h.current.Load())
 	if t.missingAllow && t.unlistedSummary() != KeywordAny {
@@ -265,6 +274,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// unverified, so ask the client to retry once it is (as client_ip does).
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		return caddyhttp.Error(http.StatusTooEarly, errEarlyData)
+	}
+	if h.loaded != nil && !h.loaded.ok.Load() {
+		h.waitForStore(r)
 	}
 	// One view for the whole request: a change may swap it meanwhile.
 	v := h.current.Load()
@@ -330,6 +342,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
 	return caddyhttp.Error(http.StatusUnauthorized, errDenied)
+}
+
+// storeWait bounds how long a request waits for the Redis store to load
+// when Caddy starts: the http app may start serving before the app that
+// loads the store (Caddy starts apps in no set order), and until the
+// store has loaded its tokens are refused. Past the wait, the request is
+// decided as things are: fail closed.
+const storeWait = 10 * time.Second
+
+// storeLoad is closed (done) and set (ok) once.
+type storeLoad struct {
+	done chan struct{}
+	ok   atomic.Bool
+	once sync.Once
+}
+
+// waitForStore holds a request until the view in force was built from a
+// loaded store, storeWait passes, or the request ends.
+func (h *Handler) waitForStore(r *http.Request) {
+	t := time.NewTimer(storeWait)
+	defer t.Stop()
+	select {
+	case <-h.loaded.done:
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+}
+
+// markLoaded lets requests through once the view in force was built from
+// a loaded store. Callers hold h.rebuild, or are Provision.
+func (h *Handler) markLoaded() {
+	if h.loaded == nil || !h.builtLoaded {
+		return
+	}
+	h.loaded.once.Do(func() {
+		h.loaded.ok.Store(true)
+		close(h.loaded.done)
+	})
 }
 
 // previousView is the view in force of the config being replaced, when

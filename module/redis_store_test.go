@@ -625,3 +625,43 @@ func TestRedisValidateAndPending(t *testing.T) {
 		t.Errorf("an unlisted token after the store loaded (unlisted any): %s", r)
 	}
 }
+
+// TestRequestsWaitForTheStore: until the view in force was built from a
+// loaded store (at Caddy's start the http app may serve first), a request
+// waits instead of being refused, and goes on as soon as it is; a request
+// whose client gives up stops waiting.
+func TestRequestsWaitForTheStore(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	h.loaded = &storeLoad{done: make(chan struct{})}
+	done := make(chan int, 1)
+	go func() { done <- serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...)).status }()
+	select {
+	case status := <-done:
+		t.Fatalf("answered %d before the store had loaded", status)
+	case <-time.After(100 * time.Millisecond):
+	}
+	h.rebuild.Lock()
+	h.builtLoaded = true
+	h.markLoaded()
+	h.rebuild.Unlock()
+	select {
+	case status := <-done:
+		if status != 200 {
+			t.Errorf("after the load: %d, want 200", status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still waiting after the store had loaded")
+	}
+
+	h.loaded = &storeLoad{done: make(chan struct{})}
+	req := newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...)
+	ctx, cancel := context.WithCancel(req.Context())
+	req = req.WithContext(ctx)
+	go func() { done <- serve(h, req).status }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request whose client went away kept waiting")
+	}
+}

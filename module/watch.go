@@ -104,8 +104,13 @@ func (h *Handler) build() (*table, error) {
 		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
 			"token store entry names an ip_set this config does not define; it matches nothing here"
 	case h.store != nil:
+		// Loaded is read before the entries: the store sets them before
+		// it says it has loaded, so a build that sees it loaded sees them.
+		// Read after, a load in between would leave them out and the
+		// store's tokens unlisted.
+		h.builtLoaded = h.store.isLoaded()
 		shared, h.builtGen = h.store.list()
-		if !h.store.isLoaded() {
+		if !h.builtLoaded {
 			// Until the store has loaded, its tokens are not known:
 			// refuse every token the config does not list, rather
 			// than let the store's tokens be unlisted.
