@@ -173,14 +173,15 @@ func (h *Handler) overlayView(base *table, changes map[string]change, strict str
 	return next, nil
 }
 
-// publishBuild publishes t, a full build, with an empty overlay, and
-// returns the view it replaces. Callers hold h.rebuild, so t holds every
-// change applied before it.
-func (h *Handler) publishBuild(t *table) *view {
+// publishBuild publishes t, a full build, with an empty overlay, and warns
+// of the tokens it no longer lists. Callers hold h.rebuild, so t holds
+// every change applied before it.
+func (h *Handler) publishBuild(t *table) {
 	h.overlay = nil
-	old := h.current.Swap(newView(t))
+	next := newView(t)
+	old := h.current.Swap(next)
 	h.markLoaded()
-	return old
+	h.warnUnlisted(old, next)
 }
 
 // mergeLocked folds the overlay into a new base: a full build, which reads
@@ -193,7 +194,7 @@ func (h *Handler) mergeLocked() {
 		h.logger.Error("merging the changed tokens failed; they stay in force in the overlay", zap.Error(err))
 		return
 	}
-	h.warnUnlisted(h.publishBuild(t), h.current.Load())
+	h.publishBuild(t)
 }
 
 // merge is mergeLocked for a caller that does not hold h.rebuild.

@@ -1134,8 +1134,8 @@ func (h *Handler) closeStore() error {
 }
 
 // followStore rebuilds the table whenever the store changes, and publishes
-// a view of it (publishBuild), until the config is unloaded. Changes that arrive during a
-// rebuild are taken together by the next one.
+// a view of it (publishBuild), until the config is unloaded. Changes that
+// arrive during a rebuild are taken together by the next one.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store
 	for {
@@ -1148,7 +1148,7 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		began := time.Now()
 		t, err := h.build()
 		if err == nil && ctx.Err() == nil {
-			h.warnUnlisted(h.publishBuild(t), h.current.Load())
+			h.publishBuild(t)
 		}
 		h.rebuild.Unlock()
 		if err != nil {

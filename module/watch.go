@@ -44,8 +44,8 @@ func sameStamps(a, b []fileStamp) bool {
 // watch recompiles the table when a tokens file changes, until ctx (the
 // config's) is done. The new table is built beside the one in force and
 // published as a new view (publishBuild); one that does not compile is
-// logged and
-// dropped, and the same files are not tried again until they change again.
+// logged and dropped, and the same files are not tried again until they
+// change again.
 func (h *Handler) watch(ctx caddy.Context, every time.Duration) {
 	seen := stamps(h.TokensFiles)
 	tick := time.NewTicker(every)
@@ -78,7 +78,7 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the config was unloaded while compiling
 	}
-	h.warnUnlisted(h.publishBuild(t), h.current.Load())
+	h.publishBuild(t)
 	h.logger.Info("tokens files reloaded",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
