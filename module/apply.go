@@ -31,6 +31,9 @@ const overlayMerge = 1024
 // in errors and in the table's origins.
 const whereStore = "the token store"
 
+// whereRedis is whereStore for the Redis store.
+const whereRedis = "redis"
+
 // change is one token's entry in the overlay; tp nil: no longer listed.
 type change struct{ tp *TokenPolicy }
 
@@ -61,13 +64,23 @@ func (e *ConflictError) Error() string {
 // returns an error and changes nothing. write runs with h.rebuild held: it
 // must not apply changes itself.
 func (h *Handler) applyToken(label string, tp *TokenPolicy, write func(*TokenPolicy) error) error {
+	return h.apply(label, tp, originChange, write)
+}
+
+// apply is applyToken with the rules of origin for the changed entry:
+// originChange for a change made on this node, which knows its sets;
+// originStore for one another node wrote to a shared store (Redis), in
+// which a set this node does not define matches nothing. write nil keeps
+// nothing: the entry is in the store already.
+func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write func(*TokenPolicy) error) error {
 	h.rebuild.Lock()
 	defer h.rebuild.Unlock()
-	if h.storeEntries == nil {
+	if h.storeEntries == nil && h.store == nil {
 		return errNoStore
 	}
+	where := h.storeWhere()
 	v := h.current.Load()
-	if err := checkChange(v, label, tp); err != nil {
+	if err := checkChange(v, label, tp, where); err != nil {
 		return err
 	}
 	tp = digestOnlyCopy(tp)
@@ -76,12 +89,14 @@ func (h *Handler) applyToken(label string, tp *TokenPolicy, write func(*TokenPol
 		changes = map[string]change{}
 	}
 	changes[label] = change{tp}
-	next, err := h.overlayView(v.base, changes, label)
+	next, err := h.overlayView(v.base, changes, label, origin)
 	if err != nil {
 		return err
 	}
-	if err := write(tp); err != nil {
-		return err
+	if write != nil {
+		if err := write(tp); err != nil {
+			return err
+		}
 	}
 	h.overlay = changes
 	h.current.Store(next)
@@ -110,9 +125,9 @@ func digestOnlyCopy(tp *TokenPolicy) *TokenPolicy {
 
 // checkChange refuses a change to a label the config lists, and a token
 // another label holds.
-func checkChange(v *view, label string, tp *TokenPolicy) error {
+func checkChange(v *view, label string, tp *TokenPolicy, store string) error {
 	if i, ok := v.base.labelled(label); ok {
-		if where := v.base.originOf(i); where != whereStore {
+		if where := v.base.originOf(i); where != store {
 			return &ConflictError{Label: label, Where: where}
 		}
 	}
@@ -133,7 +148,7 @@ func checkChange(v *view, label string, tp *TokenPolicy) error {
 	}
 	t, p := v.policy(id)
 	if other := t.label(p).String(); other != label {
-		where := whereStore
+		where := store
 		if t == v.base {
 			where = v.base.originOf(id)
 		}
@@ -144,14 +159,15 @@ func checkChange(v *view, label string, tp *TokenPolicy) error {
 
 // overlayView compiles changes into an overlay over base, each change
 // masking the base policy of its label. The entry of strict, the change
-// being applied, is compiled under originChange rules; the others
+// being applied, is compiled under the rules of origin; the others
 // compiled against the same base before. An error refuses the change.
-func (h *Handler) overlayView(base *table, changes map[string]change, strict string) (*view, error) {
+func (h *Handler) overlayView(base *table, changes map[string]change, strict string, origin entryOrigin) (*view, error) {
 	c, err := newCompiler(h, caddy.NewReplacer(), len(changes))
 	if err != nil {
 		return nil, err
 	}
-	c.from(whereStore)
+	where := h.storeWhere()
+	c.from(where)
 	next := &view{base: base, masked: make(map[uint32]struct{}, len(changes))}
 	for _, label := range sortedKeys(changes) {
 		if i, ok := base.labelled(label); ok {
@@ -163,14 +179,22 @@ func (h *Handler) overlayView(base *table, changes map[string]change, strict str
 		}
 		c.origin = originStore
 		if label == strict {
-			c.origin = originChange
+			c.origin = origin
 		}
-		if err := c.addToken(label, tp, whereStore); err != nil {
+		if err := c.addToken(label, tp, where); err != nil {
 			return nil, err
 		}
 	}
 	next.over = c.b.finish()
 	return next, nil
+}
+
+// storeWhere is where the handler's store tokens are said to be defined.
+func (h *Handler) storeWhere() string {
+	if h.store != nil {
+		return whereRedis
+	}
+	return whereStore
 }
 
 // publishBuild publishes t, a full build, with an empty overlay, and warns

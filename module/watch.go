@@ -91,7 +91,7 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 func (h *Handler) build() (*table, error) {
 	var shared []labeledEntry
 	cfg := h
-	where, skippedMsg, unknownMsg := "redis", "redis token entry skipped; fix or delete it",
+	where, skippedMsg, unknownMsg := whereRedis, "redis token entry skipped; fix or delete it",
 		"redis token entry names an ip_set this node does not define; it matches nothing here"
 	switch {
 	case h.storeEntries != nil && h.store != nil:
