@@ -112,7 +112,7 @@ func (h *Handler) Cleanup() error {
 	_, provisioned := inForce.handlers[h]
 	delete(inForce.handlers, h)
 	inForce.Unlock()
-	err := h.closeStore()
+	err := errors.Join(h.closeStore(), h.closeFileStore())
 	if provisioned && h.observed != nil {
 		_, oerr := observedPool.Delete(observedPoolKey)
 		err = errors.Join(err, oerr)

@@ -100,6 +100,7 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	}
 	h.overlay = changes
 	h.current.Store(next)
+	h.wakeExpiry()
 	h.warnUnlisted(v, next)
 	if len(changes) >= overlayMerge {
 		h.mergeLocked()
@@ -204,6 +205,7 @@ func (h *Handler) publishBuild(t *table) {
 	h.overlay = nil
 	next := newView(t)
 	old := h.current.Swap(next)
+	h.wakeExpiry()
 	h.markLoaded()
 	h.warnUnlisted(old, next)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -24,6 +25,15 @@ type compiler struct {
 	// does not define.
 	unknownSet func(name string)
 
+	// now is the time allow entries' expiry is compared with: entries
+	// expired by then are left out.
+	now time.Time
+	// scratch for the entries of one token that have not expired
+	live []string
+	// emptyAllow accepts an empty allow list from a writer: the last
+	// entry removed from a token.
+	emptyAllow bool
+
 	// scratch, reused for every policy
 	allow, deny, allowed, denied spanLists
 }
@@ -34,6 +44,7 @@ func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error
 	c := &compiler{
 		repl: repl,
 		b:    newTableBuilder(tokens),
+		now:  time.Now(),
 	}
 	if err := checkModes(h); err != nil {
 		return nil, err
@@ -192,22 +203,87 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 		}
 		return &ConfigError{Token: label, Err: fmt.Errorf("label defined twice in %s", where)}
 	}
-	if err := checkAllow(tp); err != nil {
+	if err := c.checkAllow(tp); err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
-	p, err := c.policy(label, tp.Allow, tp.Deny, tp.AllowBroad)
+	mode, err := tokenMode(tp.Mode)
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
-	if tp.Revoked {
-		p.state = stateRevoked
+	allow, next, err := c.unexpired(tp)
+	if err != nil {
+		return &ConfigError{Token: label, Err: err}
 	}
+	p, err := c.policy(label, allow, tp.Deny, tp.AllowBroad)
+	if err != nil {
+		return &ConfigError{Token: label, Err: err}
+	}
+	p.mode = mode
+	switch {
+	case tp.Revoked:
+		p.state = stateRevoked
+	case tp.Suspended:
+		p.state = stateSuspended
+	}
+	var i uint32
 	if known {
-		c.b.t.byLabel.add(label, c.b.addToken(digest, p))
+		i = c.b.addToken(digest, p)
 	} else {
-		c.b.t.byLabel.add(label, c.b.addUnindexed(p))
+		i = c.b.addUnindexed(p)
+	}
+	c.b.t.byLabel.add(label, i)
+	if next != 0 {
+		c.b.t.expiring = append(c.b.t.expiring, expiry{at: next, policy: i})
 	}
 	return nil
+}
+
+// tokenMode applies the rule for a token's own mode.
+func tokenMode(m string) (policyMode, error) {
+	switch m {
+	case "":
+		return modeInherit, nil
+	case ModeEnforce:
+		return modeEnforce, nil
+	case ModeReport:
+		return modeReport, nil
+	}
+	return 0, fmt.Errorf("mode %q: must be %s or %s", m, ModeEnforce, ModeReport)
+}
+
+// unexpired applies the expiry rules to tp: every key of expires is an
+// entry of allow, and every time is RFC 3339. It returns the allow entries
+// that have not expired at c.now, and when the next of them expires (Unix
+// nanoseconds; 0: none will).
+func (c *compiler) unexpired(tp *TokenPolicy) (allow []string, next int64, err error) {
+	if len(tp.Expires) == 0 {
+		return tp.Allow, 0, nil
+	}
+	for _, entry := range sortedKeys(tp.Expires) {
+		if !slices.Contains(tp.Allow, entry) {
+			return nil, 0, fmt.Errorf("expires names %q, which is not an entry of allow", entry)
+		}
+		if _, err := time.Parse(time.RFC3339, tp.Expires[entry]); err != nil {
+			return nil, 0, fmt.Errorf("expires of %q: %q is not an RFC 3339 time, such as 2026-12-31T23:59:59Z", entry, tp.Expires[entry])
+		}
+	}
+	c.live = c.live[:0]
+	now := c.now.UnixNano()
+	for _, entry := range tp.Allow {
+		at, ok := tp.Expires[entry]
+		if !ok {
+			c.live = append(c.live, entry)
+			continue
+		}
+		t, _ := time.Parse(time.RFC3339, at)
+		if ns := t.UnixNano(); ns > now {
+			c.live = append(c.live, entry)
+			if next == 0 || ns < next {
+				next = ns
+			}
+		}
+	}
+	return c.live, next, nil
 }
 
 type origin struct {
@@ -269,11 +345,18 @@ const checkerWhere = "this block"
 // written, before any node sees it: set names are the nodes' and are not
 // checked, placeholders are refused.
 func checkStoreEntry(label string, tp *TokenPolicy) error {
+	return checkWritten(label, tp, false)
+}
+
+// checkWritten is checkStoreEntry, where emptyAllow accepts an entry
+// whose allow list an edit emptied.
+func checkWritten(label string, tp *TokenPolicy, emptyAllow bool) error {
 	c, err := newCompiler(&Handler{}, nil, 1)
 	if err != nil {
 		return err
 	}
 	c.origin = originWriter
+	c.emptyAllow = emptyAllow
 	return c.addToken(label, tp, "the store")
 }
 

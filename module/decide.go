@@ -18,6 +18,7 @@ const (
 	ReasonNoClientIP     = "no_client_ip"
 	ReasonTokenRevoked   = "token_revoked"
 	ReasonInvalidEntry   = "invalid_entry"
+	ReasonTokenSuspended = "token_suspended"
 )
 
 // reason is a Reason* as a small number, so the request path can index
@@ -35,6 +36,7 @@ const (
 	reasonNoClientIP
 	reasonTokenRevoked
 	reasonInvalidEntry
+	reasonTokenSuspended
 )
 
 var reasonNames = [...]string{
@@ -47,6 +49,7 @@ var reasonNames = [...]string{
 	reasonNoClientIP:     ReasonNoClientIP,
 	reasonTokenRevoked:   ReasonTokenRevoked,
 	reasonInvalidEntry:   ReasonInvalidEntry,
+	reasonTokenSuspended: ReasonTokenSuspended,
 }
 
 // reasonValues holds each reason boxed once, for placeholders.
@@ -72,6 +75,15 @@ type decision struct {
 }
 
 func (d decision) allowed() bool { return d.reason == reasonAllowed }
+
+// report says whether a refusal of d is logged and let through: the
+// token's own mode where it has one, else the handler's (handler).
+func (d decision) report(handler bool) bool {
+	if d.policy != nil && d.policy.mode != modeInherit {
+		return d.policy.mode == modeReport
+	}
+	return handler
+}
 
 // decide applies the view v to r.
 func (h *Handler) decide(r *http.Request, v *view) decision {
@@ -124,6 +136,8 @@ func (t *table) check(p *policy, addr netip.Addr) reason {
 		return reasonTokenRevoked
 	case p.state == stateInvalid:
 		return reasonInvalidEntry
+	case p.state == stateSuspended:
+		return reasonTokenSuspended
 	case t.contains(p.allowed, addr):
 		return reasonAllowed
 	case t.contains(p.denied, addr):

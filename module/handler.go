@@ -77,6 +77,11 @@ type Handler struct {
 	// than unlisted. Default: none.
 	Redis *RedisSource `json:"redis,omitempty"`
 
+	// A writable token store: tokens changed one at a time through the
+	// admin routes or the CLI, in place, without a reload. Its tokens are
+	// added to those of the config, which win. Default: none.
+	Store *TokenStore `json:"store,omitempty"`
+
 	// Also count requests per listed token, in a series labelled with the
 	// token's label (caddy_http_ip_allowlist_token_requests_total). Off by
 	// default: it adds two series per listed token.
@@ -106,7 +111,10 @@ type Handler struct {
 	// The token store's entries, as build compiles them; nil without a
 	// token store, and then no change can be applied.
 	storeEntries func() ([]labeledEntry, error)
+	fileStore    *fileStore // the file store storeEntries reads, if that is the store
 	skipped      map[string]string
+	// expiryWake tells expireEntries a view was published.
+	expiryWake chan struct{}
 
 	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
 }
@@ -146,6 +154,25 @@ type TokenPolicy struct {
 	// (any and private_ranges are always accepted). Default: false, and
 	// such entries are refused as likely mistakes.
 	AllowBroad bool `json:"allow_broad,omitempty"`
+	// When allow entries stop matching: an allow entry, exactly as
+	// written in allow, mapped to an RFC 3339 time. Past that time the
+	// entry is left out, as if removed; the token stays listed, so a
+	// token whose entries have all expired is refused everywhere.
+	Expires map[string]string `json:"expires,omitempty"`
+	// A note per allow entry, keyed as expires (Add More's note).
+	Notes map[string]string `json:"notes,omitempty"`
+	// A note on the token, for the people who keep the list.
+	Note string `json:"note,omitempty"`
+	// Who the token belongs to (a customer or account id), for the
+	// people who keep the list. Not checked on requests.
+	Owner string `json:"owner,omitempty"`
+	// This token's mode: "report" logs its refusals and lets them through
+	// (learning its addresses), "enforce" refuses them. Default: the
+	// handler's mode.
+	Mode string `json:"mode,omitempty"`
+	// Refuse the token on every request (reason token_suspended) until
+	// it is resumed; unlike revoked, meant to be undone. Default: false.
+	Suspended bool `json:"suspended,omitempty"`
 }
 
 // Policy is where unlisted tokens may be used from.
@@ -198,6 +225,21 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 			zap.Strings("token_sources", exposed))
 	}
 	h.rebuild = new(sync.Mutex)
+	h.expiryWake = make(chan struct{}, 1)
+	if s := h.Store; s != nil {
+		switch {
+		case s.Redis != nil && s.File != "":
+			return errors.New("store: give file or redis, not both")
+		case s.Redis != nil && h.Redis != nil:
+			return errors.New("store redis and redis given; redis is an alias of store redis: give one")
+		case s.Redis != nil:
+			h.Redis = s.Redis
+		default:
+			if err := h.openFileStore(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	if h.Redis != nil {
 		if err := h.openStore(ctx); err != nil {
 			return fmt.Errorf("redis: %w", err)
@@ -209,7 +251,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.current = new(atomic.Pointer[view])
 	h.current.Store(newView(t))
-	if h.store != nil {
+	if h.store != nil || h.fileStore != nil {
 		h.loaded = &storeLoad{done: make(chan struct{})}
 		h.markLoaded()
 	}
@@ -238,6 +280,10 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	if h.store != nil {
 		go h.followStore(ctx)
 	}
+	if h.fileStore != nil {
+		go h.followFileStore(ctx, h.fileStore)
+	}
+	go h.expireEntries(ctx)
 	return nil
 }
 
@@ -316,8 +362,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return next.ServeHTTP(w, r)
 	}
+	report := d.report(h.report)
 	msg := "request denied"
-	if h.report {
+	if report {
 		msg = "request would be denied"
 	}
 	if c := h.logger.Check(zapcore.InfoLevel, msg); c != nil {
@@ -335,7 +382,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			zap.String("path", r.URL.Path),
 		)
 	}
-	if h.report {
+	if report {
 		return next.ServeHTTP(w, r)
 	}
 	if h.bearer {

@@ -50,7 +50,7 @@ func (h *Handler) observedOutcome(d decision) outcome {
 	switch {
 	case d.allowed():
 		return outcomeAllowed
-	case h.report:
+	case d.report(h.report):
 		return outcomeWouldDeny
 	}
 	return outcomeDenied

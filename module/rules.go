@@ -190,9 +190,13 @@ func (c *compiler) tokenDigest(tp *TokenPolicy) (digest [32]byte, known bool, er
 	return sha256.Sum256([]byte(tok)), true, nil
 }
 
-// checkAllow is the rule that a token says where it may be used from.
-func checkAllow(tp *TokenPolicy) error {
-	if len(tp.Allow) == 0 && !tp.Revoked {
+// checkAllow is the rule that a token says where it may be used from. A
+// store's entry may have an empty allow list (its entries removed or
+// expired one by one): it stays listed, and is refused everywhere. Only
+// where an entry is written whole (the config, a PUT, an import, the CLI)
+// is an empty list taken for a mistake.
+func (c *compiler) checkAllow(tp *TokenPolicy) error {
+	if len(tp.Allow) == 0 && !tp.Revoked && !tp.Suspended && !c.emptyAllow && (c.origin == originConfig || c.origin == originWriter) {
 		return errors.New("allow is empty; list where the token may be used from (use any for everywhere), or set revoked to refuse it")
 	}
 	return nil

@@ -37,7 +37,17 @@ type policy struct {
 	label           uint32 // offset of the label's entry in table.labels
 	allowed, denied setRef
 	state           policyState
+	mode            policyMode
 }
+
+// policyMode is a token's own mode, where it has one.
+type policyMode uint8
+
+const (
+	modeInherit policyMode = iota // the handler's mode
+	modeEnforce
+	modeReport
+)
 
 // policyState says whether a listed token is refused whatever its address.
 type policyState uint8
@@ -46,6 +56,7 @@ const (
 	stateListed  policyState = iota
 	stateRevoked             // revoked: refused everywhere
 	stateInvalid             // a store entry this node cannot use: refused, never unlisted
+	stateSuspended           // suspended: refused everywhere until resumed
 )
 
 type table struct {
@@ -67,6 +78,17 @@ type table struct {
 	origins []origin
 
 	ranges int // merged intervals, for the provision summary
+
+	// expiring holds, for each token with allow entries still to expire,
+	// when the next of them does: the handler recompiles the token then.
+	expiring []expiry
+}
+
+// expiry says that an allow entry of policies[policy] expires at (Unix
+// nanoseconds).
+type expiry struct {
+	at     int64
+	policy uint32
 }
 
 // labelIndex finds a token's policy by its label without keeping a string

@@ -97,12 +97,21 @@ func (h *Handler) build() (*table, error) {
 	case h.storeEntries != nil && h.store != nil:
 		return nil, errors.New("a handler takes tokens from one store: redis or the token store")
 	case h.storeEntries != nil:
+		// Read before the entries, as for Redis below.
+		h.builtLoaded = h.fileStore == nil || h.fileStore.isLoaded()
 		var err error
 		if shared, err = h.storeEntries(); err != nil {
 			return nil, fmt.Errorf("reading the token store: %w", err)
 		}
 		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
 			"token store entry names an ip_set this config does not define; it matches nothing here"
+		if !h.builtLoaded {
+			// As for Redis below: until the file is open, refuse every
+			// token the config does not list.
+			pending := *h
+			pending.Unlisted = &Policy{}
+			cfg = &pending
+		}
 	case h.store != nil:
 		// Loaded is read before the entries: the store sets them before
 		// it says it has loaded, so a build that sees it loaded sees them.

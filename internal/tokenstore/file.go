@@ -205,7 +205,7 @@ func (f *File) Delete(label string, c Cond) error {
 		if err != nil {
 			return err
 		}
-		if err := c.check(label, cur.Rev, true); err != nil {
+		if err := c.Check(label, cur.Rev, true); err != nil {
 			return err
 		}
 		if _, err := nextRev(tx); err != nil {
@@ -280,7 +280,7 @@ func put(tx *bbolt.Tx, r Record, c Cond) (uint64, error) {
 			return 0, err
 		}
 	}
-	if err := c.check(r.Label, cur.Rev, exists); err != nil {
+	if err := c.Check(r.Label, cur.Rev, exists); err != nil {
 		return 0, err
 	}
 	if exists && cur.Digest != r.Digest {
@@ -301,8 +301,8 @@ func put(tx *bbolt.Tx, r Record, c Cond) (uint64, error) {
 	return rev, entries.Put(key, encode(rev, r))
 }
 
-// check says whether c holds for a record that exists (or not) with rev.
-func (c Cond) check(label string, rev uint64, exists bool) error {
+// Check says whether c holds for a record that exists (or not) with rev.
+func (c Cond) Check(label string, rev uint64, exists bool) error {
 	if c.IfAbsent && exists || c.IfRev != 0 && (!exists || rev != c.IfRev) {
 		return fmt.Errorf("label %q: %w", label, ErrPrecondition)
 	}

@@ -1,0 +1,590 @@
+package ipallowlist
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
+)
+
+// TokenStore is a writable token store: tokens added, changed and removed
+// one at a time through the admin routes or the CLI, each change applied
+// in place (applyToken), without a reload. Exactly one of file and redis
+// is used; with neither, the file store at its default path.
+type TokenStore struct {
+	// The embedded store: one file, no server, mode 0600. Default:
+	// ip-allowlist/tokens.db in Caddy's data directory.
+	File string `json:"file,omitempty"`
+	// A Redis store shared by a fleet, as the handler's redis field,
+	// which stays as its alias.
+	Redis *RedisSource `json:"redis,omitempty"`
+	// The store's name, for the routes' ?store=<name> when a config has
+	// several stores. Default: default.
+	Name string `json:"name,omitempty"`
+}
+
+// defaultStoreName names a store that is given no name.
+const defaultStoreName = "default"
+
+// defaultStoreFile is the file store's path in Caddy's data directory.
+func defaultStoreFile() string {
+	return filepath.Join(caddy.AppDataDir(), "ip-allowlist", "tokens.db")
+}
+
+// fileStores holds the open file stores, keyed by absolute path, so that
+// handlers naming the same file share one handle (bbolt locks the file)
+// across sites and reloads.
+var fileStores = caddy.NewUsagePool()
+
+// fileStoreAppID is the app that opens the file stores when a config
+// starts: caddy validate provisions handlers but starts no app, and must
+// not take the file's lock from a running Caddy.
+const fileStoreAppID = "ip_allowlist_store"
+
+// fileStore is one open store file and the handlers that use it.
+type fileStore struct {
+	path, name string
+	logger     *zap.Logger
+
+	// mu orders the writes: a change is checked against every handler,
+	// kept, and published before the next begins.
+	mu sync.Mutex
+
+	startOnce sync.Once
+	startErr  error
+	eng       atomic.Pointer[tokenstore.File] // nil until started
+	opened    chan struct{}                   // closed when eng is set
+
+	hmu      sync.Mutex
+	handlers []*Handler // in the order they joined
+}
+
+func newFileStore(path, name string, logger *zap.Logger) *fileStore {
+	return &fileStore{path: path, name: name, logger: logger, opened: make(chan struct{})}
+}
+
+// start opens the file, once.
+func (s *fileStore) start() error {
+	s.startOnce.Do(func() {
+		eng, err := tokenstore.OpenFile(s.path, tokenstore.FileOptions{Timeout: 5 * time.Second})
+		if err != nil {
+			s.startErr = fmt.Errorf("token store %q: %w", s.name, err)
+			return
+		}
+		s.eng.Store(eng)
+		close(s.opened)
+		n := 0
+		_ = eng.Scan(func(tokenstore.Record) error { n++; return nil })
+		s.logger.Info("token store opened", zap.String("store", s.name), zap.String("file", s.path), zap.Int("tokens", n))
+	})
+	return s.startErr
+}
+
+func (s *fileStore) isLoaded() bool { return s.eng.Load() != nil }
+
+// engine is the open file, or an error saying it is not open yet.
+func (s *fileStore) engine() (*tokenstore.File, error) {
+	if eng := s.eng.Load(); eng != nil {
+		return eng, nil
+	}
+	if s.startErr != nil {
+		return nil, s.startErr
+	}
+	return nil, fmt.Errorf("token store %q is not open yet", s.name)
+}
+
+// Destruct closes the file when the last handler using it has gone.
+func (s *fileStore) Destruct() error {
+	if eng := s.eng.Load(); eng != nil {
+		return eng.Close()
+	}
+	return nil
+}
+
+func (s *fileStore) join(h *Handler) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.handlers = append(s.handlers, h)
+}
+
+func (s *fileStore) leave(h *Handler) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.handlers = slices.DeleteFunc(s.handlers, func(o *Handler) bool { return o == h })
+}
+
+// users are the handlers a change must be applied to: every provisioned
+// handler of every loaded config that uses the store.
+func (s *fileStore) users() []*Handler {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	return slices.DeleteFunc(slices.Clone(s.handlers), func(h *Handler) bool { return h.current == nil || h.current.Load() == nil })
+}
+
+// entries reads every entry, for a full build.
+func (s *fileStore) entries() ([]labeledEntry, error) {
+	eng, err := s.engine()
+	if err != nil {
+		return nil, nil // not open: build treats the store as pending
+	}
+	var out []labeledEntry
+	err = eng.Scan(func(r tokenstore.Record) error {
+		out = append(out, recordEntry(r))
+		return nil
+	})
+	return out, err
+}
+
+// recordEntry decodes a stored record as build compiles it: strictly, so
+// that an entry this build cannot read is refused, never misread.
+func recordEntry(r tokenstore.Record) labeledEntry {
+	e := decodeEntry(string(r.Data))
+	return labeledEntry{label: r.Label, redisEntry: e, d: r.Digest, dOK: true}
+}
+
+// stored is one entry read back from the store.
+type stored struct {
+	tp  TokenPolicy
+	rev uint64
+}
+
+// get reads label's entry; ErrNotFound (wrapped) when there is none.
+func (s *fileStore) get(label string) (stored, error) {
+	eng, err := s.engine()
+	if err != nil {
+		return stored{}, err
+	}
+	r, err := eng.Get(label)
+	if err != nil {
+		return stored{}, err
+	}
+	e := decodeEntry(string(r.Data))
+	if e.err != nil {
+		return stored{}, fmt.Errorf("token %q: the stored entry cannot be read by this build: %w", label, e.err)
+	}
+	return stored{e.tp, r.Rev}, nil
+}
+
+// audit describes a change for its log line.
+type audit struct {
+	action  string   // put, revoke, unrestrict, allow, remove, suspend, resume, promote, expire, import
+	entries []string // the allow entries the change concerns, if any
+	source  string   // admin, cli, expiry
+	remote  string   // the caller's address, through the routes
+}
+
+// errUnchanged says an update would change nothing: it is not kept, and
+// the caller answers with the entry as it is.
+var errUnchanged = errors.New("unchanged")
+
+// update changes label's entry: fn gets the entry in force (nil when the
+// label has none) and returns the entry to keep, or nil to remove it
+// entirely. The change is checked against the rules and against every
+// handler using the store (their config's labels and tokens win), kept
+// durably, and published to each of them before update returns; if any
+// step refuses it, nothing changes. cond is checked against the entry's
+// revision. It returns the entry kept and whether it is new.
+func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(cur *TokenPolicy) (*TokenPolicy, error)) (kept stored, created bool, err error) {
+	if err := labelRule(label); err != nil {
+		return stored{}, false, &ConfigError{Token: label, Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	eng, err := s.engine()
+	if err != nil {
+		return stored{}, false, err
+	}
+	var cur *TokenPolicy
+	var rev uint64
+	switch old, err := s.get(label); {
+	case err == nil:
+		cur, rev = &old.tp, old.rev
+	case errors.Is(err, tokenstore.ErrNotFound):
+	default:
+		return stored{}, false, err
+	}
+	if err := cond.Check(label, rev, cur != nil); err != nil {
+		return stored{}, false, err
+	}
+	var prev *TokenPolicy
+	if cur != nil {
+		c := *digestOnlyCopy(cur)
+		prev = &c
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return stored{}, false, err
+	}
+	if next != nil {
+		if err := checkStoreEntry(label, next); err != nil {
+			return stored{}, false, err
+		}
+	}
+	write := func(tp *TokenPolicy) error {
+		if tp == nil {
+			return eng.Delete(label, tokenstore.Cond{IfRev: rev})
+		}
+		data, err := json.Marshal(tp)
+		if err != nil {
+			return err
+		}
+		digest, err := ParseDigest(tp.TokenSHA256)
+		if err != nil {
+			return &ConfigError{Token: label, Err: err}
+		}
+		c := tokenstore.Cond{IfRev: rev, IfAbsent: cur == nil}
+		newRev, err := eng.Put(tokenstore.Record{Label: label, Digest: digest, Data: data}, c)
+		if err != nil {
+			return err
+		}
+		kept = stored{*tp, newRev}
+		return nil
+	}
+	if err := applyAll(s.users(), label, next, write); err != nil {
+		return stored{}, false, err
+	}
+	logChange(s.logger, s.name, label, a, prev, next)
+	return kept, cur == nil, nil
+}
+
+// applyAll applies one change to every handler in hs, then keeps it with
+// write: each handler checks and compiles it, holding its lock, the last
+// one writes, and each publishes on the way back. A handler that refuses
+// the change stops it before anything is kept or published.
+func applyAll(hs []*Handler, label string, tp *TokenPolicy, write func(*TokenPolicy) error) error {
+	if len(hs) == 0 {
+		return write(digestOnlyCopy(tp))
+	}
+	return hs[0].applyToken(label, tp, func(kept *TokenPolicy) error {
+		return applyAll(hs[1:], label, kept, write)
+	})
+}
+
+// logChange writes the audit line of one change. It never names the token:
+// neither the token nor its digest.
+func logChange(logger *zap.Logger, store, label string, a audit, prev, next *TokenPolicy) {
+	fields := []zap.Field{
+		zap.String("token_label", label),
+		zap.String("action", a.action),
+		zap.String("source", a.source),
+		zap.String("store", store),
+	}
+	if len(a.entries) > 0 {
+		fields = append(fields, zap.Strings("entries", a.entries))
+	}
+	if a.remote != "" {
+		fields = append(fields, zap.String("remote_ip", a.remote))
+	}
+	if prev != nil && next != nil {
+		added, removed := diffEntries(prev.Allow, next.Allow)
+		if len(added) > 0 {
+			fields = append(fields, zap.Strings("allow_added", added))
+		}
+		if len(removed) > 0 {
+			fields = append(fields, zap.Strings("allow_removed", removed))
+		}
+	}
+	logger.Info("token changed", fields...)
+}
+
+// diffEntries says which entries of b are not in a, and of a not in b.
+func diffEntries(a, b []string) (added, removed []string) {
+	for _, e := range b {
+		if !slices.Contains(a, e) {
+			added = append(added, e)
+		}
+	}
+	for _, e := range a {
+		if !slices.Contains(b, e) {
+			removed = append(removed, e)
+		}
+	}
+	return added, removed
+}
+
+// storeImportBatch is how many entries an import writes in one transaction.
+const storeImportBatch = 5000
+
+// importTokens writes a tokens file's entries, checked as one change each
+// would be, in bounded transactions, then rebuilds every handler once: one
+// change at a time would merge the overlay a thousand times over. An
+// entry that is refused stops the import there; the batches before it are
+// kept (and said so in the error).
+func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPolicy) error) error, a audit) (imported, replaced int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	eng, err := s.engine()
+	if err != nil {
+		return 0, 0, err
+	}
+	hs := s.users()
+	views := make([]*view, len(hs))
+	for i, h := range hs {
+		views[i] = h.current.Load()
+	}
+	batch := make([]tokenstore.Record, 0, storeImportBatch)
+	seen := map[string]struct{}{}
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := eng.PutBatch(batch); err != nil {
+			return err
+		}
+		imported += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	err = entries(func(label string, tp *TokenPolicy) error {
+		if _, dup := seen[label]; dup {
+			return &ConfigError{Token: label, Err: errors.New("label given twice in the import")}
+		}
+		seen[label] = struct{}{}
+		if err := checkStoreEntry(label, tp); err != nil {
+			return err
+		}
+		for i, v := range views {
+			if err := checkChange(v, label, tp, hs[i].storeWhere()); err != nil {
+				return err
+			}
+		}
+		kept := digestOnlyCopy(tp)
+		digest, err := ParseDigest(kept.TokenSHA256)
+		if err != nil {
+			return &ConfigError{Token: label, Err: err}
+		}
+		if _, err := eng.Get(label); err == nil {
+			replaced++
+		}
+		data, err := json.Marshal(kept)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, tokenstore.Record{Label: label, Digest: digest, Data: data})
+		if len(batch) == storeImportBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if imported > 0 {
+		for _, h := range hs {
+			h.reloadStore("token store import")
+		}
+		s.logger.Info("token changed", zap.String("action", a.action), zap.String("source", a.source),
+			zap.String("store", s.name), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
+	}
+	if err != nil && imported > 0 {
+		err = fmt.Errorf("%w (the %d entries before it were imported)", err, imported)
+	}
+	return imported, replaced, err
+}
+
+// export writes every entry as a tokens file: a JSON object of label to
+// entry, as stored (digests only), in label order, reading the store in
+// bounded transactions.
+func (s *fileStore) export(w interface{ Write([]byte) (int, error) }) error {
+	eng, err := s.engine()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte("{")); err != nil {
+		return err
+	}
+	first := true
+	var buf bytes.Buffer
+	err = eng.Scan(func(r tokenstore.Record) error {
+		buf.Reset()
+		if !first {
+			buf.WriteString(",")
+		}
+		first = false
+		buf.WriteString("\n  ")
+		l, _ := json.Marshal(r.Label)
+		buf.Write(l)
+		buf.WriteString(": ")
+		if err := json.Compact(&buf, r.Data); err != nil {
+			return fmt.Errorf("token %q: %w", r.Label, err)
+		}
+		_, err := w.Write(buf.Bytes())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, err = w.Write([]byte("\n}\n"))
+	return err
+}
+
+// reloadStore rebuilds the handler from its config and the store, as a
+// watched file does, and publishes it.
+func (h *Handler) reloadStore(why string) {
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
+	began := time.Now()
+	t, err := h.build()
+	if err != nil {
+		h.logger.Error("rebuilding from the token store failed; the tokens in force keep serving", zap.String("after", why), zap.Error(err))
+		return
+	}
+	h.publishBuild(t)
+	h.logger.Info("tokens from the token store applied", zap.String("after", why),
+		zap.Int("tokens", len(t.policies)), zap.Duration("took", time.Since(began)))
+}
+
+// openFileStore joins the handler to its file store, creating the pool
+// entry on first use. The file itself is opened when the config starts
+// (fileStoreApp), or at once where there is no http app to start.
+func (h *Handler) openFileStore(ctx caddy.Context) error {
+	path := h.Store.File
+	if path == "" {
+		path = defaultStoreFile()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("store file %q: %w", path, err)
+	}
+	name := h.Store.Name
+	if name == "" {
+		name = defaultStoreName
+	}
+	v, _, err := fileStores.LoadOrNew(abs, func() (caddy.Destructor, error) {
+		return newFileStore(abs, name, h.logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	s := v.(*fileStore)
+	if s.name != name {
+		_, _ = fileStores.Delete(abs)
+		return fmt.Errorf("store file %s is named %q by another handler, and %q here; give one store one name", abs, s.name, name)
+	}
+	h.fileStore = s
+	h.storeEntries = s.entries
+	s.join(h)
+	if _, err := ctx.AppIfConfigured("http"); err != nil {
+		return s.start()
+	}
+	app, err := ctx.App(fileStoreAppID)
+	if err != nil {
+		return err
+	}
+	app.(*fileStoreApp).add(s)
+	return nil
+}
+
+// closeFileStore leaves the store; the last handler to leave closes it.
+func (h *Handler) closeFileStore() error {
+	s := h.fileStore
+	if s == nil {
+		return nil
+	}
+	h.fileStore = nil
+	s.leave(h)
+	_, err := fileStores.Delete(s.path)
+	return err
+}
+
+// followFileStore rebuilds the handler once its store has opened, if it
+// was provisioned before: until then its view refuses every token the
+// config does not list, and requests wait for this (waitForStore).
+func (h *Handler) followFileStore(ctx caddy.Context, s *fileStore) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.opened:
+	}
+	h.rebuild.Lock()
+	loaded := h.builtLoaded
+	h.rebuild.Unlock()
+	if !loaded {
+		h.reloadStore("token store opened")
+	}
+}
+
+// storesNamed are the open file stores named name ("" or default: the
+// default name), for the routes.
+func storesNamed(name string) []*fileStore {
+	if name == "" {
+		name = defaultStoreName
+	}
+	var out []*fileStore
+	fileStores.Range(func(_, v any) bool {
+		if s := v.(*fileStore); s.name == name {
+			out = append(out, s)
+		}
+		return true
+	})
+	return out
+}
+
+// storeNames lists the names of the open file stores.
+func storeNames() []string {
+	var out []string
+	fileStores.Range(func(_, v any) bool {
+		out = append(out, v.(*fileStore).name)
+		return true
+	})
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func init() {
+	caddy.RegisterModule(&fileStoreApp{})
+}
+
+// fileStoreApp (ip_allowlist_store) opens the file stores a config's
+// handlers use when the config starts. It has nothing to configure.
+type fileStoreApp struct {
+	mu     sync.Mutex
+	stores []*fileStore
+}
+
+// CaddyModule returns the Caddy module information.
+func (*fileStoreApp) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  fileStoreAppID,
+		New: func() caddy.Module { return new(fileStoreApp) },
+	}
+}
+
+func (a *fileStoreApp) add(s *fileStore) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(a.stores, s) {
+		a.stores = append(a.stores, s)
+	}
+}
+
+// Start opens each store not opened by an earlier config.
+func (a *fileStoreApp) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.stores {
+		if err := s.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop closes nothing: a store lives while a config uses it (fileStores).
+func (a *fileStoreApp) Stop() error { return nil }
+
+var _ caddy.App = (*fileStoreApp)(nil)
+
+// digestHex is a digest as stored: 64 lowercase hex digits.
+func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
