@@ -53,10 +53,10 @@ const (
 type policyState uint8
 
 const (
-	stateListed  policyState = iota
-	stateRevoked             // revoked: refused everywhere
-	stateInvalid             // a store entry this node cannot use: refused, never unlisted
-	stateSuspended           // suspended: refused everywhere until resumed
+	stateListed    policyState = iota
+	stateRevoked               // revoked: refused everywhere
+	stateInvalid               // a store entry this node cannot use: refused, never unlisted
+	stateSuspended             // suspended: refused everywhere until resumed
 )
 
 type table struct {
