@@ -27,6 +27,10 @@ func init() {
 //	GET, DELETE /ip-allowlist/observed[/<label>]
 //
 // serve and reset the observed addresses (see handleObserved).
+//
+//	/ip-allowlist/tokens[/...], /ip-allowlist/import, /ip-allowlist/export
+//
+// read and change the token store (see routes.go and openapi.json).
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -43,6 +47,11 @@ func (adminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/ip-allowlist/check", Handler: caddy.AdminHandlerFunc(handleCheck)},
 		{Pattern: "/ip-allowlist/observed", Handler: caddy.AdminHandlerFunc(handleObserved)},
 		{Pattern: "/ip-allowlist/observed/", Handler: caddy.AdminHandlerFunc(handleObserved)},
+		{Pattern: "/ip-allowlist/tokens", Handler: caddy.AdminHandlerFunc(handleTokens)},
+		{Pattern: "/ip-allowlist/tokens/", Handler: caddy.AdminHandlerFunc(handleTokens)},
+		{Pattern: "/ip-allowlist/import", Handler: caddy.AdminHandlerFunc(handleImport)},
+		{Pattern: "/ip-allowlist/export", Handler: caddy.AdminHandlerFunc(handleExport)},
+		{Pattern: "/ip-allowlist/openapi.json", Handler: caddy.AdminHandlerFunc(handleOpenAPI)},
 	}
 }
 

@@ -223,11 +223,16 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 		prev = &c
 	}
 	next, err := fn(cur)
+	if errors.Is(err, errUnchanged) {
+		return stored{*cur, rev}, false, nil
+	}
 	if err != nil {
 		return stored{}, false, err
 	}
 	if next != nil {
-		if err := checkStoreEntry(label, next); err != nil {
+		// An edit may leave an entry's allow list empty: it stays
+		// listed, refused everywhere.
+		if err := checkWritten(label, next, cur != nil); err != nil {
 			return stored{}, false, err
 		}
 	}

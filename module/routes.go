@@ -1,0 +1,604 @@
+package ipallowlist
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
+)
+
+// The token store's admin routes (see openapi.json, which they serve, and
+// docs/operations.md):
+//
+//	GET    /ip-allowlist/tokens?after=&limit=          a page of entries
+//	GET    /ip-allowlist/tokens/<label>                one entry, with an ETag
+//	PUT    /ip-allowlist/tokens/<label>                create or replace
+//	DELETE /ip-allowlist/tokens/<label>[?unrestrict=true]  revoke (or remove)
+//	POST   /ip-allowlist/tokens/<label>/allow          Add More
+//	DELETE /ip-allowlist/tokens/<label>/allow/<entry>  remove one entry
+//	POST   /ip-allowlist/tokens/<label>/{suspend,resume,promote}
+//	POST   /ip-allowlist/import, GET /ip-allowlist/export
+//	GET    /ip-allowlist/openapi.json
+//
+// Every route takes ?store=<name> where several stores are open.
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// maxBody bounds a request body, but an import's.
+const maxBody = 1 << 20
+
+// entryOut is an entry as the routes answer it.
+type entryOut struct {
+	Label string `json:"label"`
+	*TokenPolicy
+	Rev    uint64 `json:"rev"`
+	Source string `json:"source"`
+}
+
+func newEntryOut(label string, s stored) entryOut {
+	tp := s.tp
+	return entryOut{Label: label, TokenPolicy: &tp, Rev: s.rev, Source: "store"}
+}
+
+// allowBody is Add More's request.
+type allowBody struct {
+	Entries []string `json:"entries"`
+	Expires string   `json:"expires,omitempty"`
+	TTL     string   `json:"ttl,omitempty"`
+	Note    string   `json:"note,omitempty"`
+}
+
+// promoteBody is promote's request.
+type promoteBody struct {
+	MinRequests int `json:"min_requests"`
+}
+
+// apiErr is a route's refusal with its status.
+func apiErr(status int, err error) error {
+	return caddy.APIError{HTTPStatus: status, Err: err}
+}
+
+// storeErr answers an error of the store or of the rules with its status:
+// the caller's mistakes are 4xx, naming the entry.
+func storeErr(err error) error {
+	var conflict *ConflictError
+	var taken *tokenstore.DigestTakenError
+	var cfg *ConfigError
+	var entry *EntryError
+	switch {
+	case errors.As(err, &conflict), errors.As(err, &taken), errors.Is(err, tokenstore.ErrDigestFixed):
+		return apiErr(http.StatusConflict, err)
+	case errors.Is(err, tokenstore.ErrPrecondition):
+		return apiErr(http.StatusPreconditionFailed, err)
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return apiErr(http.StatusNotFound, err)
+	case errors.As(err, &cfg), errors.As(err, &entry):
+		return apiErr(http.StatusBadRequest, err)
+	case errors.Is(err, errNoStore):
+		return apiErr(http.StatusServiceUnavailable, err)
+	}
+	return apiErr(http.StatusInternalServerError, err)
+}
+
+// routeStore picks the store a request names.
+func routeStore(r *http.Request) (*fileStore, error) {
+	name := r.URL.Query().Get("store")
+	stores := storesNamed(name)
+	switch {
+	case len(stores) == 1:
+		return stores[0], nil
+	case len(stores) > 1:
+		return nil, apiErr(http.StatusConflict, fmt.Errorf("store %q names more than one store file; give each store its own name", name))
+	}
+	names := storeNames()
+	if len(names) == 0 {
+		return nil, apiErr(http.StatusNotFound, errors.New("no token store is open: add store file to an ip_allowlist handler"))
+	}
+	if name == "" {
+		name = defaultStoreName
+	}
+	return nil, apiErr(http.StatusNotFound, fmt.Errorf("no token store named %q; open stores: %s", name, strings.Join(names, ", ")))
+}
+
+// decodeBody decodes a JSON body strictly: an unknown field, a second
+// value or a body too large is the caller's mistake.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("request body: %w", jsonErr(err)))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apiErr(http.StatusBadRequest, errors.New("request body: data after the JSON object"))
+	}
+	return nil
+}
+
+// writeJSON answers v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func writeEntry(w http.ResponseWriter, status int, label string, s stored) error {
+	w.Header().Set("ETag", etag(s.rev))
+	return writeJSON(w, status, newEntryOut(label, s))
+}
+
+func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
+
+// preconditions reads If-Match and If-None-Match. If-Match: * is a label
+// that must exist: any revision but none.
+func preconditions(r *http.Request) (tokenstore.Cond, bool, error) {
+	var c tokenstore.Cond
+	exists := false
+	if m := strings.TrimSpace(r.Header.Get("If-Match")); m != "" {
+		if m == "*" {
+			exists = true
+		} else {
+			rev, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(m, "W/"), `"`), 10, 64)
+			if err != nil || rev == 0 {
+				return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-Match %q: want an ETag this API returned, such as \"42\"", m))
+			}
+			c.IfRev = rev
+		}
+	}
+	if n := strings.TrimSpace(r.Header.Get("If-None-Match")); n != "" {
+		if n != "*" {
+			return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-None-Match %q: only * (create, never replace) is supported", n))
+		}
+		c.IfAbsent = true
+	}
+	return c, exists, nil
+}
+
+// remoteHost is the caller's address, for the audit line.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// handleTokens serves /ip-allowlist/tokens and everything under it.
+func handleTokens(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/ip-allowlist/tokens")
+	rest = strings.TrimPrefix(rest, "/")
+	var parts []string
+	if rest != "" {
+		for _, p := range strings.Split(rest, "/") {
+			u, err := url.PathUnescape(p)
+			if err != nil {
+				return apiErr(http.StatusBadRequest, fmt.Errorf("path segment %q: %w", p, err))
+			}
+			parts = append(parts, u)
+		}
+	}
+	s, err := routeStore(r)
+	if err != nil {
+		return err
+	}
+	a := audit{source: "admin", remote: remoteHost(r)}
+	switch {
+	case len(parts) == 0:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(r)
+		}
+		return listTokens(w, r, s)
+	case len(parts) == 1:
+		switch r.Method {
+		case http.MethodGet:
+			e, err := s.get(parts[0])
+			if err != nil {
+				return storeErr(err)
+			}
+			return writeEntry(w, http.StatusOK, parts[0], e)
+		case http.MethodPut:
+			return putEntry(w, r, s, parts[0], a)
+		case http.MethodDelete:
+			return deleteEntry(w, r, s, parts[0], a)
+		}
+		return methodNotAllowed(r)
+	case len(parts) == 2 && r.Method == http.MethodPost:
+		switch parts[1] {
+		case "allow":
+			return addAllow(w, r, s, parts[0], a)
+		case "suspend", "resume":
+			return suspend(w, r, s, parts[0], parts[1] == "suspend", a)
+		case "promote":
+			return promote(w, r, s, parts[0], a)
+		}
+	case len(parts) == 3 && parts[1] == "allow" && r.Method == http.MethodDelete:
+		return removeAllow(w, r, s, parts[0], parts[2], a)
+	}
+	return apiErr(http.StatusNotFound, fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
+}
+
+func methodNotAllowed(r *http.Request) error {
+	return apiErr(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
+}
+
+// tokenList is a page of entries.
+type tokenList struct {
+	Tokens []entryOut `json:"tokens"`
+	Next   string     `json:"next,omitempty"`
+}
+
+func listTokens(w http.ResponseWriter, r *http.Request, s *fileStore) error {
+	q := r.URL.Query()
+	limit := 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > tokenstore.MaxList {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", l, tokenstore.MaxList))
+		}
+		limit = n
+	}
+	eng, err := s.engine()
+	if err != nil {
+		return storeErr(err)
+	}
+	recs, err := eng.List(q.Get("after"), limit)
+	if err != nil {
+		return storeErr(err)
+	}
+	out := tokenList{Tokens: make([]entryOut, 0, len(recs))}
+	for _, rec := range recs {
+		e := decodeEntry(string(rec.Data))
+		if e.err != nil {
+			e.tp = TokenPolicy{TokenSHA256: digestHex(rec.Digest), Note: "this build cannot read the entry: " + e.err.Error()}
+		}
+		out.Tokens = append(out.Tokens, newEntryOut(rec.Label, stored{e.tp, rec.Rev}))
+	}
+	if len(recs) == limit {
+		out.Next = recs[len(recs)-1].Label
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func putEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
+	var tp TokenPolicy
+	if err := decodeBody(r, &tp); err != nil {
+		return err
+	}
+	cond, mustExist, err := preconditions(r)
+	if err != nil {
+		return err
+	}
+	a.action = "put"
+	a.entries = tp.Allow
+	kept, created, err := s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
+		if mustExist && cur == nil {
+			return nil, fmt.Errorf("label %q: %w", label, tokenstore.ErrPrecondition)
+		}
+		if err := checkStoreEntry(label, &tp); err != nil {
+			return nil, err
+		}
+		return &tp, nil
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return writeEntry(w, status, label, kept)
+}
+
+func deleteEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
+	cond, _, err := preconditions(r)
+	if err != nil {
+		return err
+	}
+	unrestrict := false
+	if u := r.URL.Query().Get("unrestrict"); u != "" {
+		if unrestrict, err = strconv.ParseBool(u); err != nil {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("unrestrict %q: want true or false", u))
+		}
+	}
+	a.action = "revoke"
+	if unrestrict {
+		a.action = "unrestrict"
+	}
+	_, _, err = s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("token %q: %w", label, tokenstore.ErrNotFound)
+		}
+		if unrestrict {
+			return nil, nil
+		}
+		if cur.Revoked {
+			return nil, errUnchanged
+		}
+		next := *cur
+		next.Revoked = true
+		return &next, nil
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	if unrestrict {
+		s.logger.Warn("token unrestricted: removed from the token store, it is now usable wherever unlisted_tokens allows; PUT it again to restrict it",
+			zap.String("token_label", label), zap.String("store", s.name), zap.String("remote_ip", a.remote))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// editToken applies edit to label's entry, which must exist, and answers
+// the entry kept.
+func editToken(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit, edit func(tp *TokenPolicy) error) error {
+	cond, _, err := preconditions(r)
+	if err != nil {
+		return err
+	}
+	kept, _, err := s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("token %q: %w", label, tokenstore.ErrNotFound)
+		}
+		next := *cur
+		next.Allow, next.Deny = slices.Clone(cur.Allow), slices.Clone(cur.Deny)
+		next.Expires, next.Notes = maps.Clone(cur.Expires), maps.Clone(cur.Notes)
+		if err := edit(&next); err != nil {
+			return nil, err
+		}
+		return &next, nil
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeEntry(w, http.StatusOK, label, kept)
+}
+
+func addAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
+	var body allowBody
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if len(body.Entries) == 0 {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: entries is empty; list the addresses or ranges to add", label))
+	}
+	expires, err := body.expiry(time.Now())
+	if err != nil {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %w", label, err))
+	}
+	a.action, a.entries = "allow", body.Entries
+	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+		changed := false
+		for _, e := range body.Entries {
+			if !slices.Contains(tp.Allow, e) {
+				tp.Allow = append(tp.Allow, e)
+				changed = true
+				if expires != "" {
+					setKey(&tp.Expires, e, expires)
+				}
+				if body.Note != "" {
+					setKey(&tp.Notes, e, body.Note)
+				}
+				continue
+			}
+			// Present: a new expiry extends a temporary entry; a
+			// permanent one stays permanent.
+			if old, temporary := tp.Expires[e]; temporary && expires != "" && old != expires {
+				tp.Expires[e] = expires
+				changed = true
+			} else if temporary && expires == "" {
+				delete(tp.Expires, e)
+				changed = true
+			}
+		}
+		if !changed {
+			return errUnchanged
+		}
+		return nil
+	})
+}
+
+// expiry is when the entries added expire, as RFC 3339 in UTC; "" for
+// never.
+func (b allowBody) expiry(now time.Time) (string, error) {
+	switch {
+	case b.Expires != "" && b.TTL != "":
+		return "", errors.New("give expires or ttl, not both")
+	case b.Expires != "":
+		t, err := time.Parse(time.RFC3339, b.Expires)
+		if err != nil {
+			return "", fmt.Errorf("expires %q: want an RFC 3339 time, such as 2026-12-31T23:59:59Z", b.Expires)
+		}
+		if !t.After(now) {
+			return "", fmt.Errorf("expires %q is in the past", b.Expires)
+		}
+		return t.UTC().Format(time.RFC3339), nil
+	case b.TTL != "":
+		d, err := caddy.ParseDuration(b.TTL)
+		if err != nil || d <= 0 {
+			return "", fmt.Errorf("ttl %q: want a positive duration, such as 168h or 7d", b.TTL)
+		}
+		// Rounded up to the second RFC 3339 keeps, so an entry never
+		// expires before its ttl.
+		return now.Add(d).Add(time.Second - 1).Truncate(time.Second).UTC().Format(time.RFC3339), nil
+	}
+	return "", nil
+}
+
+func setKey(m *map[string]string, k, v string) {
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	(*m)[k] = v
+}
+
+func removeAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label, entry string, a audit) error {
+	a.action, a.entries = "remove", []string{entry}
+	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+		i := slices.Index(tp.Allow, entry)
+		if i < 0 {
+			return fmt.Errorf("token %q has no allow entry %q: %w", label, entry, tokenstore.ErrNotFound)
+		}
+		tp.Allow = slices.Delete(tp.Allow, i, i+1)
+		delete(tp.Expires, entry)
+		delete(tp.Notes, entry)
+		if len(tp.Expires) == 0 {
+			tp.Expires = nil
+		}
+		if len(tp.Notes) == 0 {
+			tp.Notes = nil
+		}
+		return nil
+	})
+}
+
+func suspend(w http.ResponseWriter, r *http.Request, s *fileStore, label string, on bool, a audit) error {
+	a.action = "resume"
+	if on {
+		a.action = "suspend"
+	}
+	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+		if tp.Suspended == on {
+			return errUnchanged
+		}
+		tp.Suspended = on
+		return nil
+	})
+}
+
+// promoteResult is promote's answer.
+type promoteResult struct {
+	Entry    entryOut `json:"entry"`
+	Promoted []string `json:"promoted"`
+}
+
+// promote adds the addresses this node saw the token used from in report
+// mode, at least min_requests times and never refused in enforce mode,
+// then switches the token to enforce. What it learns is this node's.
+func promote(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
+	var body promoteBody
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.MinRequests < 1 {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: min_requests %d: want 1 or more", label, body.MinRequests))
+	}
+	var learned []string
+	if o, err := loadObservedAddrs(); err == nil {
+		for _, addr := range o.snapshot(label)[label] {
+			if addr.WouldDeny > 0 && addr.Denied == 0 && addr.uses() >= uint64(body.MinRequests) {
+				learned = append(learned, addr.IP)
+			}
+		}
+		_, _ = observedPool.Delete(observedPoolKey)
+	}
+	a.action = "promote"
+	promoted := []string{}
+	var kept stored
+	cond, _, err := preconditions(r)
+	if err != nil {
+		return err
+	}
+	kept, _, err = s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("token %q: %w", label, tokenstore.ErrNotFound)
+		}
+		next := *cur
+		next.Allow = slices.Clone(cur.Allow)
+		for _, ip := range learned {
+			if !slices.Contains(next.Allow, ip) {
+				next.Allow = append(next.Allow, ip)
+				promoted = append(promoted, ip)
+			}
+		}
+		if next.Mode == ModeEnforce && len(promoted) == 0 {
+			return nil, errUnchanged
+		}
+		next.Mode = ModeEnforce
+		a.entries = promoted
+		return &next, nil
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, promoteResult{Entry: newEntryOut(label, kept), Promoted: promoted})
+}
+
+// importResult is an import's answer.
+type importResult struct {
+	Imported int `json:"imported"`
+	Replaced int `json:"replaced"`
+}
+
+func handleImport(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(r)
+	}
+	s, err := routeStore(r)
+	if err != nil {
+		return err
+	}
+	n, replaced, err := s.importTokens(func(fn func(string, *TokenPolicy) error) error {
+		return eachTokenBatch(r.Body, func(batch []tokenEntry) error {
+			for i := range batch {
+				if err := fn(batch[i].label, &batch[i].tp); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}, audit{action: "import", source: "admin", remote: remoteHost(r)})
+	if err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) || !isStoreRefusal(err) {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
+		}
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, importResult{Imported: n, Replaced: replaced})
+}
+
+// isStoreRefusal says whether err is one storeErr gives a status to other
+// than 500.
+func isStoreRefusal(err error) bool {
+	var e caddy.APIError
+	return errors.As(storeErr(err), &e) && e.HTTPStatus != http.StatusInternalServerError
+}
+
+func handleExport(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(r)
+	}
+	s, err := routeStore(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.engine(); err != nil {
+		return storeErr(err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return s.export(w)
+}
+
+func handleOpenAPI(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(r)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(openAPIDocument)
+	return err
+}
