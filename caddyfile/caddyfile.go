@@ -40,8 +40,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			deny  <range>...
 //			allow_broad
 //			revoked
+//			suspended
+//			mode enforce|report
+//			owner <id>
+//			note <text>
 //		}
 //		tokens_file <path>
+//		store file [<path>] {
+//			name <name>
+//		}
+//		store redis <host:port> {
+//			name <name>
+//			(the redis block's subdirectives)
+//		}
 //		redis <host:port> {
 //			username <name>
 //			password <password>
@@ -185,14 +196,23 @@ func (p *parser) parse() error {
 			}
 			h.TokensFiles = append(h.TokensFiles, path)
 		case "redis":
-			if h.Redis != nil {
-				return d.Err("redis given twice; a handler follows one store")
+			if h.Redis != nil || h.Store != nil {
+				return d.Err("redis given twice, or with store; a handler follows one store")
 			}
-			src, err := p.redis()
+			src, err := p.redis(nil)
 			if err != nil {
 				return err
 			}
 			h.Redis = src
+		case "store":
+			if h.Redis != nil || h.Store != nil {
+				return d.Err("store given twice, or with redis; a handler follows one store")
+			}
+			st, err := p.store()
+			if err != nil {
+				return err
+			}
+			h.Store = st
 		case "unlisted_tokens":
 			if h.Unlisted != nil {
 				return d.Err("unlisted_tokens given twice")
@@ -253,8 +273,50 @@ func (p *parser) parse() error {
 	return nil
 }
 
-// redis reads the redis subdirective and its block.
-func (p *parser) redis() (*ipallowlist.RedisSource, error) {
+// store reads the store subdirective and its block:
+//
+//	store file [<path>] { name <name> }
+//	store redis <host:port> { name <name>; the redis block's subdirectives }
+func (p *parser) store() (*ipallowlist.TokenStore, error) {
+	d := p.d
+	st := &ipallowlist.TokenStore{}
+	if !d.NextArg() {
+		return nil, d.Err("store: give file [<path>] or redis <host:port>")
+	}
+	switch d.Val() {
+	case "redis":
+		src, err := p.redis(&st.Name)
+		if err != nil {
+			return nil, err
+		}
+		st.Redis = src
+	case "file":
+		if d.NextArg() {
+			st.File = d.Val()
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			if d.Val() != "name" {
+				return nil, d.Errf("unrecognized store file subdirective %q", d.Val())
+			}
+			if !d.Args(&st.Name) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		}
+	default:
+		return nil, d.Errf("store %q: want file or redis", d.Val())
+	}
+	if err := ipallowlist.CheckStoreName(st.Name); err != nil {
+		return nil, d.Errf("store name: %v", err)
+	}
+	return st, nil
+}
+
+// redis reads the redis subdirective and its block; with name not nil,
+// as store redis, whose block also takes name.
+func (p *parser) redis(name *string) (*ipallowlist.RedisSource, error) {
 	d := p.d
 	src := &ipallowlist.RedisSource{}
 	// No default address: with redis {$REDIS_ADDR} and the variable
@@ -317,6 +379,11 @@ func (p *parser) redis() (*ipallowlist.RedisSource, error) {
 				}
 				src.Resync = caddy.Duration(dur)
 			}
+		case "name":
+			if name == nil {
+				return nil, d.Err("redis: name is a subdirective of store redis")
+			}
+			*name, err = one()
 		default:
 			return nil, d.Errf("unrecognized redis subdirective %q", sub)
 		}
@@ -424,6 +491,28 @@ func (p *parser) token() error {
 				return d.ArgErr()
 			}
 			tp.AllowBroad = true
+		case "suspended":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			tp.Suspended = true
+		case "mode":
+			v, err := p.oneOf(ipallowlist.ModeEnforce, ipallowlist.ModeReport)
+			if err != nil {
+				return err
+			}
+			tp.Mode = v
+		case "owner", "note":
+			sub := d.Val()
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if sub == "owner" {
+				tp.Owner = v
+			} else {
+				tp.Note = v
+			}
 		default:
 			return d.Errf("unrecognized token subdirective %q", d.Val())
 		}

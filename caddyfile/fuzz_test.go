@@ -42,8 +42,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(h.TokensFiles) > 0 || h.Redis != nil {
-			return // files and Redis are read at provision only
+		if len(h.TokensFiles) > 0 || h.Redis != nil || h.Store != nil {
+			return // files, stores and Redis are read at provision only
 		}
 		for _, tp := range h.Tokens {
 			if ipallowlist.IsPlaceholder(tp.Token) {

@@ -37,6 +37,18 @@ type TokenStore struct {
 // defaultStoreName names a store that is given no name.
 const defaultStoreName = "default"
 
+// CheckStoreName applies the rule for a store's name: as a label's, so it
+// is a plain query value.
+func CheckStoreName(name string) error {
+	if name == "" {
+		return nil
+	}
+	if err := labelRule(name); err != nil {
+		return fmt.Errorf("%q: %w", name, err)
+	}
+	return nil
+}
+
 // defaultStoreFile is the file store's path in Caddy's data directory.
 func defaultStoreFile() string {
 	return filepath.Join(caddy.AppDataDir(), "ip-allowlist", "tokens.db")
@@ -463,6 +475,9 @@ func (h *Handler) openFileStore(ctx caddy.Context) error {
 		return fmt.Errorf("store file %q: %w", path, err)
 	}
 	name := h.Store.Name
+	if err := CheckStoreName(name); err != nil {
+		return fmt.Errorf("store name %w", err)
+	}
 	if name == "" {
 		name = defaultStoreName
 	}
