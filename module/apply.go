@@ -101,11 +101,40 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	h.overlay = changes
 	h.current.Store(next)
 	h.wakeExpiry()
-	h.warnUnlisted(v, next)
+	var digest [32]byte
+	if tp != nil {
+		digest, _ = ParseDigest(tp.TokenSHA256)
+	}
+	h.warnUnlistedLabel(v, next, label, tp, digest)
 	if len(changes) >= overlayMerge {
 		h.mergeLocked()
 	}
 	return nil
+}
+
+// warnUnlistedLabel is warnUnlisted for a change to one label, without
+// looking at every token of the view: the label's token is no longer
+// listed when the change removed the label, or gave it another token
+// (digest: the new one; a store of other nodes may do that).
+func (h *Handler) warnUnlistedLabel(old, v *view, label string, tp *TokenPolicy, digest [32]byte) {
+	t := v.base
+	if t.unlisted.allowed.v4Len == 0 && t.unlisted.allowed.v6Len == 0 {
+		return
+	}
+	ot, p := old.byLabel(label)
+	if p == nil || p.state == stateInvalid {
+		return
+	}
+	if tp != nil {
+		if id, ok := old.find(digest); ok {
+			if it, ip := old.policy(id); it == ot && ip == p {
+				return // the same token
+			}
+		}
+	}
+	h.logger.Warn("token no longer listed: it is now usable wherever unlisted_tokens allows; set revoked on it to refuse it",
+		zap.String("token_label", label),
+		zap.String("unlisted_tokens", t.unlistedSummary()))
 }
 
 // digestOnlyCopy is tp, copied so that a caller's later edits cannot reach

@@ -440,4 +440,14 @@ func TestApplyRemovalWarns(t *testing.T) {
 	if warned.Len() != 1 || warned.All()[0].ContextMap()["token_label"] != "s0" {
 		t.Errorf("removal warnings: %v, want one naming s0", logs.All())
 	}
+	// A label given another token (Redis allows it) unlists the old one;
+	// a change of the same token's list does not.
+	for i, tok := range []int{5, 5, 6, 6} {
+		if err := s.apply(h, "s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(tok)), Allow: []string{fmt.Sprintf("192.0.2.%d", i+1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("token no longer listed").Len(); n != 2 {
+		t.Errorf("%d warnings after re-adding s0 and changing its token once, want 2", n)
+	}
 }
