@@ -448,6 +448,6 @@ func TestApplyRemovalWarns(t *testing.T) {
 		}
 	}
 	if n := logs.FilterMessageSnippet("token no longer listed").Len(); n != 2 {
-		t.Errorf("%d warnings after re-adding s0 and changing its token once, want 2", n)
+		t.Errorf("%d warnings after re-adding s0 and changing its token once, want 2: %v", n, logs.All())
 	}
 }
