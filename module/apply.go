@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -35,7 +36,12 @@ const whereStore = "the token store"
 const whereRedis = "redis"
 
 // change is one token's entry in the overlay; tp nil: no longer listed.
-type change struct{ tp *TokenPolicy }
+// seq orders the changes (Handler.changeSeq), so a merge knows which came
+// after the store was read for it.
+type change struct {
+	tp  *TokenPolicy
+	seq uint64
+}
 
 // errNoStore refuses a change where no token store keeps it: the next full
 // build would lose it.
@@ -88,7 +94,8 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	if changes == nil {
 		changes = map[string]change{}
 	}
-	changes[label] = change{tp}
+	h.changeSeq++
+	changes[label] = change{tp, h.changeSeq}
 	next, err := h.overlayView(v.base, changes, label, origin)
 	if err != nil {
 		return err
@@ -106,10 +113,67 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 		digest, _ = ParseDigest(tp.TokenSHA256)
 	}
 	h.warnUnlistedLabel(v, next, label, tp, digest)
-	if len(changes) >= overlayMerge {
+	switch {
+	case len(changes) >= overlayMergeNow:
+		// Merges cannot keep up, or keep failing: merge here, so the
+		// overlay stays bounded.
 		h.mergeLocked()
+	case len(changes) >= overlayMerge && !h.merging:
+		h.merging = true
+		go h.mergeInBackground()
 	}
 	return nil
+}
+
+// overlayMergeNow is the number of changed tokens at which a change merges
+// before it returns, rather than in the background.
+const overlayMergeNow = 4 * overlayMerge
+
+// mergeInBackground folds the overlay into a new base without holding
+// h.rebuild while it compiles (seconds with a million tokens), so changes
+// go on meanwhile. The changes applied after it began reading the store
+// stay in the new view's overlay, over the new base. A full build
+// published meanwhile makes this one stale: it is dropped.
+func (h *Handler) mergeInBackground() {
+	h.rebuild.Lock()
+	seq, builds, logged := h.changeSeq, h.builds, maps.Clone(h.skipped)
+	h.rebuild.Unlock()
+	began := time.Now()
+	b, err := h.compileAll(logged)
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
+	h.merging = false
+	switch {
+	case err != nil:
+		h.logger.Error("merging the changed tokens failed; they stay in force in the overlay", zap.Error(err))
+		return
+	case h.builds != builds:
+		return // a full build since holds every change this one read
+	}
+	rest := map[string]change{}
+	for label, c := range h.overlay {
+		if c.seq > seq {
+			rest[label] = c
+		}
+	}
+	next, err := h.overlayView(b.t, rest, "", originStore)
+	if err != nil {
+		// A change since conflicts with the new base: build it whole.
+		h.mergeLocked()
+		return
+	}
+	h.builtLoaded, h.builtGen, h.skipped = b.loaded, b.gen, b.skipped
+	h.overlay = rest
+	if len(rest) == 0 {
+		h.overlay = nil
+		next = newView(b.t)
+	}
+	h.builds++
+	h.current.Store(next)
+	h.wakeExpiry()
+	h.markLoaded()
+	h.logger.Debug("changed tokens merged", zap.Int("tokens", len(b.t.policies)),
+		zap.Int("changed_since", len(rest)), zap.Duration("took", time.Since(began)))
 }
 
 // warnUnlistedLabel is warnUnlisted for a change to one label, without
@@ -232,6 +296,7 @@ func (h *Handler) storeWhere() string {
 // every change applied before it.
 func (h *Handler) publishBuild(t *table) {
 	h.overlay = nil
+	h.builds++
 	next := newView(t)
 	old := h.current.Swap(next)
 	h.wakeExpiry()

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 
@@ -355,24 +356,91 @@ func TestApplyWhileServing(t *testing.T) {
 	}
 }
 
-// TestApplyMergesAtTheBound: the overlay never holds more than
-// overlayMerge changes; reaching it folds them into the base.
+// TestApplyMergesAtTheBound: reaching overlayMerge changes starts a merge
+// in the background, which folds them into the base while changes go on;
+// the overlay never reaches overlayMergeNow.
 func TestApplyMergesAtTheBound(t *testing.T) {
 	h, s := applyHandler(t, applyConfig(t))
+	base := h.current.Load().base
 	for i := range overlayMerge + 10 {
 		if err := s.apply(h, fmt.Sprint("m", i), &TokenPolicy{TokenSHA256: testkit.Digest(fmt.Sprint("merge-token-", i, "-0123456789")), Allow: []string{"192.0.2.1"}}); err != nil {
 			t.Fatal(err)
 		}
-		if len(h.overlay) >= overlayMerge {
-			t.Fatalf("after %d changes the overlay holds %d", i+1, len(h.overlay))
+		h.rebuild.Lock()
+		n := len(h.overlay)
+		h.rebuild.Unlock()
+		if n >= overlayMergeNow {
+			t.Fatalf("after %d changes the overlay holds %d", i+1, n)
 		}
 	}
-	if len(h.overlay) != 10 {
-		t.Errorf("the overlay holds %d changes, want the 10 since the merge", len(h.overlay))
+	testkit.Eventually(t, "the merge", 10*time.Second, func() bool {
+		h.rebuild.Lock()
+		defer h.rebuild.Unlock()
+		return !h.merging && h.current.Load().base != base
+	})
+	h.rebuild.Lock()
+	n := len(h.overlay)
+	h.rebuild.Unlock()
+	if n >= overlayMerge {
+		t.Errorf("the overlay holds %d changes after the merge", n)
 	}
 	v := h.current.Load()
 	if _, ok := v.base.labelled("m0"); !ok {
 		t.Error("the merge did not fold m0 into the base")
+	}
+	// Every change is in force, whether merged or in the overlay.
+	for i := range overlayMerge + 10 {
+		if got := viewOutcome(h, v, fmt.Sprint("merge-token-", i, "-0123456789"), applyAddrs[0]); got != fmt.Sprintf("allowed m%d", i) {
+			t.Fatalf("m%d after the merge: %s", i, got)
+		}
+	}
+}
+
+// TestApplyMergeKeepsLaterChanges: changes applied while a merge compiles
+// stay in force over its new base, and a merge made stale by a full build
+// is dropped.
+func TestApplyMergeKeepsLaterChanges(t *testing.T) {
+	h, s := applyHandler(t, applyConfig(t))
+	if err := s.apply(h, "s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"192.0.2.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The merge reads the store, then s0 changes and s1 arrives before it
+	// publishes.
+	read := make(chan struct{})
+	resume := make(chan struct{})
+	entries := h.storeEntries
+	h.storeEntries = func() ([]labeledEntry, error) {
+		es, err := entries()
+		close(read)
+		<-resume
+		return es, err
+	}
+	h.rebuild.Lock()
+	h.merging = true
+	h.rebuild.Unlock()
+	done := make(chan struct{})
+	go func() { h.mergeInBackground(); close(done) }()
+	<-read
+	if err := s.apply(h, "s0", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(5)), Allow: []string{"192.0.2.9"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(h, "s1", &TokenPolicy{TokenSHA256: testkit.Digest(applyTok(6)), Allow: []string{"192.0.2.9"}}); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	<-done
+	h.storeEntries = entries
+	v := h.current.Load()
+	for tok, want := range map[int]string{5: "allowed s0", 6: "allowed s1"} {
+		if got := viewOutcome(h, v, applyTok(tok), applyAddrs[1]); got != want {
+			t.Errorf("token %d after the merge: %s, want %s", tok, got, want)
+		}
+	}
+	if got := viewOutcome(h, v, applyTok(5), applyAddrs[0]); got != "ip_not_allowed s0" {
+		t.Errorf("s0's old address after the merge: %s", got)
+	}
+	if _, ok := v.base.labelled("s0"); !ok {
+		t.Error("the merge did not publish its base")
 	}
 }
 

@@ -108,6 +108,11 @@ type Handler struct {
 	// Redis store; until then requests wait for it (waitForStore).
 	loaded  *storeLoad
 	overlay map[string]change // the changes in the view's overlay, under rebuild
+	// changeSeq counts the changes applied, builds the full builds
+	// published, and merging says a merge runs in the background; all
+	// under rebuild.
+	changeSeq, builds uint64
+	merging           bool
 	// The token store's entries, as build compiles them; nil without a
 	// token store, and then no change can be applied.
 	storeEntries func() ([]labeledEntry, error)

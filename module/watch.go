@@ -86,65 +86,95 @@ func (h *Handler) reloadTokens(ctx context.Context) {
 }
 
 // build compiles the handler's table from its config and the tokens of its
-// store (Redis, or the token store's entries) as they are now. Callers hold
-// h.rebuild, or are Provision.
+// store (Redis, or the token store's entries) as they are now, and notes
+// what it read. Callers hold h.rebuild, or are Provision.
 func (h *Handler) build() (*table, error) {
+	b, err := h.compileAll(h.skipped)
+	h.builtLoaded, h.builtGen = b.loaded, b.gen
+	if err == nil {
+		h.skipped = b.skipped
+	}
+	return b.t, err
+}
+
+// built is a full build and what it read.
+type built struct {
+	t *table
+	// loaded: the store had loaded when its entries were read; gen: the
+	// Redis store's generation they were read at.
+	loaded  bool
+	gen     uint64
+	skipped map[string]string // the bad entries, each logged once
+}
+
+// compileAll is build without writing to h, so a merge can run it without
+// holding h.rebuild: it reads only the config, which provisioning fixed,
+// and the store, which is safe for concurrent use. logged holds the bad
+// entries logged before, which are not logged again.
+func (h *Handler) compileAll(logged map[string]string) (built, error) {
 	var shared []labeledEntry
+	var b built
 	cfg := h
 	where, skippedMsg, unknownMsg := whereRedis, "redis token entry skipped; fix or delete it",
 		"redis token entry names an ip_set this node does not define; it matches nothing here"
 	switch {
 	case h.storeEntries != nil && h.store != nil:
-		return nil, errors.New("a handler takes tokens from one store: redis or the token store")
+		return b, errors.New("a handler takes tokens from one store: redis or the token store")
 	case h.storeEntries != nil:
 		// Read before the entries, as for Redis below.
-		h.builtLoaded = h.fileStore == nil || h.fileStore.isLoaded()
+		b.loaded = h.fileStore == nil || h.fileStore.isLoaded()
 		var err error
 		if shared, err = h.storeEntries(); err != nil {
-			return nil, fmt.Errorf("reading the token store: %w", err)
+			return b, fmt.Errorf("reading the token store: %w", err)
 		}
 		where, skippedMsg, unknownMsg = whereStore, "token store entry skipped; fix or delete it",
 			"token store entry names an ip_set this config does not define; it matches nothing here"
-		if !h.builtLoaded {
-			// As for Redis below: until the file is open, refuse every
-			// token the config does not list.
-			pending := *h
-			pending.Unlisted = &Policy{}
-			cfg = &pending
-		}
 	case h.store != nil:
 		// Loaded is read before the entries: the store sets them before
 		// it says it has loaded, so a build that sees it loaded sees them.
 		// Read after, a load in between would leave them out and the
 		// store's tokens unlisted.
-		h.builtLoaded = h.store.isLoaded()
-		shared, h.builtGen = h.store.list()
-		if !h.builtLoaded {
-			// Until the store has loaded, its tokens are not known:
-			// refuse every token the config does not list, rather
-			// than let the store's tokens be unlisted.
-			pending := *h
-			pending.Unlisted = &Policy{}
-			cfg = &pending
-		}
+		b.loaded = h.store.isLoaded()
+		shared, b.gen = h.store.list()
 	}
-	skipped := map[string]string{}
+	if (h.storeEntries != nil || h.store != nil) && !b.loaded {
+		// Until the store has loaded, its tokens are not known: refuse
+		// every token the config does not list, rather than let the
+		// store's tokens be unlisted.
+		pending := h.configOnly()
+		pending.Unlisted = &Policy{}
+		cfg = pending
+	}
+	b.skipped = map[string]string{}
 	t, err := compileShared(cfg, caddy.NewReplacer(), where, shared, func(label string, err error) {
 		msg := err.Error()
-		skipped[label] = msg
-		if h.skipped[label] != msg { // each bad entry is logged once
+		b.skipped[label] = msg
+		if logged[label] != msg { // each bad entry is logged once
 			h.logger.Error(skippedMsg, zap.String("token_label", label), zap.Error(err))
 		}
 	}, func(label, set string) {
 		// Kept with the skipped entries under a key no label can be.
 		key := "ip_set\x00" + label + "\x00" + set
-		skipped[key] = ""
-		if _, seen := h.skipped[key]; !seen { // once per entry and set, while it lasts
+		b.skipped[key] = ""
+		if _, seen := logged[key]; !seen { // once per entry and set, while it lasts
 			h.logger.Warn(unknownMsg, zap.String("token_label", label), zap.String("ip_set", set))
 		}
 	})
-	if err == nil {
-		h.skipped = skipped
+	b.t = t
+	return b, err
+}
+
+// configOnly is a copy of h's configuration, without its state: what the
+// compiler reads.
+func (h *Handler) configOnly() *Handler {
+	return &Handler{
+		TokenSources: h.TokenSources,
+		IPSets:       h.IPSets,
+		Tokens:       h.Tokens,
+		TokensFiles:  h.TokensFiles,
+		Unlisted:     h.Unlisted,
+		MissingToken: h.MissingToken,
+		Mode:         h.Mode,
+		Watch:        h.Watch,
 	}
-	return t, err
 }
