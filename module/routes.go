@@ -89,7 +89,7 @@ func storeErr(err error) error {
 		return apiErr(http.StatusNotFound, err)
 	case errors.As(err, &cfg), errors.As(err, &entry):
 		return apiErr(http.StatusBadRequest, err)
-	case errors.Is(err, errNoStore):
+	case errors.Is(err, errNoStore), errors.Is(err, errStoreNotOpen):
 		return apiErr(http.StatusServiceUnavailable, err)
 	}
 	return apiErr(http.StatusInternalServerError, err)

@@ -113,8 +113,11 @@ func (s *fileStore) engine() (*tokenstore.File, error) {
 	if s.startErr != nil {
 		return nil, s.startErr
 	}
-	return nil, fmt.Errorf("token store %q is not open yet", s.name)
+	return nil, fmt.Errorf("token store %q: %w", s.name, errStoreNotOpen)
 }
+
+// errStoreNotOpen: the store file opens when the config starts.
+var errStoreNotOpen = errors.New("not open yet (it opens when the config starts); try again")
 
 // Destruct closes the file when the last handler using it has gone.
 func (s *fileStore) Destruct() error {
