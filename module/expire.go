@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"errors"
 	"math"
 	"slices"
 	"time"
@@ -85,21 +86,12 @@ func (h *Handler) expire(due []string) {
 	now := time.Now()
 	full := false
 	for _, label := range due {
-		tp, ok := h.storedEntry(label)
-		if !ok {
+		if err := h.expireOne(label, now); errors.Is(err, errNotStored) {
 			full = true
-			continue
-		}
-		expired := expiredEntries(tp, now)
-		if err := h.apply(label, tp, originStore, nil); err != nil {
+		} else if err != nil {
 			h.logger.Error("expiring an allow entry failed; rebuilding", zap.String("token_label", label), zap.Error(err))
 			full = true
-			continue
 		}
-		for _, e := range expired {
-			h.logger.Info("token entry expired", zap.String("token_label", label), zap.String("entry", e), zap.String("expires", tp.Expires[e]))
-		}
-		logChange(h.logger, h.storeName(), label, audit{action: "expire", entries: expired, source: "expiry"}, nil, nil)
 	}
 	if full {
 		h.reloadStore("allow entries expired")
@@ -109,6 +101,33 @@ func (h *Handler) expire(due []string) {
 			time.Sleep(time.Second)
 		}
 	}
+}
+
+// errNotStored: the token is not the store's; a full build expires it.
+var errNotStored = errors.New("not a token of the store")
+
+// expireOne recompiles label from its entry in the store. The store's
+// writes are held meanwhile, so a change to the same token cannot be
+// overtaken by the entry as read before it.
+func (h *Handler) expireOne(label string, now time.Time) error {
+	if h.fileStore == nil {
+		return errNotStored
+	}
+	h.fileStore.mu.Lock()
+	defer h.fileStore.mu.Unlock()
+	tp, ok := h.storedEntry(label)
+	if !ok {
+		return errNotStored
+	}
+	expired := expiredEntries(tp, now)
+	if err := h.apply(label, tp, originStore, nil); err != nil {
+		return err
+	}
+	for _, e := range expired {
+		h.logger.Info("token entry expired", zap.String("token_label", label), zap.String("entry", e), zap.String("expires", tp.Expires[e]))
+	}
+	logChange(h.logger, h.storeName(), label, audit{action: "expire", entries: expired, source: "expiry"}, nil, nil)
+	return nil
 }
 
 // expiredEntries are tp's allow entries expired at now.
