@@ -400,3 +400,24 @@ func TestStoreRoutesServeOpenAPI(t *testing.T) {
 		t.Fatalf("not an OpenAPI document: %v", err)
 	}
 }
+
+// A config token's entry may expire too: the handler rebuilds then.
+func TestConfigEntryExpires(t *testing.T) {
+	at := time.Now().Add(1500 * time.Millisecond).UTC().Format(time.RFC3339)
+	h := &Handler{Tokens: map[string]*TokenPolicy{"c": {Token: applyTok(1), Allow: []string{"192.0.2.1", "192.0.2.2"}, Expires: map[string]string{"192.0.2.2": at}}}}
+	provisionLogging(t, h, zapcore.WarnLevel)
+	if got := decided(h, applyTok(1), "192.0.2.2"); got != "allowed c" {
+		t.Fatalf("before expiry: %s", got)
+	}
+	testkit.Eventually(t, "the config entry to expire", 4*time.Second, func() bool { return decided(h, applyTok(1), "192.0.2.2") == "ip_not_allowed c" })
+	if got := decided(h, applyTok(1), "192.0.2.1"); got != "allowed c" {
+		t.Errorf("the permanent entry: %s", got)
+	}
+	// An expiry that is not RFC 3339, or names no allow entry, is refused.
+	for _, exp := range []map[string]string{{"192.0.2.2": "tomorrow"}, {"192.0.2.9": at}} {
+		err := provisionErr(&Handler{Tokens: map[string]*TokenPolicy{"c": {Token: applyTok(1), Allow: []string{"192.0.2.2"}, Expires: exp}}})
+		if err == nil || !strings.Contains(err.Error(), `token "c": expires`) {
+			t.Errorf("expires %v: %v", exp, err)
+		}
+	}
+}
