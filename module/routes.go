@@ -89,7 +89,7 @@ func storeErr(err error) error {
 		return apiErr(http.StatusNotFound, err)
 	case errors.As(err, &cfg), errors.As(err, &entry):
 		return apiErr(http.StatusBadRequest, err)
-	case errors.Is(err, errNoStore):
+	case errors.Is(err, errNoStore), errors.Is(err, errStoreNotOpen):
 		return apiErr(http.StatusServiceUnavailable, err)
 	}
 	return apiErr(http.StatusInternalServerError, err)
@@ -101,6 +101,7 @@ func routeStore(r *http.Request) (*fileStore, error) {
 	stores := storesNamed(name)
 	switch {
 	case len(stores) == 1:
+		stores[0].waitOpen(r.Context().Done())
 		return stores[0], nil
 	case len(stores) > 1:
 		return nil, apiErr(http.StatusConflict, fmt.Errorf("store %q names more than one store file; give each store its own name", name))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -398,5 +399,21 @@ func TestStoreRoutesServeOpenAPI(t *testing.T) {
 	var doc map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil || doc["openapi"] == nil {
 		t.Fatalf("not an OpenAPI document: %v", err)
+	}
+}
+
+// A route called while Caddy starts, before the app that opens the store
+// file has started, waits for it instead of failing.
+func TestStoreRoutesWaitForTheStoreToOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	s := newFileStore(path, "starting", zap.NewNop())
+	fileStores.LoadOrStore(path, s)
+	t.Cleanup(func() { _, _ = fileStores.Delete(path) })
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = s.start()
+	}()
+	if r := routeCall(t, "GET", "/ip-allowlist/tokens?store=starting", ""); r.status != http.StatusOK {
+		t.Errorf("listing while the store opens: %d %s, want 200 once it has", r.status, r.body)
 	}
 }

@@ -113,7 +113,27 @@ func (s *fileStore) engine() (*tokenstore.File, error) {
 	if s.startErr != nil {
 		return nil, s.startErr
 	}
-	return nil, fmt.Errorf("token store %q is not open yet", s.name)
+	return nil, fmt.Errorf("token store %q: %w", s.name, errStoreNotOpen)
+}
+
+// errStoreNotOpen: the config that opens the store has not started yet.
+var errStoreNotOpen = errors.New("not open yet: the config using it is still starting")
+
+// waitOpen waits until the store is open, at most storeWait or until done
+// is closed, as a request waits for its handler's store (waitForStore): a
+// route called as Caddy starts, before the app that opens the file has
+// started, is answered once it has rather than refused.
+func (s *fileStore) waitOpen(done <-chan struct{}) {
+	if s.isLoaded() {
+		return
+	}
+	t := time.NewTimer(storeWait)
+	defer t.Stop()
+	select {
+	case <-s.opened:
+	case <-t.C:
+	case <-done:
+	}
 }
 
 // Destruct closes the file when the last handler using it has gone.
