@@ -204,7 +204,7 @@ func TestStoreRoutesRefuseBadChanges(t *testing.T) {
 		status                     int
 		want                       string
 	}{
-		{"unknown field", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "alow": ["any"]}`, nil, 400, `unknown field "alow"`},
+		{"unknown field", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "alow": ["any"]}`, nil, 400, `token "cust-2": request body: json: unknown field "alow"`},
 		{"bad range", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "allow": ["10.0.0.1/8"]}`, nil, 400, `token "cust-2": allow[0] "10.0.0.1/8"`},
 		{"unknown set", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["ofice"]}`, nil, 400, `allow[1] "ofice": unknown ip_set`},
 		{"bad entry added", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["192.0.2.300"]}`, nil, 400, `"192.0.2.300"`},
