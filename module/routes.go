@@ -101,6 +101,7 @@ func routeStore(r *http.Request) (*fileStore, error) {
 	stores := storesNamed(name)
 	switch {
 	case len(stores) == 1:
+		stores[0].waitOpen(r.Context().Done())
 		return stores[0], nil
 	case len(stores) > 1:
 		return nil, apiErr(http.StatusConflict, fmt.Errorf("store %q names more than one store file; give each store its own name", name))
@@ -115,16 +116,17 @@ func routeStore(r *http.Request) (*fileStore, error) {
 	return nil, apiErr(http.StatusNotFound, fmt.Errorf("no token store named %q; open stores: %s", name, strings.Join(names, ", ")))
 }
 
-// decodeBody decodes a JSON body strictly: an unknown field, a second
-// value or a body too large is the caller's mistake.
-func decodeBody(r *http.Request, v any) error {
+// decodeBody decodes a JSON body for label's entry strictly: an unknown
+// field, a second value or a body too large is the caller's mistake, and
+// the error names the entry, as every refusal does.
+func decodeBody(r *http.Request, label string, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apiErr(http.StatusBadRequest, fmt.Errorf("request body: %w", jsonErr(err)))
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: request body: %w", label, jsonErr(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return apiErr(http.StatusBadRequest, errors.New("request body: data after the JSON object"))
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: request body: data after the JSON object", label))
 	}
 	return nil
 }
@@ -275,7 +277,7 @@ func listTokens(w http.ResponseWriter, r *http.Request, s *fileStore) error {
 
 func putEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
 	var tp TokenPolicy
-	if err := decodeBody(r, &tp); err != nil {
+	if err := decodeBody(r, label, &tp); err != nil {
 		return err
 	}
 	cond, mustExist, err := preconditions(r)
@@ -370,7 +372,7 @@ func editToken(w http.ResponseWriter, r *http.Request, s *fileStore, label strin
 
 func addAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
 	var body allowBody
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeBody(r, label, &body); err != nil {
 		return err
 	}
 	if len(body.Entries) == 0 {
@@ -491,7 +493,7 @@ type promoteResult struct {
 // then switches the token to enforce. What it learns is this node's.
 func promote(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
 	var body promoteBody
-	if err := decodeBody(r, &body); err != nil {
+	if err := decodeBody(r, label, &body); err != nil {
 		return err
 	}
 	if body.MinRequests < 1 {

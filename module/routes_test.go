@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -203,7 +204,7 @@ func TestStoreRoutesRefuseBadChanges(t *testing.T) {
 		status                     int
 		want                       string
 	}{
-		{"unknown field", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "alow": ["any"]}`, nil, 400, `unknown field "alow"`},
+		{"unknown field", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "alow": ["any"]}`, nil, 400, `token "cust-2": request body: json: unknown field "alow"`},
 		{"bad range", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `", "allow": ["10.0.0.1/8"]}`, nil, 400, `token "cust-2": allow[0] "10.0.0.1/8"`},
 		{"unknown set", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["ofice"]}`, nil, 400, `allow[1] "ofice": unknown ip_set`},
 		{"bad entry added", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["192.0.2.300"]}`, nil, 400, `"192.0.2.300"`},
@@ -419,5 +420,21 @@ func TestConfigEntryExpires(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `token "c": expires`) {
 			t.Errorf("expires %v: %v", exp, err)
 		}
+	}
+}
+
+// A route called while Caddy starts, before the app that opens the store
+// file has started, waits for it instead of failing.
+func TestStoreRoutesWaitForTheStoreToOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	s := newFileStore(path, "starting", zap.NewNop())
+	fileStores.LoadOrStore(path, s)
+	t.Cleanup(func() { _, _ = fileStores.Delete(path) })
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = s.start()
+	}()
+	if r := routeCall(t, "GET", "/ip-allowlist/tokens?store=starting", ""); r.status != http.StatusOK {
+		t.Errorf("listing while the store opens: %d %s, want 200 once it has", r.status, r.body)
 	}
 }

@@ -116,8 +116,25 @@ func (s *fileStore) engine() (*tokenstore.File, error) {
 	return nil, fmt.Errorf("token store %q: %w", s.name, errStoreNotOpen)
 }
 
-// errStoreNotOpen: the store file opens when the config starts.
-var errStoreNotOpen = errors.New("not open yet (it opens when the config starts); try again")
+// errStoreNotOpen: the config that opens the store has not started yet.
+var errStoreNotOpen = errors.New("not open yet: the config using it is still starting")
+
+// waitOpen waits until the store is open, at most storeWait or until done
+// is closed, as a request waits for its handler's store (waitForStore): a
+// route called as Caddy starts, before the app that opens the file has
+// started, is answered once it has rather than refused.
+func (s *fileStore) waitOpen(done <-chan struct{}) {
+	if s.isLoaded() {
+		return
+	}
+	t := time.NewTimer(storeWait)
+	defer t.Stop()
+	select {
+	case <-s.opened:
+	case <-t.C:
+	case <-done:
+	}
+}
 
 // Destruct closes the file when the last handler using it has gone.
 func (s *fileStore) Destruct() error {
