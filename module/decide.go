@@ -79,7 +79,9 @@ func (d decision) allowed() bool { return d.reason == reasonAllowed }
 // report says whether a refusal of d is logged and let through: the
 // token's own mode where it has one, else the handler's (handler).
 func (d decision) report(handler bool) bool {
-	if d.policy != nil && d.policy.mode != modeInherit {
+	// A token's own report mode learns where a working token is used
+	// from; it never lets a revoked, suspended or unreadable one through.
+	if d.policy != nil && d.policy.mode != modeInherit && d.policy.state == stateListed {
 		return d.policy.mode == modeReport
 	}
 	return handler

@@ -163,7 +163,7 @@ func (h *Handler) storedEntry(label string) (*TokenPolicy, bool) {
 // storeName names the handler's store in logs.
 func (h *Handler) storeName() string {
 	if h.fileStore != nil {
-		return h.fileStore.name
+		return h.fileStore.Name()
 	}
 	if h.store != nil {
 		return whereRedis

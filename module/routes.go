@@ -120,9 +120,13 @@ func routeStore(r *http.Request) (*fileStore, error) {
 // field, a second value or a body too large is the caller's mistake, and
 // the error names the entry, as every refusal does.
 func decodeBody(r *http.Request, label string, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return apiErr(http.StatusRequestEntityTooLarge, fmt.Errorf("token %q: request body larger than %d bytes", label, maxBody))
+		}
 		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: request body: %w", label, jsonErr(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -339,7 +343,7 @@ func deleteEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label str
 	}
 	if unrestrict {
 		s.logger.Warn("token unrestricted: removed from the token store, it is now usable wherever unlisted_tokens allows; PUT it again to restrict it",
-			zap.String("token_label", label), zap.String("store", s.name), zap.String("remote_ip", a.remote))
+			zap.String("token_label", label), zap.String("store", s.Name()), zap.String("remote_ip", a.remote))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -554,31 +558,28 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// An error of the request body is the caller's (400); one an entry
+	// met in the store answers as any change would (storeErr).
+	var entryErr error
 	n, replaced, err := s.importTokens(func(fn func(string, *TokenPolicy) error) error {
 		return eachTokenBatch(r.Body, func(batch []tokenEntry) error {
 			for i := range batch {
 				if err := fn(batch[i].label, &batch[i].tp); err != nil {
+					entryErr = err
 					return err
 				}
 			}
 			return nil
 		})
 	}, audit{action: "import", source: "admin", remote: remoteHost(r)})
-	if err != nil {
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) || !isStoreRefusal(err) {
-			return apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
-		}
+	var werr *writeError
+	switch {
+	case err != nil && entryErr == nil && !errors.As(err, &werr):
+		return apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
+	case err != nil:
 		return storeErr(err)
 	}
 	return writeJSON(w, http.StatusOK, importResult{Imported: n, Replaced: replaced})
-}
-
-// isStoreRefusal says whether err is one storeErr gives a status to other
-// than 500.
-func isStoreRefusal(err error) bool {
-	var e caddy.APIError
-	return errors.As(storeErr(err), &e) && e.HTTPStatus != http.StatusInternalServerError
 }
 
 func handleExport(w http.ResponseWriter, r *http.Request) error {

@@ -438,3 +438,58 @@ func TestStoreRoutesWaitForTheStoreToOpen(t *testing.T) {
 		t.Errorf("listing while the store opens: %d %s, want 200 once it has", r.status, r.body)
 	}
 }
+
+// A token's own report mode learns its addresses; it never lets a
+// suspended or revoked token through.
+func TestStoreReportModeNeverPassesSuspended(t *testing.T) {
+	h, _ := storeHandler(t, "")
+	tok := applyTok(1)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"], "mode": "report"}`)
+	if res := serve(h, newRequest("192.0.2.70:1", "/", testkit.Bearer(tok)...)); !res.next {
+		t.Fatalf("report mode refused an address not listed: %d", res.status)
+	}
+	for _, step := range []string{"/ip-allowlist/tokens/cust-1/suspend", "/ip-allowlist/tokens/cust-1/resume", ""} {
+		if step == "" {
+			routeCall(t, "DELETE", "/ip-allowlist/tokens/cust-1", "")
+		} else {
+			routeCall(t, "POST", step, "")
+		}
+		res := serve(h, newRequest("198.51.100.7:1", "/", testkit.Bearer(tok)...))
+		if resumed := strings.HasSuffix(step, "resume"); res.next != resumed {
+			t.Errorf("after %q: passed %v", step, res.next)
+		}
+	}
+}
+
+// Every route names a label a config lists as the config's, not as
+// missing from the store; and a body too large is said to be.
+func TestStoreRoutesConfigLabelsAndLimits(t *testing.T) {
+	storeHandler(t, "")
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/ip-allowlist/tokens/config-a/suspend", ""},
+		{"POST", "/ip-allowlist/tokens/config-a/allow", `{"entries": ["192.0.2.1"]}`},
+		{"DELETE", "/ip-allowlist/tokens/config-a/allow/192.0.2.1", ""},
+		{"DELETE", "/ip-allowlist/tokens/config-a", ""},
+	} {
+		r := routeCall(t, c.method, c.path, c.body)
+		if r.status != http.StatusConflict || !strings.Contains(string(r.body), `the label is listed in tokens`) {
+			t.Errorf("%s %s: %d %s, want 409 naming the config", c.method, c.path, r.status, r.body)
+		}
+	}
+	big := `{"entries": ["` + strings.Repeat("1", maxBody) + `"]}`
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+applyTok(1)+`", "allow": ["198.51.100.7"]}`)
+	if r := routeCall(t, "POST", "/ip-allowlist/tokens/cust-1/allow", big); r.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over the limit: %d %.200s", r.status, r.body)
+	}
+}
+
+// A reload may rename a store: the routes answer to the new name.
+func TestStoreRenamedByReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	storeHandler(t, path)
+	renamed := &Handler{Store: &TokenStore{File: path, Name: "customers"}}
+	provisionLogging(t, renamed, zapcore.WarnLevel)
+	if r := routeCall(t, "GET", "/ip-allowlist/tokens?store=customers", ""); r.status != http.StatusOK {
+		t.Errorf("the new name: %d %s", r.status, r.body)
+	}
+}

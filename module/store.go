@@ -66,15 +66,16 @@ const fileStoreAppID = "ip_allowlist_store"
 
 // fileStore is one open store file and the handlers that use it.
 type fileStore struct {
-	path, name string
-	logger     *zap.Logger
+	path   string
+	name   atomic.Pointer[string] // the name the newest handler to join gave it
+	logger *zap.Logger
 
 	// mu orders the writes: a change is checked against every handler,
 	// kept, and published before the next begins.
 	mu sync.Mutex
 
 	startOnce sync.Once
-	startErr  error
+	startErr  atomic.Pointer[error] // why start failed
 	eng       atomic.Pointer[tokenstore.File] // nil until started
 	opened    chan struct{}                   // closed when eng is set
 
@@ -83,24 +84,33 @@ type fileStore struct {
 }
 
 func newFileStore(path, name string, logger *zap.Logger) *fileStore {
-	return &fileStore{path: path, name: name, logger: logger, opened: make(chan struct{})}
+	s := &fileStore{path: path, logger: logger, opened: make(chan struct{})}
+	s.name.Store(&name)
+	return s
 }
+
+// Name is the store's name, for ?store= and logs.
+func (s *fileStore) Name() string { return *s.name.Load() }
 
 // start opens the file, once.
 func (s *fileStore) start() error {
 	s.startOnce.Do(func() {
 		eng, err := tokenstore.OpenFile(s.path, tokenstore.FileOptions{Timeout: 5 * time.Second})
 		if err != nil {
-			s.startErr = fmt.Errorf("token store %q: %w", s.name, err)
+			err = fmt.Errorf("token store %q: %w", s.Name(), err)
+			s.startErr.Store(&err)
 			return
 		}
 		s.eng.Store(eng)
 		close(s.opened)
 		n := 0
 		_ = eng.Scan(func(tokenstore.Record) error { n++; return nil })
-		s.logger.Info("token store opened", zap.String("store", s.name), zap.String("file", s.path), zap.Int("tokens", n))
+		s.logger.Info("token store opened", zap.String("store", s.Name()), zap.String("file", s.path), zap.Int("tokens", n))
 	})
-	return s.startErr
+	if err := s.startErr.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 func (s *fileStore) isLoaded() bool { return s.eng.Load() != nil }
@@ -110,10 +120,10 @@ func (s *fileStore) engine() (*tokenstore.File, error) {
 	if eng := s.eng.Load(); eng != nil {
 		return eng, nil
 	}
-	if s.startErr != nil {
-		return nil, s.startErr
+	if err := s.startErr.Load(); err != nil {
+		return nil, *err
 	}
-	return nil, fmt.Errorf("token store %q: %w", s.name, errStoreNotOpen)
+	return nil, fmt.Errorf("token store %q: %w", s.Name(), errStoreNotOpen)
 }
 
 // errStoreNotOpen: the config that opens the store has not started yet.
@@ -246,8 +256,18 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 	default:
 		return stored{}, false, err
 	}
+	hs := s.users()
+	if cur == nil {
+		// A label a config lists is no store entry to edit: say where
+		// it is, rather than that the store has none.
+		for _, h := range hs {
+			if err := checkChange(h.current.Load(), label, nil, h.storeWhere()); err != nil {
+				return stored{}, false, err
+			}
+		}
+	}
 	if err := cond.Check(label, rev, cur != nil); err != nil {
-		return stored{}, false, err
+		return stored{}, false, fmt.Errorf("token %q: %w", label, tokenstore.ErrPrecondition)
 	}
 	var prev *TokenPolicy
 	if cur != nil {
@@ -288,12 +308,22 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 		kept = stored{*tp, newRev}
 		return nil
 	}
-	if err := applyAll(s.users(), label, next, write); err != nil {
+	if err := applyAll(hs, label, next, write); err != nil {
+		if errors.Is(err, tokenstore.ErrDigestFixed) {
+			err = fmt.Errorf("token %q: a label's token cannot change; use a new label, or remove this one first with DELETE ?unrestrict=true (a plain DELETE revokes it and keeps its token bound to it)", label)
+			err = &digestFixedError{err}
+		}
 		return stored{}, false, err
 	}
-	logChange(s.logger, s.name, label, a, prev, next)
+	logChange(s.logger, s.Name(), label, a, prev, next)
 	return kept, cur == nil, nil
 }
+
+// digestFixedError is tokenstore.ErrDigestFixed, told the way the routes
+// and the CLI undo it.
+type digestFixedError struct{ error }
+
+func (digestFixedError) Is(target error) bool { return target == tokenstore.ErrDigestFixed }
 
 // applyAll applies one change to every handler in hs, then keeps it with
 // write: each handler checks and compiles it, holding its lock, the last
@@ -350,6 +380,12 @@ func diffEntries(a, b []string) (added, removed []string) {
 	return added, removed
 }
 
+// writeError is an error of the store's own write, not of the input: an
+// import tells it from a tokens file that does not decode.
+type writeError struct{ error }
+
+func (e *writeError) Unwrap() error { return e.error }
+
 // storeImportBatch is how many entries an import writes in one transaction.
 const storeImportBatch = 5000
 
@@ -377,7 +413,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 			return nil
 		}
 		if err := eng.PutBatch(batch); err != nil {
-			return err
+			return &writeError{err}
 		}
 		imported += len(batch)
 		batch = batch[:0]
@@ -422,7 +458,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 			h.reloadStore("token store import")
 		}
 		s.logger.Info("token changed", zap.String("action", a.action), zap.String("source", a.source),
-			zap.String("store", s.name), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
+			zap.String("store", s.Name()), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
 	}
 	if err != nil && imported > 0 {
 		err = fmt.Errorf("%w (the %d entries before it were imported)", err, imported)
@@ -508,10 +544,9 @@ func (h *Handler) openFileStore(ctx caddy.Context) error {
 		return err
 	}
 	s := v.(*fileStore)
-	if s.name != name {
-		_, _ = fileStores.Delete(abs)
-		return fmt.Errorf("store file %s is named %q by another handler, and %q here; give one store one name", abs, s.name, name)
-	}
+	// A reload may rename the store: the new config's name is the one
+	// the routes answer to from now on.
+	s.name.Store(&name)
 	h.fileStore = s
 	h.storeEntries = s.entries
 	s.join(h)
@@ -563,7 +598,7 @@ func storesNamed(name string) []*fileStore {
 	}
 	var out []*fileStore
 	fileStores.Range(func(_, v any) bool {
-		if s := v.(*fileStore); s.name == name {
+		if s := v.(*fileStore); s.Name() == name {
 			out = append(out, s)
 		}
 		return true
@@ -575,7 +610,7 @@ func storesNamed(name string) []*fileStore {
 func storeNames() []string {
 	var out []string
 	fileStores.Range(func(_, v any) bool {
-		out = append(out, v.(*fileStore).name)
+		out = append(out, v.(*fileStore).Name())
 		return true
 	})
 	slices.Sort(out)
