@@ -75,7 +75,7 @@ type fileStore struct {
 	mu sync.Mutex
 
 	startOnce sync.Once
-	startErr  atomic.Pointer[error] // why start failed
+	startErr  atomic.Pointer[error]           // why start failed
 	eng       atomic.Pointer[tokenstore.File] // nil until started
 	opened    chan struct{}                   // closed when eng is set
 
