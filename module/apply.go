@@ -96,7 +96,7 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	}
 	h.changeSeq++
 	changes[label] = change{tp, h.changeSeq}
-	next, err := h.overlayView(v.base, changes, label, origin)
+	next, err := h.overlayWith(v, label, tp, origin)
 	if err != nil {
 		return err
 	}
