@@ -35,6 +35,12 @@ import (
 //	GET    /ip-allowlist/openapi.json
 //
 // Every route takes ?store=<name> where several stores are open.
+//
+// Each route reads its request and calls one fileStore method (listPage,
+// putEntry, revokeEntry, allowEntries, removeEntry, setSuspended,
+// importStream, export), which does the work and returns an error with
+// the route's status: `caddy ip-allowlist tokens --store` calls the same
+// methods, so the CLI and the routes cannot drift.
 
 //go:embed openapi.json
 var openAPIDocument []byte
@@ -247,23 +253,39 @@ type tokenList struct {
 	Next   string     `json:"next,omitempty"`
 }
 
+// defaultListLimit is how many entries a page holds when no limit is given.
+const defaultListLimit = 100
+
 func listTokens(w http.ResponseWriter, r *http.Request, s *fileStore) error {
 	q := r.URL.Query()
-	limit := 100
+	limit := defaultListLimit
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > tokenstore.MaxList {
+		if err != nil {
 			return apiErr(http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", l, tokenstore.MaxList))
 		}
 		limit = n
 	}
+	page, err := s.listPage(q.Get("after"), limit)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, page)
+}
+
+// listPage is a page of at most limit entries, those whose labels sort
+// after after.
+func (s *fileStore) listPage(after string, limit int) (tokenList, error) {
+	if limit < 1 || limit > tokenstore.MaxList {
+		return tokenList{}, apiErr(http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", strconv.Itoa(limit), tokenstore.MaxList))
+	}
 	eng, err := s.engine()
 	if err != nil {
-		return storeErr(err)
+		return tokenList{}, storeErr(err)
 	}
-	recs, err := eng.List(q.Get("after"), limit)
+	recs, err := eng.List(after, limit)
 	if err != nil {
-		return storeErr(err)
+		return tokenList{}, storeErr(err)
 	}
 	out := tokenList{Tokens: make([]entryOut, 0, len(recs))}
 	for _, rec := range recs {
@@ -276,7 +298,7 @@ func listTokens(w http.ResponseWriter, r *http.Request, s *fileStore) error {
 	if len(recs) == limit {
 		out.Next = recs[len(recs)-1].Label
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 func putEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
@@ -288,6 +310,20 @@ func putEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string
 	if err != nil {
 		return err
 	}
+	kept, created, err := s.putEntry(label, tp, cond, mustExist, a)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return writeEntry(w, status, label, kept)
+}
+
+// putEntry creates or replaces label's entry with tp; mustExist refuses
+// a label that has none (If-Match: *).
+func (s *fileStore) putEntry(label string, tp TokenPolicy, cond tokenstore.Cond, mustExist bool, a audit) (stored, bool, error) {
 	a.action = "put"
 	a.entries = tp.Allow
 	kept, created, err := s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
@@ -300,13 +336,9 @@ func putEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string
 		return &tp, nil
 	})
 	if err != nil {
-		return storeErr(err)
+		return stored{}, false, storeErr(err)
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	return writeEntry(w, status, label, kept)
+	return kept, created, nil
 }
 
 func deleteEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
@@ -320,11 +352,21 @@ func deleteEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label str
 			return apiErr(http.StatusBadRequest, fmt.Errorf("unrestrict %q: want true or false", u))
 		}
 	}
+	if err := s.revokeEntry(label, cond, unrestrict, a); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// revokeEntry revokes label's entry, or with unrestrict removes it, which
+// is logged at WARN.
+func (s *fileStore) revokeEntry(label string, cond tokenstore.Cond, unrestrict bool, a audit) error {
 	a.action = "revoke"
 	if unrestrict {
 		a.action = "unrestrict"
 	}
-	_, _, err = s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
+	_, _, err := s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
 		if cur == nil {
 			return nil, fmt.Errorf("token %q: %w", label, tokenstore.ErrNotFound)
 		}
@@ -343,19 +385,28 @@ func deleteEntry(w http.ResponseWriter, r *http.Request, s *fileStore, label str
 	}
 	if unrestrict {
 		s.logger.Warn("token unrestricted: removed from the token store, it is now usable wherever unlisted_tokens allows; PUT it again to restrict it",
-			zap.String("token_label", label), zap.String("store", s.Name()), zap.String("remote_ip", a.remote))
+			zap.String("token_label", label), zap.String("store", s.Name()), zap.String("source", a.source), zap.String("remote_ip", a.remote))
 	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// editToken applies edit to label's entry, which must exist, and answers
-// the entry kept.
-func editToken(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit, edit func(tp *TokenPolicy) error) error {
+// answerEdit answers an edit of one entry (allowEntries, removeEntry,
+// setSuspended) with the entry kept.
+func answerEdit(w http.ResponseWriter, r *http.Request, label string, edit func(tokenstore.Cond) (stored, error)) error {
 	cond, _, err := preconditions(r)
 	if err != nil {
 		return err
 	}
+	kept, err := edit(cond)
+	if err != nil {
+		return err
+	}
+	return writeEntry(w, http.StatusOK, label, kept)
+}
+
+// editEntry applies edit to a copy of label's entry, which must exist,
+// and keeps it.
+func (s *fileStore) editEntry(label string, cond tokenstore.Cond, a audit, edit func(tp *TokenPolicy) error) (stored, error) {
 	kept, _, err := s.update(label, cond, a, func(cur *TokenPolicy) (*TokenPolicy, error) {
 		if cur == nil {
 			return nil, fmt.Errorf("token %q: %w", label, tokenstore.ErrNotFound)
@@ -369,9 +420,9 @@ func editToken(w http.ResponseWriter, r *http.Request, s *fileStore, label strin
 		return &next, nil
 	})
 	if err != nil {
-		return storeErr(err)
+		return stored{}, storeErr(err)
 	}
-	return writeEntry(w, http.StatusOK, label, kept)
+	return kept, nil
 }
 
 func addAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label string, a audit) error {
@@ -379,15 +430,24 @@ func addAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label string
 	if err := decodeBody(r, label, &body); err != nil {
 		return err
 	}
+	return answerEdit(w, r, label, func(cond tokenstore.Cond) (stored, error) {
+		return s.allowEntries(label, body, cond, a)
+	})
+}
+
+// allowEntries is Add More: it adds body's entries to label's allow list,
+// with their expiry and note. An entry already present is a no-op, but
+// for its expiry: a new one extends a temporary entry.
+func (s *fileStore) allowEntries(label string, body allowBody, cond tokenstore.Cond, a audit) (stored, error) {
 	if len(body.Entries) == 0 {
-		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: entries is empty; list the addresses or ranges to add", label))
+		return stored{}, apiErr(http.StatusBadRequest, fmt.Errorf("token %q: entries is empty; list the addresses or ranges to add", label))
 	}
 	expires, err := body.expiry(time.Now())
 	if err != nil {
-		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %w", label, err))
+		return stored{}, apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %w", label, err))
 	}
 	a.action, a.entries = "allow", body.Entries
-	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
 		changed := false
 		for _, e := range body.Entries {
 			if !slices.Contains(tp.Allow, e) {
@@ -453,8 +513,15 @@ func setKey(m *map[string]string, k, v string) {
 }
 
 func removeAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label, entry string, a audit) error {
+	return answerEdit(w, r, label, func(cond tokenstore.Cond) (stored, error) {
+		return s.removeEntry(label, entry, cond, a)
+	})
+}
+
+// removeEntry removes one entry, by its value, from label's allow list.
+func (s *fileStore) removeEntry(label, entry string, cond tokenstore.Cond, a audit) (stored, error) {
 	a.action, a.entries = "remove", []string{entry}
-	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
 		i := slices.Index(tp.Allow, entry)
 		if i < 0 {
 			return fmt.Errorf("token %q has no allow entry %q: %w", label, entry, tokenstore.ErrNotFound)
@@ -473,11 +540,18 @@ func removeAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label, en
 }
 
 func suspend(w http.ResponseWriter, r *http.Request, s *fileStore, label string, on bool, a audit) error {
+	return answerEdit(w, r, label, func(cond tokenstore.Cond) (stored, error) {
+		return s.setSuspended(label, on, cond, a)
+	})
+}
+
+// setSuspended suspends (on) or resumes label's token.
+func (s *fileStore) setSuspended(label string, on bool, cond tokenstore.Cond, a audit) (stored, error) {
 	a.action = "resume"
 	if on {
 		a.action = "suspend"
 	}
-	return editToken(w, r, s, label, a, func(tp *TokenPolicy) error {
+	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
 		if tp.Suspended == on {
 			return errUnchanged
 		}
@@ -558,11 +632,20 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// An error of the request body is the caller's (400); one an entry
+	res, err := s.importStream(r.Body, audit{action: "import", source: "admin", remote: remoteHost(r)})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, res)
+}
+
+// importStream imports the tokens file read from in (importTokens).
+func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
+	// An error of the tokens file is the caller's (400); one an entry
 	// met in the store answers as any change would (storeErr).
 	var entryErr error
 	n, replaced, err := s.importTokens(func(fn func(string, *TokenPolicy) error) error {
-		return eachTokenBatch(r.Body, func(batch []tokenEntry) error {
+		return eachTokenBatch(in, func(batch []tokenEntry) error {
 			for i := range batch {
 				if err := fn(batch[i].label, &batch[i].tp); err != nil {
 					entryErr = err
@@ -571,15 +654,15 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 			}
 			return nil
 		})
-	}, audit{action: "import", source: "admin", remote: remoteHost(r)})
+	}, a)
 	var werr *writeError
 	switch {
 	case err != nil && entryErr == nil && !errors.As(err, &werr):
-		return apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
+		return importResult{}, apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
 	case err != nil:
-		return storeErr(err)
+		return importResult{}, storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, importResult{Imported: n, Replaced: replaced})
+	return importResult{Imported: n, Replaced: replaced}, nil
 }
 
 func handleExport(w http.ResponseWriter, r *http.Request) error {

@@ -74,10 +74,13 @@ type fileStore struct {
 	// kept, and published before the next begins.
 	mu sync.Mutex
 
-	startOnce sync.Once
-	startErr  atomic.Pointer[error]           // why start failed
-	eng       atomic.Pointer[tokenstore.File] // nil until started
-	opened    chan struct{}                   // closed when eng is set
+	// openTimeout is how long start waits for another process to let go
+	// of the file; 0 is storeOpenTimeout.
+	openTimeout time.Duration
+	startOnce   sync.Once
+	startErr    atomic.Pointer[error]           // why start failed
+	eng         atomic.Pointer[tokenstore.File] // nil until started
+	opened      chan struct{}                   // closed when eng is set
 
 	hmu      sync.Mutex
 	handlers []*Handler // in the order they joined
@@ -92,10 +95,18 @@ func newFileStore(path, name string, logger *zap.Logger) *fileStore {
 // Name is the store's name, for ?store= and logs.
 func (s *fileStore) Name() string { return *s.name.Load() }
 
+// storeOpenTimeout is how long a config's start waits for the file's
+// lock, as an old config's Caddy lets go of it.
+const storeOpenTimeout = 5 * time.Second
+
 // start opens the file, once.
 func (s *fileStore) start() error {
 	s.startOnce.Do(func() {
-		eng, err := tokenstore.OpenFile(s.path, tokenstore.FileOptions{Timeout: 5 * time.Second})
+		timeout := s.openTimeout
+		if timeout == 0 {
+			timeout = storeOpenTimeout
+		}
+		eng, err := tokenstore.OpenFile(s.path, tokenstore.FileOptions{Timeout: timeout})
 		if err != nil {
 			err = fmt.Errorf("token store %q: %w", s.Name(), err)
 			s.startErr.Store(&err)
