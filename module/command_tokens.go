@@ -18,58 +18,95 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
 )
 
-// tokensCommand is `caddy ip-allowlist tokens`: the tokens of a Redis
-// store, changed the way every node expects (see RedisSource).
-func tokensCommand() *cobra.Command {
-	var f tokensFlags
+// tokensCommand is `caddy ip-allowlist tokens`: a token store's tokens,
+// changed through a running Caddy's admin routes (the default), in a store
+// file no Caddy holds, or in Redis, the way every node expects (see
+// RedisSource).
+func tokensCommand() *cobra.Command { return tokensCommandLogging(nil) }
+
+// tokensCommandLogging is tokensCommand whose --store writes its audit
+// lines to logger (nil: Caddy's default logger, on standard error).
+func tokensCommandLogging(logger *zap.Logger) *cobra.Command {
+	f := tokensFlags{logger: logger}
 	cmd := &cobra.Command{
 		Use:   "tokens",
-		Short: "Lists and changes the tokens of a Redis token store",
+		Short: "Lists and changes the tokens of a token store",
 		Long: `
-Lists and changes the tokens of the Redis store that ip_allowlist's redis
-source reads. Every change is one transaction that sets the entry and the
-store's digest index, bumps <prefix>version and publishes the label on
-<prefix>changes, so every node applies it within moments.
+Lists and changes the tokens of an ip_allowlist token store, one of:
 
-Only digests are written: put reads the token from standard input (or takes
---token-sha256) and stores its SHA-256. list never prints a token. A token
-has one label: a token already in the store under another label is refused,
-and a label's token never changes (put a new label, then delete the old).
+  --admin <address>   a running Caddy, through its admin routes
+                      (/ip-allowlist/tokens...); the default target. The
+                      address is found as caddy reload finds it: --admin,
+                      else the admin listen address of --config, else
+                      CADDY_ADMIN, else localhost:2019. unix//<path> is a
+                      unix socket. --store-name picks one of several stores.
+  --store <path>      a store file no Caddy holds (store file): the same
+                      checks and writes as the routes, without a Caddy. A
+                      file a running Caddy holds is refused: use --admin.
+  --redis <host:port> a Redis store (store redis, or the redis block).
 
-  caddy ip-allowlist tokens put partner-a --allow 203.0.113.0/24 < token.txt
-  caddy ip-allowlist tokens allow partner-a 198.51.100.7
-  caddy ip-allowlist tokens delete partner-a        # revokes: refused everywhere
+Every change prints what it changed, one line each ("cust-1: allow +
+192.0.2.7"); a refused change prints the reason, naming the entry, and
+exits non-zero. Only digests are written: put reads the token from a file
+or standard input, never from the command line, and stores its SHA-256.
+No command prints a token.
+
+  caddy ip-allowlist tokens put cust-1 --allow 203.0.113.0/24 --token-file token.txt
+  caddy ip-allowlist tokens allow cust-1 192.0.2.7 --ttl 168h --note "travel"
+  caddy ip-allowlist tokens remove cust-1 192.0.2.7
+  caddy ip-allowlist tokens suspend cust-1
+  caddy ip-allowlist tokens delete cust-1        # revokes: refused everywhere
   caddy ip-allowlist tokens list
-  caddy ip-allowlist tokens import tokens.json
+  caddy ip-allowlist tokens export -o backup.json
+  caddy ip-allowlist tokens --store /var/lib/caddy/tokens.db compact
 
-The password, if any, is read from the environment variable --password-env
+With --redis, put, allow, delete, list, import and export work as before
+the token store (list prints a tokens_file); every change is one
+transaction that sets the entry and the store's digest index, bumps
+<prefix>version and publishes the label on <prefix>changes. The Redis
+password, if any, is read from the environment variable --password-env
 names (default REDIS_PASSWORD), never from the command line.
 `,
 	}
 	p := cmd.PersistentFlags()
-	p.StringVar(&f.src.Address, "redis", DefaultRedisAddress, "Redis host:port")
+	p.StringVar(&f.admin, "admin", "", "admin address of the running Caddy (default: --config's, else CADDY_ADMIN, else "+caddy.DefaultAdminListen+"); unix//<path> for a socket")
+	p.StringVar(&f.config, "config", "", "config file to read the admin address from, as caddy reload")
+	p.StringVar(&f.adapter, "adapter", "", "adapter of --config")
+	p.StringVar(&f.store, "store", "", "store file to change directly, when no Caddy holds it")
+	p.StringVar(&f.storeName, "store-name", "", "with --admin, the store to change where a config has several (?store=)")
+	p.StringVar(&f.src.Address, "redis", DefaultRedisAddress, "Redis host:port of a Redis store")
 	p.StringVar(&f.src.Username, "username", "", "Redis ACL user")
 	p.StringVar(&f.passwordEnv, "password-env", "REDIS_PASSWORD", "environment variable holding the Redis password")
 	p.IntVar(&f.src.DB, "db", 0, "Redis database number")
 	p.StringVar(&f.src.KeyPrefix, "prefix", DefaultKeyPrefix, "key prefix, as the redis source's key_prefix")
-	p.BoolVar(&f.tls, "tls", false, "connect with TLS")
-	p.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of CAs to verify the server with (implies --tls)")
-	p.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify the server's certificate for (implies --tls)")
+	p.BoolVar(&f.tls, "tls", false, "connect to Redis with TLS")
+	p.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of CAs to verify the Redis server with (implies --tls)")
+	p.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify the Redis server's certificate for (implies --tls)")
 
 	put := &cobra.Command{
-		Use:   "put <label> --allow <range>[,<range>...] [--deny <range>...] [--token-sha256 <hex>]",
-		Short: "Adds a token, or replaces a token's ranges",
+		Use:   "put <label> --allow <range>[,<range>...] [--deny <range>...] [--token-file <file> | --token-sha256 <hex> | --keep-token]",
+		Short: "Adds a token, or replaces a token's entry",
 		Long: `
-Sets the entry of <label>. The token is read from standard input (a pipe:
-everything less one trailing newline; at a terminal, asked for without
-echo), or given as --token-sha256. For a label already in the store,
---keep-token keeps its token and replaces only the ranges; giving the same
-token again does too. A different token for a label already in the store
-is refused: the old token would become unlisted.
+Sets the entry of <label>: creates it, or replaces it whole (its allow and
+deny lists, and its note, owner, mode and suspended; the expiries and notes
+of its allow entries are dropped). A revoked label is listed again.
+
+The token is read from --token-file (a file, or - for standard input), or
+from standard input when neither it nor --token-sha256 is given: from a
+pipe, everything less one trailing newline; at a terminal, asked for
+without echo. Only its SHA-256 is sent and stored. --token-sha256 gives the
+digest instead. For a label already in the store, --keep-token keeps its
+token; giving the same token again does too. A different token for a label
+already in the store is refused: the old token would become unlisted.
 
 Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2.2.
+
+--note, --owner, --mode and --suspended are not taken with --redis.
 `,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
@@ -82,24 +119,83 @@ Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2
 		},
 	}
 	var allow, deny []string
-	var digest string
-	var keep bool
+	var digest, tokenFile, note, owner, mode string
+	var keep, suspended bool
 	put.Flags().StringSliceVar(&allow, "allow", nil, "where the token may be used from (repeat, or separate with commas)")
 	put.Flags().StringSliceVar(&deny, "deny", nil, "exceptions inside allow")
 	put.Flags().StringVar(&digest, "token-sha256", "", "the token's SHA-256 (64 hex digits, sha256: optional) instead of reading the token")
+	put.Flags().StringVar(&tokenFile, "token-file", "", "file to read the token from (- for standard input)")
 	put.Flags().BoolVar(&keep, "keep-token", false, "keep the token of the existing entry")
+	put.Flags().StringVar(&note, "note", "", "a note on the token, for the people who keep the list")
+	put.Flags().StringVar(&owner, "owner", "", "who the token belongs to (a customer or account id)")
+	put.Flags().StringVar(&mode, "mode", "", "the token's own mode: report (log refusals, let them through) or enforce; default: the handler's")
+	put.Flags().BoolVar(&suspended, "suspended", false, "create the token suspended (refused everywhere until resumed)")
+	// readDigest is the hex digest of the token put names, or "" to keep
+	// the entry's.
+	readDigest := func(cmd *cobra.Command) (string, error) {
+		given := 0
+		for _, name := range []string{"token-sha256", "token-file", "keep-token"} {
+			if cmd.Flags().Changed(name) {
+				given++
+			}
+		}
+		switch {
+		case given > 1:
+			return "", errors.New("give one of --token-file, --token-sha256 and --keep-token")
+		case keep:
+			return "", nil
+		case tokenFile != "" && tokenFile != "-":
+			in, err := os.Open(tokenFile)
+			if err != nil {
+				return "", err
+			}
+			defer in.Close()
+			return tokenDigest("", in)
+		}
+		return tokenDigest(digest, cmd.InOrStdin())
+	}
 	put.RunE = func(cmd *cobra.Command, args []string) error {
+		target, err := f.target(cmd)
+		if err != nil {
+			return err
+		}
+		label := args[0]
+		if target != targetRedis {
+			// Read before the store is opened: the file stays free while
+			// the token is typed.
+			d, err := readDigest(cmd)
+			if err != nil {
+				return fmt.Errorf("token %q: %w", label, err)
+			}
+			return f.runTarget(cmd, target, func(t tokensTarget) error {
+				return changeEntry(t, cmd.OutOrStdout(), label, func(before *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+					tp := TokenPolicy{TokenSHA256: d, Allow: allow, Deny: deny, Note: note, Owner: owner, Mode: mode, Suspended: suspended}
+					if d == "" {
+						if before == nil {
+							return nil, fmt.Errorf("token %q is not in %s; --keep-token needs an existing entry", label, t.where())
+						}
+						tp.TokenSHA256 = before.TokenSHA256
+					}
+					cond.IfAbsent = before == nil
+					after, err := t.put(label, tp, cond)
+					return &after, err
+				})
+			})
+		}
+		if err := refuseFlags(cmd, target, "note", "owner", "mode", "suspended"); err != nil {
+			return err
+		}
 		return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 			tp := TokenPolicy{Allow: allow, Deny: deny}
 			if !keep {
-				d, err := tokenDigest(digest, cmd.InOrStdin())
+				d, err := readDigest(cmd)
 				if err != nil {
 					return err
 				}
 				tp.TokenSHA256 = d
 			}
 			var what string
-			err := s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
+			err := s.update(ctx, label, func(cur *TokenPolicy) (*TokenPolicy, error) {
 				what = "added"
 				if cur != nil {
 					what = "ranges replaced"
@@ -109,49 +205,79 @@ Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2
 				}
 				if keep {
 					if cur == nil {
-						return nil, fmt.Errorf("token %q is not in the store; --keep-token needs an existing entry", args[0])
+						return nil, fmt.Errorf("token %q is not in the store; --keep-token needs an existing entry", label)
 					}
 					tp.Token, tp.TokenSHA256 = cur.Token, cur.TokenSHA256
 				}
 				return &tp, nil
 			})
 			if err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s; allow %s%s\n", args[0], what, strings.Join(allow, ","), denyNote(deny))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s; allow %s%s\n", label, what, strings.Join(allow, ","), denyNote(deny))
 			}
 			return err
 		})
 	}
 
 	allowCmd := &cobra.Command{
-		Use:   "allow <label> <range>...",
-		Short: "Adds ranges to a token's allow list",
-		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
-				var added []string
-				err := s.update(ctx, args[0], func(cur *TokenPolicy) (*TokenPolicy, error) {
-					if cur == nil {
-						return nil, fmt.Errorf("token %q is not in the store; add it with put", args[0])
-					}
-					added = added[:0]
-					for _, r := range args[1:] {
-						if !slices.Contains(cur.Allow, r) {
-							cur.Allow = append(cur.Allow, r)
-							added = append(added, r)
-						}
-					}
-					return cur, nil
+		Use:   "allow <label> <entry>... [--ttl <duration> | --expires <time>] [--note <text>]",
+		Short: "Adds entries to a token's allow list (Add More)",
+		Long: `
+Adds addresses, ranges or ip_set names to the allow list of <label>. An
+entry already present is left as it is; given with --ttl or --expires, a
+temporary entry's expiry is moved.
+
+--ttl (168h, 7d) or --expires (RFC 3339) makes the entries temporary: past
+that time they stop matching, and the token stays listed. --note is kept
+beside each entry added. These are not taken with --redis.
+`,
+		Args: cobra.MinimumNArgs(2),
+	}
+	var ttl, expires, entryNote string
+	allowCmd.Flags().StringVar(&ttl, "ttl", "", "how long the entries added are allowed, such as 168h or 7d")
+	allowCmd.Flags().StringVar(&expires, "expires", "", "when the entries added stop being allowed (RFC 3339)")
+	allowCmd.Flags().StringVar(&entryNote, "note", "", "a note kept with each entry added")
+	allowCmd.RunE = func(cmd *cobra.Command, args []string) error {
+		target, err := f.target(cmd)
+		if err != nil {
+			return err
+		}
+		label := args[0]
+		if target != targetRedis {
+			body := allowBody{Entries: args[1:], TTL: ttl, Expires: expires, Note: entryNote}
+			return f.runTarget(cmd, target, func(t tokensTarget) error {
+				return changeEntry(t, cmd.OutOrStdout(), label, func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+					after, err := t.allow(label, body, cond)
+					return &after, err
 				})
-				if err == nil {
-					if len(added) == 0 {
-						fmt.Fprintf(cmd.OutOrStdout(), "%s: unchanged; every range given was allowed already\n", args[0])
-					} else {
-						fmt.Fprintf(cmd.OutOrStdout(), "%s: allowed %s\n", args[0], strings.Join(added, ","))
+			})
+		}
+		if err := refuseFlags(cmd, target, "ttl", "expires", "note"); err != nil {
+			return err
+		}
+		return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
+			var added []string
+			err := s.update(ctx, label, func(cur *TokenPolicy) (*TokenPolicy, error) {
+				if cur == nil {
+					return nil, fmt.Errorf("token %q is not in the store; add it with put", label)
+				}
+				added = added[:0]
+				for _, r := range args[1:] {
+					if !slices.Contains(cur.Allow, r) {
+						cur.Allow = append(cur.Allow, r)
+						added = append(added, r)
 					}
 				}
-				return err
+				return cur, nil
 			})
-		},
+			if err == nil {
+				if len(added) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: unchanged; every range given was allowed already\n", label)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: allowed %s\n", label, strings.Join(added, ","))
+				}
+			}
+			return err
+		})
 	}
 
 	var unrestrict bool
@@ -159,9 +285,9 @@ Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2
 		Use:   "delete [--unrestrict] <label>...",
 		Short: "Revokes tokens (refused everywhere), or with --unrestrict removes them",
 		Long: `
-Revokes each token: its entry becomes {"token_sha256": ..., "revoked": true},
-and every node refuses the token on every request (reason token_revoked),
-whatever the unlisted policy.
+Revokes each token: its entry is kept, marked revoked, and every node
+refuses the token on every request (reason token_revoked), whatever the
+unlisted policy. Its token stays bound to the label. put lists it again.
 
 With --unrestrict, the entry and its digest index entry are removed
 instead: the token becomes UNLISTED, usable from wherever the nodes'
@@ -170,6 +296,32 @@ that should be treated as unknown.
 `,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := f.target(cmd)
+			if err != nil {
+				return err
+			}
+			if target != targetRedis {
+				return f.runTarget(cmd, target, func(t tokensTarget) error {
+					for _, label := range args {
+						err := changeEntry(t, cmd.OutOrStdout(), label, func(before *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+							if err := t.revoke(label, unrestrict, cond); err != nil || unrestrict {
+								return nil, err
+							}
+							if before == nil {
+								return nil, nil
+							}
+							after := *before
+							after.TokenPolicy = cloneEntry(before.TokenPolicy)
+							after.Revoked = true
+							return &after, nil
+						})
+						if err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
 			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 				for _, label := range args {
 					var err error
@@ -198,29 +350,171 @@ that should be treated as unknown.
 	}
 	del.Flags().BoolVar(&unrestrict, "unrestrict", false, "remove the entry instead of revoking: the token becomes unlisted, usable wherever unlisted_tokens allows (by default anywhere)")
 
-	list := &cobra.Command{
-		Use:   "list [<label>...]",
-		Short: "Prints the store (or the labels given) as a tokens_file, tokens as digests",
+	removeCmd := &cobra.Command{
+		Use:   "remove <label> <entry>",
+		Short: "Removes one entry, by its value, from a token's allow list",
+		Long: `
+Removes <entry>, exactly as it is written in the allow list, from the
+allow list of <label>. A token whose allow list becomes empty stays listed
+and is refused everywhere: it never becomes unlisted.
+`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
-				return s.list(ctx, cmd.OutOrStdout(), args)
+			return f.runNew(cmd, "remove", func(t tokensTarget) error {
+				return changeEntry(t, cmd.OutOrStdout(), args[0], func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+					after, err := t.remove(args[0], args[1], cond)
+					return &after, err
+				})
 			})
 		},
 	}
+
+	suspendCmd := func(name string, on bool, short string) *cobra.Command {
+		return &cobra.Command{
+			Use:   name + " <label>",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return f.runNew(cmd, name, func(t tokensTarget) error {
+					return changeEntry(t, cmd.OutOrStdout(), args[0], func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+						after, err := t.suspend(args[0], on, cond)
+						return &after, err
+					})
+				})
+			},
+		}
+	}
+
+	var minRequests int
+	promoteCmd := &cobra.Command{
+		Use:   "promote <label> --min-requests <n>",
+		Short: "Allows what a node learned of a token in report mode, then enforces it",
+		Long: `
+Adds to the allow list of <label> the addresses the Caddy at --admin saw
+the token used from in report mode at least --min-requests times (and never
+refused in enforce mode), then switches the token to enforce.
+
+Promote is node-local: it uses what that one Caddy learned. It needs a
+running Caddy, so it takes --admin only.
+`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.runNew(cmd, "promote", func(t tokensTarget) error {
+				var promoted []string
+				err := changeEntry(t, cmd.OutOrStdout(), args[0], func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+					p, err := t.promote(args[0], minRequests, cond)
+					promoted = p.Promoted
+					return &p.Entry, err
+				})
+				if err == nil && len(promoted) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: no address %s learned was seen %s in report mode\n", args[0], t.where(), plural(minRequests, "time"))
+				}
+				return err
+			})
+		},
+	}
+	promoteCmd.Flags().IntVar(&minRequests, "min-requests", 0, "how often an address must have been seen to be allowed")
+
+	getCmd := &cobra.Command{
+		Use:   "get <label>",
+		Short: "Prints one entry as JSON, its token as its digest",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.runNew(cmd, "get", func(t tokensTarget) error {
+				e, err := t.get(args[0])
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(e)
+			})
+		},
+	}
+
+	var after string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list [--after <label>] [--limit <n>]",
+		Short: "Lists a page of labels, with what each allows",
+		Long: `
+Prints a page of the store's entries in label order, one line each: the
+label, a tab, and what it allows. When there are more, the next page's
+--after is said on standard error. No token is printed, not even as its
+digest; get prints one entry whole, export the store.
+
+With --redis, list [<label>...] prints the store (or the labels given) as
+a tokens_file, tokens as digests, as before the token store.
+`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := f.target(cmd)
+			if err != nil {
+				return err
+			}
+			if target == targetRedis {
+				if err := refuseFlags(cmd, target, "after", "limit"); err != nil {
+					return err
+				}
+				return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
+					return s.list(ctx, cmd.OutOrStdout(), args)
+				})
+			}
+			if len(args) > 0 {
+				return fmt.Errorf("list takes no labels with %s: get <label> prints one entry", targetFlag(target))
+			}
+			return f.runTarget(cmd, target, func(t tokensTarget) error {
+				page, err := t.list(after, limit)
+				if err != nil {
+					return err
+				}
+				printPage(cmd.OutOrStdout(), page)
+				if page.Next != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "more after %s: list --after %s\n", page.Next, page.Next)
+				}
+				return nil
+			})
+		},
+	}
+	list.Flags().StringVar(&after, "after", "", "list the labels after this one (the next page)")
+	list.Flags().IntVar(&limit, "limit", defaultListLimit, fmt.Sprintf("how many entries to list, 1 to %d", tokenstore.MaxList))
 
 	imp := &cobra.Command{
 		Use:   "import <tokens_file>",
 		Short: "Adds or replaces every token of a tokens_file",
 		Long: `
-Writes every entry of a tokens_file (a JSON object of label to entry) into
-the store, replacing entries of the same labels, then tells the nodes to
-load the whole store. Tokens given as the secret, or as a placeholder
-({env.NAME}, {file.PATH}, resolved here), are stored as digests. Nothing is
-written if any entry is refused, or a token is already in the store under
-another label.
+Writes every entry of a tokens_file (a JSON object of label to entry, as
+export writes; - reads standard input) into the store, replacing entries of
+the same labels. Tokens given as the secret are stored as digests.
+
+With --admin or --store, the entries are checked as one change each would
+be and written in bounded transactions; an entry that is refused stops the
+import there, and the error says how many were imported before it.
+
+With --redis, placeholders ({env.NAME}, {file.PATH}) are resolved here, and
+nothing is written if any entry is refused or a token is already in the
+store under another label; then the nodes load the whole store.
 `,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := f.target(cmd)
+			if err != nil {
+				return err
+			}
+			if target != targetRedis {
+				return f.runTarget(cmd, target, func(t tokensTarget) error {
+					in, err := openInput(cmd, args[0])
+					if err != nil {
+						return err
+					}
+					defer in.Close()
+					res, err := t.importFrom(in)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%d replaced)\n", plural(res.Imported, "token"), t.where(), res.Replaced)
+					return nil
+				})
+			}
 			return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
 				n, err := s.importFile(ctx, args[0])
 				if err == nil {
@@ -230,8 +524,109 @@ another label.
 			})
 		},
 	}
-	cmd.AddCommand(put, allowCmd, del, list, imp)
+
+	var output string
+	export := &cobra.Command{
+		Use:   "export [-o <file>]",
+		Short: "Writes the whole store as a tokens_file, tokens as digests",
+		Long: `
+Writes every entry of the store as a tokens_file (digests only), to
+standard output or to -o <file> (mode 0600, written whole or not at all).
+import takes it back, into this store or another: it is the backup, and the
+move between a store file and Redis. With --redis it prints what list does.
+`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := f.target(cmd)
+			if err != nil {
+				return err
+			}
+			if target == targetRedis {
+				return f.run(cmd, func(ctx context.Context, s *tokenStore) error {
+					w, done, err := exportOutput(cmd, output)
+					if err != nil {
+						return err
+					}
+					return done(s.list(ctx, w, nil))
+				})
+			}
+			return f.runTarget(cmd, target, func(t tokensTarget) error {
+				return writeExport(t, cmd, output)
+			})
+		},
+	}
+	export.Flags().StringVarP(&output, "output", "o", "", "file to write (default: standard output)")
+
+	compact := &cobra.Command{
+		Use:   "compact",
+		Short: "Rewrites a store file without its free pages (--store only)",
+		Long: `
+Rewrites the --store file without the pages its deleted and replaced
+entries left free, and prints its size before and after. It needs the file
+to itself: a file a running Caddy holds is refused. The new file is synced
+and renamed over the old one, so a crash leaves one or the other.
+`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := f.target(cmd)
+			if err != nil {
+				return err
+			}
+			if target != targetStore {
+				return errors.New("compact rewrites a store file, which no Caddy may hold while it runs: give --store <path>")
+			}
+			return compactStore(cmd.OutOrStdout(), f.store)
+		},
+	}
+
+	cmd.AddCommand(put, allowCmd, del, removeCmd,
+		suspendCmd("suspend", true, "Suspends a token: refused everywhere (token_suspended) until resumed"),
+		suspendCmd("resume", false, "Resumes a suspended token"),
+		promoteCmd, getCmd, list, imp, export, compact)
 	return cmd
+}
+
+// runNew runs a command that only the admin and store targets have.
+func (f *tokensFlags) runNew(cmd *cobra.Command, name string, do func(tokensTarget) error) error {
+	target, err := f.target(cmd)
+	if err != nil {
+		return err
+	}
+	switch {
+	case target == targetRedis:
+		return fmt.Errorf("%s is not available with --redis; it works with --admin and --store", name)
+	case target == targetStore && name == "promote":
+		return errors.New("promote adds the addresses a running node learned in report mode, which only that node knows: use --admin <address> of that node, not --store")
+	}
+	return f.runTarget(cmd, target, do)
+}
+
+// exportOutput is where the Redis export writes: standard output, or a
+// file written beside path and renamed over it by done.
+func exportOutput(cmd *cobra.Command, path string) (io.Writer, func(error) error, error) {
+	if path == "" || path == "-" {
+		return cmd.OutOrStdout(), func(err error) error { return err }, nil
+	}
+	tmp := path + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, func(err error) error {
+		if err == nil {
+			err = out.Sync()
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err != nil {
+			os.Remove(tmp)
+		}
+		return err
+	}, nil
 }
 
 func plural(n int, noun string) string {
@@ -249,6 +644,10 @@ func denyNote(deny []string) string {
 }
 
 type tokensFlags struct {
+	admin, config, adapter string
+	store, storeName       string
+	logger                 *zap.Logger // --store's audit lines; nil: caddy.Log()
+
 	src                  RedisSource
 	passwordEnv          string
 	tls                  bool
@@ -427,19 +826,28 @@ func (s *tokenStore) checkEntry(label string, tp *TokenPolicy) error {
 	if err := checkStoreEntry(label, tp); err != nil {
 		return err
 	}
+	if note := setNamesNote(label, tp.Allow, tp.Deny); note != "" {
+		s.note("%s", note)
+	}
+	return nil
+}
+
+// setNamesNote says which ip_set names of lists a writer without the
+// nodes' configs cannot check; "" if none.
+func setNamesNote(label string, lists ...[]string) string {
 	var sets []string
-	for _, list := range [][]string{tp.Allow, tp.Deny} {
+	for _, list := range lists {
 		for _, r := range list {
 			if isSetName(r) && !slices.Contains(sets, quoteEntry(r)) {
 				sets = append(sets, quoteEntry(r))
 			}
 		}
 	}
-	if len(sets) > 0 {
-		s.note("note: token %q: %s cannot be checked here: ip_set names are defined in the nodes' configs; a node that does not define one matches nothing for it, and logs it",
-			label, strings.Join(sets, ", "))
+	if len(sets) == 0 {
+		return ""
 	}
-	return nil
+	return fmt.Sprintf("note: token %q: %s cannot be checked here: ip_set names are defined in the nodes' configs; a node that does not define one matches nothing for it, and logs it",
+		label, strings.Join(sets, ", "))
 }
 
 // entryDigest is the hex digest of an entry's token.
