@@ -122,6 +122,7 @@ func tokensScenario(t *testing.T, dir string) []cliStep {
 		{args: []string{"put", "cust-1", "--token-sha256", testkit.Digest(applyTok(4)), "--allow", "any"}, errWant: "a label's token cannot change"},
 		{args: []string{"put", "cust-4", "--allow", "any"}, stdin: "short", errWant: `token "cust-4": the token is 5 bytes; tokens shorter than 16 bytes`},
 		{args: []string{"delete", "nobody"}, errWant: `token "nobody": not found`},
+		{args: []string{"put", "a/b", "--allow", "any"}, stdin: applyTok(5), errWant: `token "a/b": use letters, digits`},
 		{args: []string{"list", "--limit", "0"}, errWant: `limit "0": want 1 to 1000`},
 
 		{args: []string{"list", "--limit", "3"}, out: []string{
@@ -252,6 +253,9 @@ func TestTokensCLIStoreRefusesHeldFile(t *testing.T) {
 			t.Errorf("%v while Caddy holds the file: %v, want %q", args, r.err, tokenstore.ErrLocked)
 			continue
 		}
+		if !strings.Contains(r.err.Error(), "(waited "+cliOpenTimeout.String()+")") {
+			t.Errorf("%v: %v, want it to wait %s only", args, r.err, cliOpenTimeout)
+		}
 		if !strings.Contains(r.err.Error(), "--admin") && args[0] != "compact" {
 			t.Errorf("%v: %v does not say to use --admin", args, r.err)
 		}
@@ -354,5 +358,52 @@ func TestTokensCLIPromote(t *testing.T) {
 	}
 	if got := decided(h, tok, "192.0.2.60"); got != "allowed cust-1" {
 		t.Errorf("after promote: %s", got)
+	}
+}
+
+// racyTarget is a target whose entry another writer changes once, just
+// after changeEntry first reads it.
+type racyTarget struct {
+	tokensTarget
+	race func()
+}
+
+func (r *racyTarget) get(label string) (entryOut, error) {
+	e, err := r.tokensTarget.get(label)
+	if r.race != nil {
+		r.race()
+		r.race = nil
+	}
+	return e, err
+}
+
+// A change made on a stale read is refused (412) and made again on a
+// fresh one, so what is printed is this change, not another writer's too.
+func TestTokensCLIChangeRetriesAfterAnotherWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	if r := runTokens(t, nil, applyTok(1), "put", "cust-1", "--allow", "198.51.100.7", "--store", path); r.err != nil {
+		t.Fatal(r.err)
+	}
+	cmd := tokensCommandLogging(zap.NewNop())
+	f := tokensFlags{store: path, logger: zap.NewNop()}
+	ft, err := f.openFileTarget(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ft.close()
+	tries := 0
+	rt := &racyTarget{tokensTarget: ft, race: func() {
+		if _, err := ft.allow("cust-1", allowBody{Entries: []string{"192.0.2.1"}}, tokenstore.Cond{}); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	var out strings.Builder
+	err = changeEntry(rt, &out, "cust-1", func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
+		tries++
+		after, err := rt.allow("cust-1", allowBody{Entries: []string{"192.0.2.2"}}, cond)
+		return &after, err
+	})
+	if err != nil || tries != 2 || out.String() != "cust-1: allow + 192.0.2.2\n" {
+		t.Errorf("%d tries, %v, printed %q; want 2, the second printing only its own entry", tries, err, out.String())
 	}
 }

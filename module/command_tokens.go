@@ -407,7 +407,7 @@ running Caddy, so it takes --admin only.
 					return &p.Entry, err
 				})
 				if err == nil && len(promoted) == 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: no address %s learned was seen %s in report mode\n", args[0], t.where(), plural(minRequests, "time"))
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: no address it was used from in report mode was seen at least %s by %s; promote is node-local\n", args[0], plural(minRequests, "time"), t.where())
 				}
 				return err
 			})
