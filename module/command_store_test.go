@@ -225,12 +225,17 @@ func TestTokensCLIGet(t *testing.T) {
 	if r := runTokens(t, nil, applyTok(1), append([]string{"put", "cust-1", "--allow", "198.51.100.7"}, store...)...); r.err != nil {
 		t.Fatal(r.err)
 	}
-	r := runTokens(t, nil, "", append([]string{"get", "cust-1"}, store...)...)
+	// Without the nodes' configs, a set name cannot be checked: said so.
+	r := runTokens(t, nil, "", append([]string{"allow", "cust-1", "office"}, store...)...)
+	if r.err != nil || !strings.Contains(r.errOut, `note: token "cust-1": "office" cannot be checked here`) {
+		t.Errorf("allow of a set name on --store: %v, stderr %q", r.err, r.errOut)
+	}
+	r = runTokens(t, nil, "", append([]string{"get", "cust-1"}, store...)...)
 	var e entryOut
 	if err := json.Unmarshal([]byte(r.out), &e); r.err != nil || err != nil {
 		t.Fatalf("get: %v %v\n%s", r.err, err, r.out)
 	}
-	if e.Label != "cust-1" || e.TokenSHA256 != testkit.Digest(applyTok(1)) || e.Rev == 0 || strings.Join(e.Allow, ",") != "198.51.100.7" {
+	if e.Label != "cust-1" || e.TokenSHA256 != testkit.Digest(applyTok(1)) || e.Rev == 0 || strings.Join(e.Allow, ",") != "198.51.100.7,office" {
 		t.Errorf("get printed %+v %+v", e, e.TokenPolicy)
 	}
 	if r := runTokens(t, nil, "", append([]string{"get", "nobody"}, store...)...); r.err == nil || !strings.Contains(r.err.Error(), `"nobody": not found`) {
