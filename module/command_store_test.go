@@ -1,8 +1,11 @@
 package ipallowlist
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
+	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,25 +22,29 @@ import (
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
 )
 
-// adminServer serves the admin routes as Caddy's admin endpoint does: a
-// ServeMux of the routes' patterns, errors answered as {"error": ...}.
+// adminServer serves the admin routes as Caddy's admin endpoint does (a
+// ServeMux of the routes' patterns, errors answered by adminHTTP), on l if
+// given, and checks every exchange against the OpenAPI document.
 func adminServer(t *testing.T, l net.Listener) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
 	for _, rt := range (adminAPI{}).Routes() {
-		mux.Handle(rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := rt.Handler.ServeHTTP(w, r); err != nil {
-				var ae caddy.APIError
-				if !errors.As(err, &ae) {
-					ae = caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
-				}
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(ae.HTTPStatus)
-				_ = json.NewEncoder(w).Encode(map[string]string{"error": ae.Err.Error()})
-			}
-		}))
+		mux.Handle(rt.Pattern, adminHTTP{rt.Handler})
 	}
-	srv := httptest.NewUnstartedServer(mux)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("reading the request: %v", err)
+		}
+		sent := r.Clone(context.Background())
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, r)
+		checkAPI(t, sent, body, rec.Code, rec.Header(), rec.Body.Bytes())
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}))
 	if l != nil {
 		srv.Listener.Close()
 		srv.Listener = l
