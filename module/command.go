@@ -21,7 +21,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "ip-allowlist",
-		Usage: "hash-token | new-token | tokens put|allow|delete|list|import",
+		Usage: "hash-token | new-token | tokens put|allow|remove|suspend|resume|promote|delete|get|list|import|export|compact",
 		Short: "Makes tokens and digests for ip_allowlist",
 		Long: `
 Tools for ip_allowlist tokens, so that no secret has to be written into a
@@ -29,7 +29,9 @@ config: only its digest.
 
   caddy ip-allowlist hash-token   reads a token and prints sha256:<hex>
   caddy ip-allowlist new-token    prints a new random token and its digest
-  caddy ip-allowlist tokens ...   lists and changes the tokens of a Redis store
+  caddy ip-allowlist tokens ...   lists and changes the tokens of a token store:
+                                  a running Caddy's (--admin, the default), a
+                                  store file (--store) or Redis (--redis)
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(&cobra.Command{
