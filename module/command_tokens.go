@@ -79,7 +79,7 @@ names (default REDIS_PASSWORD), never from the command line.
 	p.StringVar(&f.adapter, "adapter", "", "adapter of --config")
 	p.StringVar(&f.store, "store", "", "store file to change directly, when no Caddy holds it")
 	p.StringVar(&f.storeName, "store-name", "", "with --admin, the store to change where a config has several (?store=)")
-	p.StringVar(&f.src.Address, "redis", DefaultRedisAddress, "Redis host:port of a Redis store")
+	p.StringVar(&f.src.Address, "redis", "", "host:port of a Redis store to change, such as "+DefaultRedisAddress)
 	p.StringVar(&f.src.Username, "username", "", "Redis ACL user")
 	p.StringVar(&f.passwordEnv, "password-env", "REDIS_PASSWORD", "environment variable holding the Redis password")
 	p.IntVar(&f.src.DB, "db", 0, "Redis database number")
@@ -658,6 +658,9 @@ type tokensFlags struct {
 // makes sure the store can be written (tokenStore.ready).
 func (f *tokensFlags) run(cmd *cobra.Command, do func(context.Context, *tokenStore) error) error {
 	src := f.src
+	if src.Address == "" {
+		src.Address = DefaultRedisAddress
+	}
 	src.Password = os.Getenv(f.passwordEnv)
 	if f.tls || f.tlsCA != "" || f.tlsServerName != "" {
 		src.TLS = &RedisTLS{ServerName: f.tlsServerName, CAFile: f.tlsCA}
