@@ -298,7 +298,11 @@ type redisStore struct {
 	index   map[[32]byte]string // the store's digest index: token -> label
 	byLabel map[string][32]byte // index reversed (one token a label)
 	gen     uint64              // bumped on every change of entries
-	subs    map[chan struct{}]struct{}
+	subs    map[chan struct{}]*pending
+	// contested are the tokens two or more entries claim, as the last
+	// list found them: a change to one of their entries may hand the
+	// token to another, which only a full build decides.
+	contested map[[32]byte]struct{}
 
 	// Owned by run's goroutine.
 	version    int64 // of entries; -1 unknown (snapshot, bad version key, missed change): sync loads all
@@ -351,7 +355,7 @@ func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *r
 		entries:  map[string]*redisEntry{},
 		index:    map[[32]byte]string{},
 		byLabel:  map[string][32]byte{},
-		subs:     map[chan struct{}]struct{}{},
+		subs:     map[chan struct{}]*pending{},
 		version:  -1,
 		done:     make(chan struct{}),
 	}
@@ -418,7 +422,7 @@ func (s *redisStore) connect() error {
 		s.writeSnapshot()
 	}
 	s.loaded.Store(true)
-	s.changed() // handlers built before the first load rebuild now
+	s.changed(allLabels) // handlers built before the first load rebuild now
 	s.running = true
 	go s.run(ctx)
 	return nil
@@ -548,7 +552,7 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 	s.mu.Unlock()
 	s.version = max(version, -1)
 	if !same {
-		s.changed()
+		s.changed(allLabels)
 		s.dirtySnap = true
 	}
 	return nil
@@ -685,10 +689,15 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	}
 	s.mu.Lock()
 	same := (next == nil) == (cur == nil) && (next == nil || next.raw == cur.raw)
+	entryChanged := !same
+	// otherIndexed: an index entry of another label changed, which may
+	// change the token of that label's entry (an entry that claims none).
+	otherIndexed := false
 	for _, d := range ds {
 		l, ok := owners[d]
 		if had, hadOK := s.index[d]; hadOK != ok || had != l {
 			same = false
+			otherIndexed = otherIndexed || hadOK && had != label || ok && l != label
 			if hadOK && s.byLabel[had] == d {
 				delete(s.byLabel, had)
 			}
@@ -705,6 +714,7 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	} else if !same {
 		s.entries[label] = next
 	}
+	oneLabel := entriesKey == s.keys.Tokens && !otherIndexed && s.oneLabel(label, cur, next)
 	s.mu.Unlock()
 	// In step only if this was the one change since the version held;
 	// otherwise the resync loads the whole store. A version that went
@@ -717,30 +727,142 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	case version <= s.version:
 		s.version = -1
 	}
+	if entryChanged {
+		s.logChange(label, next)
+	}
 	if !same {
-		s.changed()
+		if oneLabel {
+			s.changed(label)
+		} else {
+			s.changed(allLabels)
+		}
 		s.dirtySnap = true
 	}
 	return nil
 }
 
-// changed tells every subscribed handler to rebuild its table.
-func (s *redisStore) changed() {
+// oneLabel reports whether a change of label's entry from cur to next
+// (either nil: no entry) can be applied to that label alone, as
+// Handler.apply does, with the outcome a full build would have. It says
+// no, and the handlers build all, for an entry this node cannot read or
+// that claims no token of its own (its token is the index's, and a full
+// build refuses it), a label whose token changed, a token two entries
+// claim (contested), and a token the index gives another label: which of
+// two entries keeps a token is for the full build to decide. A conflict
+// with a token or label in force that none of these shows, Handler.apply
+// refuses, and the handler then builds all. Called with s.mu held, after
+// the change.
+func (s *redisStore) oneLabel(label string, cur, next *redisEntry) bool {
+	var d [32]byte
+	for _, e := range []*redisEntry{cur, next} {
+		if e == nil {
+			continue
+		}
+		if e.err != nil || !e.claimed {
+			return false
+		}
+		if e != cur && cur != nil && cur.claim != e.claim {
+			return false
+		}
+		d = e.claim
+	}
+	if cur == nil && next == nil {
+		return true
+	}
+	if _, ok := s.contested[d]; ok {
+		return false
+	}
+	if owner, ok := s.index[d]; ok && owner != label {
+		return false
+	}
+	return true
+}
+
+// logChange writes the audit line of a change to label's entry that
+// arrived from Redis: one a change, on each node; never the token.
+func (s *redisStore) logChange(label string, next *redisEntry) {
+	c := s.logger.Check(zap.InfoLevel, "token changed")
+	if c == nil {
+		return
+	}
+	action := "put"
+	if next == nil {
+		action = "delete"
+	}
+	fields := []zap.Field{zap.String("token_label", label), zap.String("action", action), zap.String("source", whereRedis)}
+	if next != nil && next.err == nil {
+		fields = append(fields, zap.Int("entries", len(next.tp.Allow)))
+		if next.tp.Revoked {
+			fields = append(fields, zap.Bool("revoked", true))
+		}
+	}
+	c.Write(fields...)
+}
+
+// allLabels, as a changed label, says the whole store may have changed.
+// No label is empty (labelRule).
+const allLabels = ""
+
+// maxLabelsApplied bounds the labels a handler applies one at a time
+// between two of its turns (Handler.followStore); past it, it builds all.
+const maxLabelsApplied = 256
+
+// pending is what changed since a handler last took it (take): the
+// labels, or everything.
+type pending struct {
+	labels map[string]struct{}
+	all    bool
+}
+
+// changed tells every subscribed handler that label's entry changed, or
+// with allLabels that any may have.
+func (s *redisStore) changed(label string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	for c := range s.subs {
+	for c, p := range s.subs {
+		switch {
+		case p.all:
+		case label == allLabels || len(p.labels) >= maxLabelsApplied:
+			p.all, p.labels = true, nil
+		default:
+			if p.labels == nil {
+				p.labels = map[string]struct{}{}
+			}
+			p.labels[label] = struct{}{}
+		}
 		select {
 		case c <- struct{}{}:
-		default: // a rebuild is already due
+		default: // the handler has yet to take the earlier ones
 		}
 	}
+}
+
+// take returns, and forgets, what changed since c last took it: the
+// labels, sorted, or all; and the generation it is of.
+func (s *redisStore) take(c chan struct{}) (labels []string, all bool, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.subs[c]
+	if !ok {
+		return nil, true, s.gen
+	}
+	labels, all = sortedKeys(p.labels), p.all
+	p.labels, p.all = nil, false
+	return labels, all, s.gen
+}
+
+// entry is label's entry as the node holds it now; nil: none.
+func (s *redisStore) entry(label string) *redisEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entries[label]
 }
 
 func (s *redisStore) subscribe() chan struct{} {
 	c := make(chan struct{}, 1)
 	s.mu.Lock()
-	s.subs[c] = struct{}{}
+	s.subs[c] = &pending{}
 	s.mu.Unlock()
 	return c
 }
@@ -794,8 +916,10 @@ func (s *redisStore) list() ([]labeledEntry, uint64) {
 		first[e.d] = i
 	}
 	owners := make(map[[32]byte]string, len(conflicts))
+	s.contested = make(map[[32]byte]struct{}, len(conflicts))
 	for d := range conflicts {
 		owners[d] = s.index[d]
+		s.contested[d] = struct{}{}
 	}
 	gen := s.gen
 	s.mu.Unlock()
@@ -1133,9 +1257,13 @@ func (h *Handler) closeStore() error {
 	return err
 }
 
-// followStore rebuilds the table whenever the store changes, and publishes
-// a view of it (publishBuild), until the config is unloaded. Changes that
-// arrive during a rebuild are taken together by the next one.
+// followStore follows the store until the config is unloaded. A change
+// to one label's entry is applied to that token alone (applyStoreChanges);
+// anything else, a whole load of the store, more than maxLabelsApplied
+// labels at once, or a change the one-token path refuses, rebuilds the
+// table from all the store's entries and publishes a view of it
+// (publishBuild), which refuses and logs what it must. Changes that arrive
+// meanwhile are taken together at the next turn.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store
 	for {
@@ -1143,6 +1271,10 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		case <-ctx.Done():
 			return
 		case <-h.storeSubs:
+		}
+		labels, all, gen := store.take(h.storeSubs)
+		if !all && h.applyStoreChanges(ctx, labels, gen) {
+			continue
 		}
 		h.rebuild.Lock()
 		began := time.Now()
@@ -1160,6 +1292,103 @@ func (h *Handler) followStore(ctx caddy.Context) {
 			zap.Int("tokens", len(t.policies)),
 			zap.Duration("took", time.Since(began)))
 	}
+}
+
+// applyStoreChanges applies the store's entry of each label to that token
+// alone (Handler.apply, with the rules of an entry another node wrote),
+// and reports whether all were applied. It stops at the first it cannot
+// apply so, and the caller then builds all: an entry this node cannot
+// read, whose refusal is the full build's to make; a change the store
+// says only a full build decides (redisStore.oneLabel); or one apply
+// refuses, such as a label the config lists or a token another label
+// holds, which the full build refuses and logs once.
+func (h *Handler) applyStoreChanges(ctx context.Context, labels []string, gen uint64) bool {
+	for _, label := range labels {
+		if ctx.Err() != nil {
+			return true // unloaded: nothing to build for
+		}
+		e := h.store.entry(label)
+		var tp *TokenPolicy
+		if e != nil {
+			if e.err != nil || !e.claimed {
+				return false
+			}
+			tp = &e.tp
+		}
+		began := time.Now()
+		if err := h.apply(label, tp, originStore, nil); err != nil {
+			if c := h.logger.Check(zap.DebugLevel, "token from redis needs a full build"); c != nil {
+				c.Write(zap.String("token_label", label), zap.Error(err))
+			}
+			return false
+		}
+		h.appliedStoreEntry(label, tp)
+		if c := h.logger.Check(zap.DebugLevel, "token from redis applied"); c != nil {
+			c.Write(zap.String("token_label", label), zap.Duration("took", time.Since(began)))
+		}
+	}
+	h.rebuild.Lock()
+	// The view holds every change up to gen: waitApplied and the like
+	// read it as they read a full build's.
+	h.builtGen = max(h.builtGen, gen)
+	h.rebuild.Unlock()
+	return true
+}
+
+// appliedStoreEntry keeps the record of what the full build logs once
+// (h.skipped) true of label's entry after it was applied alone: it is no
+// longer a skipped entry, and the ip_set names it uses that this node does
+// not define are logged, once each while it uses them, as the full build
+// does.
+func (h *Handler) appliedStoreEntry(label string, tp *TokenPolicy) {
+	unknown := h.unknownSets(label, tp)
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
+	if h.skipped == nil {
+		h.skipped = map[string]string{}
+	}
+	delete(h.skipped, label)
+	prefix := skippedSetKey(label, "")
+	for key := range h.skipped {
+		if strings.HasPrefix(key, prefix) && !slices.Contains(unknown, key[len(prefix):]) {
+			delete(h.skipped, key)
+		}
+	}
+	for _, set := range unknown {
+		key := skippedSetKey(label, set)
+		if _, seen := h.skipped[key]; !seen {
+			h.skipped[key] = ""
+			h.logger.Warn("redis token entry names an ip_set this node does not define; it matches nothing here",
+				zap.String("token_label", label), zap.String("ip_set", set))
+		}
+	}
+}
+
+// skippedSetKey is the key of h.skipped that records label's entry using
+// set, which the node does not define: a key no label can be (Handler.build
+// writes the same).
+func skippedSetKey(label, set string) string { return "ip_set\x00" + label + "\x00" + set }
+
+// unknownSets returns the ip_set names tp uses that h does not define,
+// from the compiler's own rule, compiling tp once more (one token) only
+// when it names a set at all.
+func (h *Handler) unknownSets(label string, tp *TokenPolicy) []string {
+	if tp == nil || !slices.ContainsFunc(slices.Concat(tp.Allow, tp.Deny), isSetName) {
+		return nil
+	}
+	c, err := newCompiler(h, nil, 1)
+	if err != nil {
+		return nil
+	}
+	var unknown []string
+	c.origin = originStore
+	c.unknownSet = func(name string) {
+		if !slices.Contains(unknown, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	_ = c.addToken(label, tp, whereRedis)
+	return unknown
 }
 
 // redisLog writes go-redis's own log lines (dial errors, about one a
