@@ -746,12 +746,11 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 // Handler.apply does, with the outcome a full build would have. It says
 // no, and the handlers build all, for an entry this node cannot read or
 // that claims no token of its own (its token is the index's, and a full
-// build refuses it), a label whose token changed, a token two entries
-// claim (contested), and a token the index gives another label: which of
-// two entries keeps a token is for the full build to decide. A conflict
-// with a token or label in force that none of these shows, Handler.apply
-// refuses, and the handler then builds all. Called with s.mu held, after
-// the change.
+// build refuses it), a label whose token changed, and a token two entries
+// claim (contested): which of them keeps it, or whether another takes it
+// over when it goes, is for the full build to decide. A token or label
+// the view holds for another, Handler.apply refuses, and the handler
+// then builds all. Called with s.mu held, after the change.
 func (s *redisStore) oneLabel(label string, cur, next *redisEntry) bool {
 	var d [32]byte
 	for _, e := range []*redisEntry{cur, next} {
@@ -769,13 +768,8 @@ func (s *redisStore) oneLabel(label string, cur, next *redisEntry) bool {
 	if cur == nil && next == nil {
 		return true
 	}
-	if _, ok := s.contested[d]; ok {
-		return false
-	}
-	if owner, ok := s.index[d]; ok && owner != label {
-		return false
-	}
-	return true
+	_, contested := s.contested[d]
+	return !contested
 }
 
 // logChange writes the audit line of a change to label's entry that
