@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -315,6 +316,7 @@ type redisStore struct {
 	fullDue    bool      // a * message waits, until fullAt, for a load
 	fullAt     time.Time
 	fullLoads  atomic.Int64
+	noScan     atomic.Bool // HSCAN was refused (logged once)
 
 	startOnce sync.Once
 	startErr  error
@@ -391,7 +393,11 @@ func (s *redisStore) connect() error {
 	s.pubsub = s.client.Subscribe(ctx, s.keys.Changes)
 	_, err := s.pubsub.Receive(start)
 	if err == nil {
-		err = s.loadAll(start)
+		// Redis answered: the load takes as long as the store's size
+		// needs, each read bounded by the client's read timeout.
+		load, stop := context.WithTimeout(ctx, startLoad)
+		err = s.loadAll(load)
+		stop()
 	}
 	if err != nil {
 		cause := err.Error()
@@ -427,6 +433,9 @@ func (s *redisStore) connect() error {
 	go s.run(ctx)
 	return nil
 }
+
+// startLoad bounds the first load of a store that answered at start.
+const startLoad = 2 * time.Minute
 
 // isLoaded reports whether the store has loaded, from Redis or the
 // snapshot. Until it has, a handler refuses every token that is not in its
@@ -475,49 +484,64 @@ func (s *redisStore) sameVersion(ctx context.Context) bool {
 	return err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10)
 }
 
-// loadAll replaces the entries with the whole store, read atomically. A
-// store equal to the node's copy tells no handler to rebuild.
+// loadAll replaces the entries with the whole store. A store equal to
+// the node's copy tells no handler to rebuild.
+//
+// The hashes are read in chunks (HSCAN), each entry decoded as its chunk
+// arrives, on every core, so that no one reply holds the whole store
+// (one HGETALL of 1,000,000 entries outlasts the read timeout) and an
+// entry as the node has it is not decoded again. A scan is not one
+// transaction: an entry written meanwhile may be read before or after
+// its change, but every change also bumps the version and publishes its
+// label, which is applied after the load, and the version kept is the
+// one read before the scan, so a change written without a message is
+// loaded again at the next resync.
 func (s *redisStore) loadAll(ctx context.Context) error {
 	s.lastFull = time.Now()
 	s.fullDue = false
 	s.fullLoads.Add(1)
 	var ver, schema *redis.StringCmd
-	var all, digests *redis.MapStringStringCmd
 	var legacy *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ver = p.Get(ctx, s.keys.Version)
 		schema = p.Get(ctx, s.keys.Schema)
 		legacy = p.Exists(ctx, s.keys.Legacy)
-		all = p.HGetAll(ctx, s.keys.Tokens)
-		digests = p.HGetAll(ctx, s.keys.Digests)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
+	// The sizes only make room in advance: an ACL without HLEN costs
+	// the maps' growth, nothing more.
+	var size, indexSize *redis.IntCmd
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.HLen(ctx, s.keys.Tokens)
+		indexSize = p.HLen(ctx, s.keys.Digests)
+		return nil
+	})
 	entriesKey, ok := s.checkSchema(schema, legacy)
 	if !ok {
 		return nil
 	}
-	m := all.Val()
-	if entriesKey == s.keys.Legacy {
-		// A schema 1 store: its entries are in the legacy hash, and it
-		// has no index.
-		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			ver = p.Get(ctx, s.keys.Version)
-			all = p.HGetAll(ctx, s.keys.Legacy)
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return err
-		}
-		m = all.Val()
-	}
 	version := s.parseVersion(ver)
+	var index map[[32]byte]string
+	indexed := make(chan error, 1)
+	go func() {
+		var err error
+		index, err = s.scanIndex(ctx, int(indexSize.Val()))
+		indexed <- err
+	}()
+	entries, err := s.scanEntries(ctx, entriesKey, int(size.Val()))
+	if ierr := <-indexed; err == nil {
+		err = ierr
+	}
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	have := len(s.entries)
 	s.mu.Unlock()
-	if version == versionMissing && len(m) == 0 && have > 0 {
+	if version == versionMissing && len(entries) == 0 && have > 0 {
 		// A store with no version and no tokens, where this node has
 		// tokens: Redis lost its data (restarted without persistence),
 		// or the prefix is wrong. Dropping every token would make them
@@ -531,31 +555,125 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 		return nil
 	}
 	s.dataLoss = false
-	index := parseIndex(digests.Val())
 	s.mu.Lock()
-	same := len(m) == len(s.entries) && maps.Equal(index, s.index)
-	if same {
-		for label, raw := range m {
-			if e, ok := s.entries[label]; !ok || e.raw != raw {
-				same = false
-				break
-			}
-		}
-	}
+	// Unchanged entries are the node's own (scanEntries reuses them).
+	same := len(entries) == len(s.entries) && maps.Equal(index, s.index) &&
+		maps.EqualFunc(entries, s.entries, func(a, b *redisEntry) bool { return a == b })
 	if !same {
-		entries := make(map[string]*redisEntry, len(m))
-		for label, raw := range m {
-			entries[label] = decodeEntry(raw)
-		}
 		s.entries, s.index, s.byLabel = entries, index, reverseIndex(index)
 	}
 	s.mu.Unlock()
 	s.version = max(version, -1)
 	if !same {
-		s.changed(allLabels)
+		if s.loaded.Load() {
+			// Before the first load, connect tells the handlers once
+			// it has said the store has loaded: a build before that
+			// would compile every entry for nothing.
+			s.changed(allLabels)
+		}
 		s.dirtySnap = true
 	}
 	return nil
+}
+
+// scanCount is how many fields one HSCAN asks for: a reply of about 1.5 MB
+// with entries of 150 bytes.
+const scanCount = 10_000
+
+// scan reads the hash key in chunks, calling fn with each chunk's fields
+// and values, in turn, from one goroutine.
+func (s *redisStore) scan(ctx context.Context, key string, fn func(kv []string)) error {
+	var cursor uint64
+	for {
+		kv, next, err := s.client.HScan(ctx, key, cursor, "", scanCount).Result()
+		if err != nil && cursor == 0 && strings.HasPrefix(err.Error(), "NOPERM") {
+			// An ACL written for the previous release: read it whole.
+			if !s.noScan.Swap(true) {
+				s.logger.Warn("the redis user may not run HSCAN: loading the store with one HGETALL, which a large store can outlast the read timeout with; "+
+					"add +hscan +hlen to its ACL (see the README's Security section)", zap.String("key", key))
+			}
+			kv, err = s.client.Do(ctx, "HGETALL", key).StringSlice()
+			if err == nil {
+				fn(kv)
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		fn(kv)
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// scanEntries reads the hash key of entries, about size of them, decoding
+// each on one of the cores while the next chunk is read. An entry whose
+// JSON is the one the node holds is kept, not decoded again. It reads
+// s.entries without s.mu: only run's goroutine (or connect, before it)
+// writes them, and it is the caller.
+func (s *redisStore) scanEntries(ctx context.Context, key string, size int) (map[string]*redisEntry, error) {
+	type chunk struct {
+		kv      []string
+		decoded []*redisEntry
+		done    chan struct{}
+	}
+	chunks := make(chan *chunk, 4)
+	ordered := make(chan *chunk, 4)
+	var workers sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for c := range chunks {
+				c.decoded = make([]*redisEntry, len(c.kv)/2)
+				for i := range c.decoded {
+					raw := c.kv[2*i+1]
+					if e, ok := s.entries[c.kv[2*i]]; ok && e.raw == raw {
+						c.decoded[i] = e
+					} else {
+						c.decoded[i] = decodeEntry(raw)
+					}
+				}
+				close(c.done)
+			}
+		}()
+	}
+	scanned := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(chunks)
+		scanned <- s.scan(ctx, key, func(kv []string) {
+			c := &chunk{kv: kv, done: make(chan struct{})}
+			ordered <- c
+			chunks <- c
+		})
+	}()
+	entries := make(map[string]*redisEntry, size+size/16)
+	for c := range ordered {
+		<-c.done
+		for i, e := range c.decoded {
+			entries[c.kv[2*i]] = e // a field seen twice (a scan may): the later
+		}
+	}
+	workers.Wait()
+	return entries, <-scanned
+}
+
+// scanIndex reads the digest index, about size fields, in chunks; a
+// malformed field is ignored.
+func (s *redisStore) scanIndex(ctx context.Context, size int) (map[[32]byte]string, error) {
+	index := make(map[[32]byte]string, size+size/16)
+	err := s.scan(ctx, s.keys.Digests, func(kv []string) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if d, err := ParseDigest(kv[i]); err == nil {
+				index[d] = kv[i+1]
+			}
+		}
+	})
+	return index, err
 }
 
 // Results of parseVersion besides a version.
@@ -615,17 +733,6 @@ func reverseIndex(index map[[32]byte]string) map[string][32]byte {
 		byLabel[l] = d
 	}
 	return byLabel
-}
-
-// parseIndex reads the digest index; a malformed field is ignored.
-func parseIndex(m map[string]string) map[[32]byte]string {
-	index := make(map[[32]byte]string, len(m))
-	for k, label := range m {
-		if d, err := ParseDigest(k); err == nil {
-			index[d] = label
-		}
-	}
-	return index
 }
 
 // applyChange re-reads one label after a message about it. A message that

@@ -379,3 +379,25 @@ func TestRedisApplyRefusesBadEntries(t *testing.T) {
 		}
 	}
 }
+
+// A node whose ACL was written for the previous release (no HSCAN, no
+// HLEN) still loads the store, whole, and says once what to add.
+func TestRedisLoadWithoutScan(t *testing.T) {
+	srv := redistest.New(t)
+	c := srv.Client()
+	defer c.Close()
+	acl := []any{"ACL", "SETUSER", "old-node", "on", ">node-password", "~ip_allowlist:*", "&ip_allowlist:changes", "-@all",
+		"+get", "+exists", "+hget", "+hgetall", "+hmget", "+multi", "+exec", "+subscribe", "+ping"}
+	if err := c.Do(context.Background(), acl...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	putToken(t, srv, "partner-a", tokPartnerA, "192.0.2.1")
+	h, logs := openHandler(t, &RedisSource{Address: srv.Addr, Username: "old-node", Password: "node-password", Resync: caddy.Duration(time.Hour)}, nil)
+	testkit.Eventually(t, "first build", 5*time.Second, func() bool { return fullBuilds(logs) == 1 })
+	if err := want(h, tokPartnerA, "192.0.2.1", ReasonAllowed, "203.0.113.1", ReasonIPNotAllowed); err != nil {
+		t.Error(err)
+	}
+	if n := logs.FilterMessageSnippet("may not run HSCAN").Len(); n != 1 {
+		t.Errorf("%d warnings of the missing HSCAN, want 1", n)
+	}
+}
