@@ -229,7 +229,20 @@ type redisEntry struct {
 	claimed bool
 }
 
+// decodeEntry decodes an entry strictly: fields this node does not know,
+// or data after the object, make it a bad entry. Entries in the form the
+// CLI writes take a fast path (decodeCanonical) that decodes them alike.
 func decodeEntry(raw string) *redisEntry {
+	e := &redisEntry{raw: raw}
+	if decodeCanonical(raw, &e.tp) {
+		e.claimFrom(&e.tp)
+		return e
+	}
+	return decodeStrict(raw)
+}
+
+// decodeStrict is decodeEntry with encoding/json, for every entry.
+func decodeStrict(raw string) *redisEntry {
 	e := &redisEntry{raw: raw}
 	dec := json.NewDecoder(strings.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -254,6 +267,12 @@ func decodeEntry(raw string) *redisEntry {
 		}
 		tp.Token, tp.TokenSHA256 = probe.Token, probe.TokenSHA256
 	}
+	e.claimFrom(&tp)
+	return e
+}
+
+// claimFrom sets the token the entry claims, from what tp says of it.
+func (e *redisEntry) claimFrom(tp *TokenPolicy) {
 	switch {
 	case tp.TokenSHA256 != "":
 		d, err := ParseDigest(tp.TokenSHA256)
@@ -261,7 +280,6 @@ func decodeEntry(raw string) *redisEntry {
 	case tp.Token != "" && !isPlaceholder(tp.Token):
 		e.claim, e.claimed = sha256.Sum256([]byte(tp.Token)), true
 	}
-	return e
 }
 
 // labeledEntry is an entry with its label, as compileShared takes them, and
@@ -985,11 +1003,15 @@ func (s *redisStore) unsubscribe(c chan struct{}) {
 // refused.
 func (s *redisStore) list() ([]labeledEntry, uint64) {
 	s.mu.Lock()
-	out := make([]labeledEntry, 0, len(s.entries))
+	// Sorting the labels, then looking each up, is faster than sorting
+	// the entries: a label is a quarter of an entry's size.
+	labels := slices.Sorted(maps.Keys(s.entries))
+	out := make([]labeledEntry, len(labels))
 	byLabel := s.byLabel
 	first := make(map[[32]byte]int, len(s.entries))
 	var conflicts map[[32]byte][]int
-	for label, e := range s.entries {
+	for i, label := range labels {
+		e := s.entries[label]
 		le := labeledEntry{label: label, redisEntry: e}
 		switch d, ok := byLabel[label]; {
 		case e.claimed:
@@ -997,9 +1019,8 @@ func (s *redisStore) list() ([]labeledEntry, uint64) {
 		case ok:
 			le.d, le.dOK = d, true
 		}
-		out = append(out, le)
+		out[i] = le
 	}
-	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
 	for i, e := range out {
 		if !e.dOK {
 			continue
