@@ -1013,10 +1013,9 @@ func (s *redisStore) list() ([]labeledEntry, uint64) {
 	for i, label := range labels {
 		e := s.entries[label]
 		le := labeledEntry{label: label, redisEntry: e}
-		switch d, ok := byLabel[label]; {
-		case e.claimed:
+		if e.claimed {
 			le.d, le.dOK = e.claim, true
-		case ok:
+		} else if d, ok := byLabel[label]; ok {
 			le.d, le.dOK = d, true
 		}
 		out[i] = le
