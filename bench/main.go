@@ -7,13 +7,17 @@
 //     (two ranges each); prints the seconds until it serves and its peak
 //     resident memory, beside the same for a config with no tokens.
 //  3. Fleet: -fleet tokens imported into a redis-server on loopback, two
-//     Caddy nodes following it; prints each node's start-up time and how
-//     long a change made with the CLI takes to reach both.
+//     Caddy nodes following it; prints each node's start-up time (until it
+//     decides by its store) and peak memory, and how long each of -changes
+//     puts and revocations made with the CLI takes to reach both; halfway,
+//     redis-server is killed, and no decision of either node may change
+//     while it is down or after it returns.
 //
 // It only talks to 127.0.0.1 and stops every process it starts.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +35,7 @@ import (
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
+	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -40,8 +45,8 @@ var (
 	duration    = flag.Duration("duration", 5*time.Second, "length of one wrk run")
 	connections = flag.Int("connections", 32, "wrk connections")
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
-	fleetTokens = flag.Int("fleet", 100_000, "tokens in the fleet test's Redis store")
-	changes     = flag.Int("changes", 10, "changes timed in the fleet test")
+	fleetTokens = flag.Int("fleet", 1_000_000, "tokens in the fleet test's Redis store")
+	changes     = flag.Int("changes", 100, "tokens put and revoked in the fleet test, each timed")
 	parts       = flag.String("parts", "load,provisioning,fleet", "which parts to run, comma-separated")
 )
 
@@ -180,10 +185,12 @@ func writeTokensFile(path string, n int, ranges func(int) []string) error {
 }
 
 type server struct {
-	name  string
-	url   string
-	proc  *testkit.Process
-	ready time.Duration // from start until the site accepted a connection
+	name   string
+	url    string
+	proc   *testkit.Process
+	began  time.Time
+	ready  time.Duration // from start until the site accepted a connection
+	loaded time.Duration // fleet: from start until it decided by its store
 }
 
 // start runs Caddy with one site on a free loopback port, no admin
@@ -210,7 +217,7 @@ func start(dir, name, route string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: name, url: "http://" + addr + "/", proc: proc}
+	s := &server{name: name, url: "http://" + addr + "/", proc: proc, began: began}
 	if err := proc.WaitListening(addr, 2*time.Minute); err != nil {
 		proc.Stop()
 		out, _ := os.ReadFile(logf.Name())
@@ -269,13 +276,42 @@ func peakRSS(pid int) (int64, error) {
 	return 0, errors.New("no VmHWM in /proc status")
 }
 
+// cpuTime reads the user and system CPU time the process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command, which is in parentheses: utime and
+	// stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, errors.New("unexpected /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("unexpected /proc stat")
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
 
-// fleet: a Redis store of -fleet tokens, two nodes following it.
+// fleetProbes are the tokens of the fleet's store allowed from loopback
+// as well as from their own ranges, so a node's answer shows it holds the
+// store: the first, the middle and the last.
+func fleetProbes(n int) []int { return slices.Compact([]int{0, n / 2, n - 1}) }
+
+func fleetToken(i int) string { return fmt.Sprintf("fleet-token-%d-0123456789", i) }
+
+// fleet: a Redis store of -fleet tokens, two nodes following it; -changes
+// tokens put and revoked one at a time, with redis-server killed halfway.
 func fleet(dir string) error {
 	rdir := filepath.Join(dir, "redis")
 	if err := os.Mkdir(rdir, 0o700); err != nil {
@@ -286,65 +322,226 @@ func fleet(dir string) error {
 		return err
 	}
 	defer srv.Stop()
+	n := *fleetTokens
+	probes := fleetProbes(n)
 	tokensFile := filepath.Join(dir, "fleet-tokens.json")
-	if err := writeTokensFile(tokensFile, *fleetTokens, twoRanges); err != nil {
+	if err := testkit.WriteTokens(tokensFile, n, func(i int) testkit.Entry {
+		allow := twoRanges(i)
+		if slices.Contains(probes, i) {
+			allow = append(allow, "127.0.0.1")
+		}
+		return testkit.Entry{Label: "t" + strconv.Itoa(i), Token: fleetToken(i), Allow: allow}
+	}); err != nil {
 		return err
 	}
 	began := time.Now()
 	if out, err := exec.Command(*caddyBin, "ip-allowlist", "tokens", "--redis", srv.Addr, "import", tokensFile).CombinedOutput(); err != nil {
 		return fmt.Errorf("tokens import: %v\n%s", err, out)
 	}
-	fmt.Printf("fleet: imported %d tokens into Redis with the CLI in %.2fs\n", *fleetTokens, time.Since(began).Seconds())
+	fmt.Printf("fleet: imported %d tokens into Redis with the CLI in %.2fs\n", n, time.Since(began).Seconds())
 
-	route := "\tip_allowlist {\n\t\tunlisted_tokens none\n\t\tredis " + srv.Addr + "\n\t}\n\trespond \"ok\"\n"
+	// Every answer says the decision's reason, allowed or not.
+	route := "\tip_allowlist {\n\t\tunlisted_tokens none\n\t\tredis " + srv.Addr + "\n\t}\n" +
+		"\trespond \"{http.ip_allowlist.reason}\"\n" +
+		"\thandle_errors {\n\t\trespond \"{http.ip_allowlist.reason}\" {err.status_code}\n\t}\n"
 	var nodes []*server
 	for i := range 2 {
-		s, err := start(dir, fmt.Sprintf("fleet-node-%d", i), route)
+		s, err := start(dir, fmt.Sprintf("fleet-node-%d", i+1), route)
 		if err != nil {
 			return err
 		}
 		defer s.stop()
+		// Requests wait for the store's first load (up to 10 s each):
+		// the node has started when it answers for a token of the store.
+		if _, ok := testkit.Wait(2*time.Minute, func() bool { return reason(s.url, fleetToken(probes[0])) == "allowed" }); !ok {
+			return fmt.Errorf("%s does not allow a token of its store from 127.0.0.1 after 2 minutes", s.name)
+		}
+		s.loaded = time.Since(s.began)
 		hwm, err := peakRSS(s.proc.Cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("fleet: node %d with %d tokens from Redis serving after %.2fs, peak RSS %d MiB\n", i+1, *fleetTokens, s.ready.Seconds(), hwm>>20)
+		cpu, err := cpuTime(s.proc.Cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		// The CPU time tells what the wall time means on a shared machine.
+		fmt.Printf("fleet: node %d with %d tokens from Redis: listening after %.2fs, deciding by the store after %.2fs (%.2fs of CPU), peak RSS %d MiB\n",
+			i+1, n, s.ready.Seconds(), s.loaded.Seconds(), cpu.Seconds(), hwm>>20)
 		nodes = append(nodes, s)
 	}
 
-	// Each change: a new token, allowed from 127.0.0.1, then deleted.
-	var added, deleted, cli []float64
+	// What each node decides for tokens of every kind; the outage must
+	// change none of it.
+	type probe struct{ name, token, want string }
+	checks := []probe{{"never listed", "fleet-never-listed-0123456789", "unlisted_token"}}
+	for _, i := range probes {
+		checks = append(checks, probe{fmt.Sprintf("t%d from loopback", i), fleetToken(i), "allowed"})
+	}
+	for _, i := range []int{1, n / 3, n - 2} {
+		if i > 0 && i < n && !slices.Contains(probes, i) {
+			checks = append(checks, probe{fmt.Sprintf("t%d, not from loopback", i), fleetToken(i), "ip_not_allowed"})
+		}
+	}
+	decisions := func(when string) error {
+		for _, node := range nodes {
+			for _, c := range checks {
+				if got := reason(node.url, c.token); got != c.want {
+					return fmt.Errorf("%s, %s: %s got %q, want %q", when, node.name, c.name, got, c.want)
+				}
+			}
+		}
+		return nil
+	}
+
+	cli := func(stdin string, args ...string) (time.Duration, error) {
+		cmd := exec.Command(*caddyBin, append([]string{"ip-allowlist", "tokens", "--redis", srv.Addr}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		began := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("tokens %s: %v\n%s", args[0], err, out)
+		}
+		return time.Since(began), nil
+	}
+	// reach waits until every node answers want for tok, and returns how
+	// long that took.
+	reach := func(tok, want string) (float64, error) {
+		written := time.Now()
+		for _, node := range nodes {
+			if _, ok := testkit.Wait(30*time.Second-time.Since(written), func() bool { return reason(node.url, tok) == want }); !ok {
+				return 0, fmt.Errorf("a change did not reach %s within 30s (%s, want %s)", node.name, tok, want)
+			}
+		}
+		return time.Since(written).Seconds() * 1000, nil
+	}
+
+	// Each change: a new token allowed from 127.0.0.1, then revoked.
+	var put, revoked, all, cliTimes []float64
+	killed := false
 	for i := range *changes {
+		if i == *changes/2 && !killed {
+			if err := outage(srv, nodes, dir, decisions, cli, reach); err != nil {
+				return err
+			}
+			killed = true
+		}
 		tok := fmt.Sprintf("fleet-bench-token-%d", i)
 		label := fmt.Sprintf("fleet-bench-%d", i)
 		for _, step := range []struct {
 			args []string
-			want int
+			want string
 			into *[]float64
 		}{
-			{[]string{"put", label, "--allow", "127.0.0.1"}, http.StatusOK, &added},
-			{[]string{"delete", label}, http.StatusUnauthorized, &deleted},
+			{[]string{"put", label, "--allow", "127.0.0.1"}, "allowed", &put},
+			{[]string{"delete", label}, "token_revoked", &revoked},
 		} {
-			cmd := exec.Command(*caddyBin, append([]string{"ip-allowlist", "tokens", "--redis", srv.Addr}, step.args...)...)
-			cmd.Stdin = strings.NewReader(tok)
-			began := time.Now()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("tokens %s: %v\n%s", step.args[0], err, out)
+			took, err := cli(tok, step.args...)
+			if err != nil {
+				return err
 			}
-			written := time.Now()
-			cli = append(cli, written.Sub(began).Seconds()*1000)
-			for _, n := range nodes {
-				if _, ok := testkit.Wait(30*time.Second-time.Since(written), func() bool { return status(n.url, tok) == step.want }); !ok {
-					return fmt.Errorf("a change did not reach %s within 30s", n.name)
-				}
+			cliTimes = append(cliTimes, took.Seconds()*1000)
+			ms, err := reach(tok, step.want)
+			if err != nil {
+				return err
 			}
-			*step.into = append(*step.into, time.Since(written).Seconds()*1000)
+			*step.into = append(*step.into, ms)
+			all = append(all, ms)
 		}
 	}
-	fmt.Printf("fleet: propagation to both nodes with %d tokens, %d changes each (from the CLI's exit to both answering):\n", *fleetTokens, *changes)
-	fmt.Printf("fleet:   token added:   median %6.1f ms, max %6.1f ms\n", median(added), slices.Max(added))
-	fmt.Printf("fleet:   token deleted: median %6.1f ms, max %6.1f ms\n", median(deleted), slices.Max(deleted))
-	fmt.Printf("fleet:   the CLI itself (process start to exit): median %.1f ms\n", median(cli))
-	fmt.Println("fleet: goal: a change on both nodes within 1 s")
+	if err := decisions("after the changes"); err != nil {
+		return err
+	}
+	fmt.Printf("fleet: propagation to both nodes with %d tokens, %d changes of each kind (from the CLI's exit until both nodes answer accordingly):\n", n, *changes)
+	fmt.Printf("fleet:   token put:     median %6.1f ms, max %6.1f ms\n", median(put), slices.Max(put))
+	fmt.Printf("fleet:   token revoked: median %6.1f ms, max %6.1f ms\n", median(revoked), slices.Max(revoked))
+	fmt.Printf("fleet:   every change:  median %6.1f ms, max %6.1f ms (goal: median <= 50 ms, max <= 250 ms)\n", median(all), slices.Max(all))
+	fmt.Printf("fleet:   the CLI itself (process start to exit): median %.1f ms\n", median(cliTimes))
+	for _, node := range nodes {
+		hwm, err := peakRSS(node.proc.Cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("fleet: %s peak RSS over the whole run %d MiB\n", node.name, hwm>>20)
+	}
+	fmt.Println("fleet: goal: node start <= 5 s and <= 1 GiB with 1,000,000 tokens")
 	return nil
+}
+
+// outage kills redis-server (SIGKILL, after a SAVE so it can come back
+// with its data) while both nodes serve, checks that no decision changes
+// while it is down and after it returns, and that a change made after it
+// returned reaches both nodes.
+func outage(srv *redistest.Server, nodes []*server, dir string, decisions func(string) error,
+	cli func(string, ...string) (time.Duration, error), reach func(string, string) (float64, error)) error {
+	// A token put before the outage, which must stay allowed.
+	const kept = "fleet-kept-token-0123456789"
+	if _, err := cli(kept, "put", "fleet-kept", "--allow", "127.0.0.1"); err != nil {
+		return err
+	}
+	if _, err := reach(kept, "allowed"); err != nil {
+		return err
+	}
+	// SAVE of a big store outlasts the client's default read timeout.
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 2 * time.Minute, Protocol: 2, DisableIdentity: true})
+	err := c.Save(context.Background()).Err()
+	c.Close()
+	if err != nil {
+		return fmt.Errorf("redis SAVE: %w", err)
+	}
+	if err := decisions("before redis-server was killed"); err != nil {
+		return err
+	}
+	srv.Kill()
+	began := time.Now()
+	for _, node := range nodes {
+		if _, ok := testkit.Wait(30*time.Second, func() bool { return strings.Contains(nodeLog(dir, node), "redis unreachable") }); !ok {
+			return fmt.Errorf("%s did not log the outage within 30s", node.name)
+		}
+	}
+	rounds := 0
+	for time.Since(began) < 3*time.Second || rounds < 3 {
+		if err := decisions("redis-server killed"); err != nil {
+			return err
+		}
+		if reason(nodes[0].url, kept) != "allowed" || reason(nodes[1].url, kept) != "allowed" {
+			return errors.New("redis-server killed: the token put before the outage is no longer allowed")
+		}
+		rounds++
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	for _, node := range nodes {
+		if _, ok := testkit.Wait(time.Minute, func() bool { return strings.Contains(nodeLog(dir, node), "redis reachable again") }); !ok {
+			return fmt.Errorf("%s did not log Redis's return within a minute", node.name)
+		}
+	}
+	if err := decisions("after redis-server returned"); err != nil {
+		return err
+	}
+	fmt.Printf("fleet: redis-server killed (SIGKILL) for %.1fs halfway through the changes: both nodes logged the outage, "+
+		"and decided as before in %d rounds of checks while it was down and after it returned\n", time.Since(began).Seconds(), rounds)
+	return nil
+}
+
+func nodeLog(dir string, s *server) string {
+	b, _ := os.ReadFile(filepath.Join(dir, s.name+".log"))
+	return string(b)
+}
+
+var client = &http.Client{Timeout: 20 * time.Second}
+
+// reason is the decision's reason in the fleet nodes' answer for token,
+// or "" for no answer.
+func reason(url, token string) string {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

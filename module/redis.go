@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,7 +229,20 @@ type redisEntry struct {
 	claimed bool
 }
 
+// decodeEntry decodes an entry strictly: fields this node does not know,
+// or data after the object, make it a bad entry. Entries in the form the
+// CLI writes take a fast path (decodeCanonical) that decodes them alike.
 func decodeEntry(raw string) *redisEntry {
+	e := &redisEntry{raw: raw}
+	if decodeCanonical(raw, &e.tp) {
+		e.claimFrom(&e.tp)
+		return e
+	}
+	return decodeStrict(raw)
+}
+
+// decodeStrict is decodeEntry with encoding/json, for every entry.
+func decodeStrict(raw string) *redisEntry {
 	e := &redisEntry{raw: raw}
 	dec := json.NewDecoder(strings.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -253,6 +267,12 @@ func decodeEntry(raw string) *redisEntry {
 		}
 		tp.Token, tp.TokenSHA256 = probe.Token, probe.TokenSHA256
 	}
+	e.claimFrom(&tp)
+	return e
+}
+
+// claimFrom sets the token the entry claims, from what tp says of it.
+func (e *redisEntry) claimFrom(tp *TokenPolicy) {
 	switch {
 	case tp.TokenSHA256 != "":
 		d, err := ParseDigest(tp.TokenSHA256)
@@ -260,7 +280,6 @@ func decodeEntry(raw string) *redisEntry {
 	case tp.Token != "" && !isPlaceholder(tp.Token):
 		e.claim, e.claimed = sha256.Sum256([]byte(tp.Token)), true
 	}
-	return e
 }
 
 // labeledEntry is an entry with its label, as compileShared takes them, and
@@ -298,7 +317,11 @@ type redisStore struct {
 	index   map[[32]byte]string // the store's digest index: token -> label
 	byLabel map[string][32]byte // index reversed (one token a label)
 	gen     uint64              // bumped on every change of entries
-	subs    map[chan struct{}]struct{}
+	subs    map[chan struct{}]*pending
+	// contested are the tokens two or more entries claim, as the last
+	// list found them: a change to one of their entries may hand the
+	// token to another, which only a full build decides.
+	contested map[[32]byte]struct{}
 
 	// Owned by run's goroutine.
 	version    int64 // of entries; -1 unknown (snapshot, bad version key, missed change): sync loads all
@@ -311,6 +334,7 @@ type redisStore struct {
 	fullDue    bool      // a * message waits, until fullAt, for a load
 	fullAt     time.Time
 	fullLoads  atomic.Int64
+	noScan     atomic.Bool // HSCAN was refused (logged once)
 
 	startOnce sync.Once
 	startErr  error
@@ -351,7 +375,7 @@ func newRedisStore(opts *redis.Options, src *RedisSource, logger *zap.Logger) *r
 		entries:  map[string]*redisEntry{},
 		index:    map[[32]byte]string{},
 		byLabel:  map[string][32]byte{},
-		subs:     map[chan struct{}]struct{}{},
+		subs:     map[chan struct{}]*pending{},
 		version:  -1,
 		done:     make(chan struct{}),
 	}
@@ -387,7 +411,11 @@ func (s *redisStore) connect() error {
 	s.pubsub = s.client.Subscribe(ctx, s.keys.Changes)
 	_, err := s.pubsub.Receive(start)
 	if err == nil {
-		err = s.loadAll(start)
+		// Redis answered: the load takes as long as the store's size
+		// needs, each read bounded by the client's read timeout.
+		load, stop := context.WithTimeout(ctx, startLoad)
+		err = s.loadAll(load)
+		stop()
 	}
 	if err != nil {
 		cause := err.Error()
@@ -418,11 +446,14 @@ func (s *redisStore) connect() error {
 		s.writeSnapshot()
 	}
 	s.loaded.Store(true)
-	s.changed() // handlers built before the first load rebuild now
+	s.changed(allLabels) // handlers built before the first load rebuild now
 	s.running = true
 	go s.run(ctx)
 	return nil
 }
+
+// startLoad bounds the first load of a store that answered at start.
+const startLoad = 2 * time.Minute
 
 // isLoaded reports whether the store has loaded, from Redis or the
 // snapshot. Until it has, a handler refuses every token that is not in its
@@ -471,49 +502,64 @@ func (s *redisStore) sameVersion(ctx context.Context) bool {
 	return err == nil && s.version >= 0 && v == strconv.FormatInt(s.version, 10)
 }
 
-// loadAll replaces the entries with the whole store, read atomically. A
-// store equal to the node's copy tells no handler to rebuild.
+// loadAll replaces the entries with the whole store. A store equal to
+// the node's copy tells no handler to rebuild.
+//
+// The hashes are read in chunks (HSCAN), each entry decoded as its chunk
+// arrives, on every core, so that no one reply holds the whole store
+// (one HGETALL of 1,000,000 entries outlasts the read timeout) and an
+// entry as the node has it is not decoded again. A scan is not one
+// transaction: an entry written meanwhile may be read before or after
+// its change, but every change also bumps the version and publishes its
+// label, which is applied after the load, and the version kept is the
+// one read before the scan, so a change written without a message is
+// loaded again at the next resync.
 func (s *redisStore) loadAll(ctx context.Context) error {
 	s.lastFull = time.Now()
 	s.fullDue = false
 	s.fullLoads.Add(1)
 	var ver, schema *redis.StringCmd
-	var all, digests *redis.MapStringStringCmd
 	var legacy *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ver = p.Get(ctx, s.keys.Version)
 		schema = p.Get(ctx, s.keys.Schema)
 		legacy = p.Exists(ctx, s.keys.Legacy)
-		all = p.HGetAll(ctx, s.keys.Tokens)
-		digests = p.HGetAll(ctx, s.keys.Digests)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
+	// The sizes only make room in advance: an ACL without HLEN costs
+	// the maps' growth, nothing more.
+	var size, indexSize *redis.IntCmd
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.HLen(ctx, s.keys.Tokens)
+		indexSize = p.HLen(ctx, s.keys.Digests)
+		return nil
+	})
 	entriesKey, ok := s.checkSchema(schema, legacy)
 	if !ok {
 		return nil
 	}
-	m := all.Val()
-	if entriesKey == s.keys.Legacy {
-		// A schema 1 store: its entries are in the legacy hash, and it
-		// has no index.
-		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			ver = p.Get(ctx, s.keys.Version)
-			all = p.HGetAll(ctx, s.keys.Legacy)
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return err
-		}
-		m = all.Val()
-	}
 	version := s.parseVersion(ver)
+	var index map[[32]byte]string
+	indexed := make(chan error, 1)
+	go func() {
+		var err error
+		index, err = s.scanIndex(ctx, int(indexSize.Val()))
+		indexed <- err
+	}()
+	entries, err := s.scanEntries(ctx, entriesKey, int(size.Val()))
+	if ierr := <-indexed; err == nil {
+		err = ierr
+	}
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	have := len(s.entries)
 	s.mu.Unlock()
-	if version == versionMissing && len(m) == 0 && have > 0 {
+	if version == versionMissing && len(entries) == 0 && have > 0 {
 		// A store with no version and no tokens, where this node has
 		// tokens: Redis lost its data (restarted without persistence),
 		// or the prefix is wrong. Dropping every token would make them
@@ -527,31 +573,125 @@ func (s *redisStore) loadAll(ctx context.Context) error {
 		return nil
 	}
 	s.dataLoss = false
-	index := parseIndex(digests.Val())
 	s.mu.Lock()
-	same := len(m) == len(s.entries) && maps.Equal(index, s.index)
-	if same {
-		for label, raw := range m {
-			if e, ok := s.entries[label]; !ok || e.raw != raw {
-				same = false
-				break
-			}
-		}
-	}
+	// Unchanged entries are the node's own (scanEntries reuses them).
+	same := len(entries) == len(s.entries) && maps.Equal(index, s.index) &&
+		maps.EqualFunc(entries, s.entries, func(a, b *redisEntry) bool { return a == b })
 	if !same {
-		entries := make(map[string]*redisEntry, len(m))
-		for label, raw := range m {
-			entries[label] = decodeEntry(raw)
-		}
 		s.entries, s.index, s.byLabel = entries, index, reverseIndex(index)
 	}
 	s.mu.Unlock()
 	s.version = max(version, -1)
 	if !same {
-		s.changed()
+		if s.loaded.Load() {
+			// Before the first load, connect tells the handlers once
+			// it has said the store has loaded: a build before that
+			// would compile every entry for nothing.
+			s.changed(allLabels)
+		}
 		s.dirtySnap = true
 	}
 	return nil
+}
+
+// scanCount is how many fields one HSCAN asks for: a reply of about 1.5 MB
+// with entries of 150 bytes.
+const scanCount = 10_000
+
+// scan reads the hash key in chunks, calling fn with each chunk's fields
+// and values, in turn, from one goroutine.
+func (s *redisStore) scan(ctx context.Context, key string, fn func(kv []string)) error {
+	var cursor uint64
+	for {
+		kv, next, err := s.client.HScan(ctx, key, cursor, "", scanCount).Result()
+		if err != nil && cursor == 0 && strings.HasPrefix(err.Error(), "NOPERM") {
+			// An ACL written for the previous release: read it whole.
+			if !s.noScan.Swap(true) {
+				s.logger.Warn("the redis user may not run HSCAN: loading the store with one HGETALL, which a large store can outlast the read timeout with; "+
+					"add +hscan +hlen to its ACL (see the README's Security section)", zap.String("key", key))
+			}
+			kv, err = s.client.Do(ctx, "HGETALL", key).StringSlice()
+			if err == nil {
+				fn(kv)
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		fn(kv)
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// scanEntries reads the hash key of entries, about size of them, decoding
+// each on one of the cores while the next chunk is read. An entry whose
+// JSON is the one the node holds is kept, not decoded again. It reads
+// s.entries without s.mu: only run's goroutine (or connect, before it)
+// writes them, and it is the caller.
+func (s *redisStore) scanEntries(ctx context.Context, key string, size int) (map[string]*redisEntry, error) {
+	type chunk struct {
+		kv      []string
+		decoded []*redisEntry
+		done    chan struct{}
+	}
+	chunks := make(chan *chunk, 4)
+	ordered := make(chan *chunk, 4)
+	var workers sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for c := range chunks {
+				c.decoded = make([]*redisEntry, len(c.kv)/2)
+				for i := range c.decoded {
+					raw := c.kv[2*i+1]
+					if e, ok := s.entries[c.kv[2*i]]; ok && e.raw == raw {
+						c.decoded[i] = e
+					} else {
+						c.decoded[i] = decodeEntry(raw)
+					}
+				}
+				close(c.done)
+			}
+		}()
+	}
+	scanned := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(chunks)
+		scanned <- s.scan(ctx, key, func(kv []string) {
+			c := &chunk{kv: kv, done: make(chan struct{})}
+			ordered <- c
+			chunks <- c
+		})
+	}()
+	entries := make(map[string]*redisEntry, size+size/16)
+	for c := range ordered {
+		<-c.done
+		for i, e := range c.decoded {
+			entries[c.kv[2*i]] = e // a field seen twice (a scan may): the later
+		}
+	}
+	workers.Wait()
+	return entries, <-scanned
+}
+
+// scanIndex reads the digest index, about size fields, in chunks; a
+// malformed field is ignored.
+func (s *redisStore) scanIndex(ctx context.Context, size int) (map[[32]byte]string, error) {
+	index := make(map[[32]byte]string, size+size/16)
+	err := s.scan(ctx, s.keys.Digests, func(kv []string) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if d, err := ParseDigest(kv[i]); err == nil {
+				index[d] = kv[i+1]
+			}
+		}
+	})
+	return index, err
 }
 
 // Results of parseVersion besides a version.
@@ -611,17 +751,6 @@ func reverseIndex(index map[[32]byte]string) map[string][32]byte {
 		byLabel[l] = d
 	}
 	return byLabel
-}
-
-// parseIndex reads the digest index; a malformed field is ignored.
-func parseIndex(m map[string]string) map[[32]byte]string {
-	index := make(map[[32]byte]string, len(m))
-	for k, label := range m {
-		if d, err := ParseDigest(k); err == nil {
-			index[d] = label
-		}
-	}
-	return index
 }
 
 // applyChange re-reads one label after a message about it. A message that
@@ -685,10 +814,15 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	}
 	s.mu.Lock()
 	same := (next == nil) == (cur == nil) && (next == nil || next.raw == cur.raw)
+	entryChanged := !same
+	// otherIndexed: an index entry of another label changed, which may
+	// change the token of that label's entry (an entry that claims none).
+	otherIndexed := false
 	for _, d := range ds {
 		l, ok := owners[d]
 		if had, hadOK := s.index[d]; hadOK != ok || had != l {
 			same = false
+			otherIndexed = otherIndexed || hadOK && had != label || ok && l != label
 			if hadOK && s.byLabel[had] == d {
 				delete(s.byLabel, had)
 			}
@@ -705,6 +839,7 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	} else if !same {
 		s.entries[label] = next
 	}
+	oneLabel := entriesKey == s.keys.Tokens && !otherIndexed && s.oneLabel(label, cur, next)
 	s.mu.Unlock()
 	// In step only if this was the one change since the version held;
 	// otherwise the resync loads the whole store. A version that went
@@ -717,30 +852,136 @@ func (s *redisStore) applyChange(ctx context.Context, label string) error {
 	case version <= s.version:
 		s.version = -1
 	}
+	if entryChanged {
+		s.logChange(label, next)
+	}
 	if !same {
-		s.changed()
+		if oneLabel {
+			s.changed(label)
+		} else {
+			s.changed(allLabels)
+		}
 		s.dirtySnap = true
 	}
 	return nil
 }
 
-// changed tells every subscribed handler to rebuild its table.
-func (s *redisStore) changed() {
+// oneLabel reports whether a change of label's entry from cur to next
+// (either nil: no entry) can be applied to that label alone, as
+// Handler.apply does, with the outcome a full build would have. It says
+// no, and the handlers build all, for an entry this node cannot read or
+// that claims no token of its own (its token is the index's, and a full
+// build refuses it), a label whose token changed, and a token two entries
+// claim (contested): which of them keeps it, or whether another takes it
+// over when it goes, is for the full build to decide. A token or label
+// the view holds for another, Handler.apply refuses, and the handler
+// then builds all. Called with s.mu held, after the change.
+func (s *redisStore) oneLabel(label string, cur, next *redisEntry) bool {
+	var d [32]byte
+	for _, e := range []*redisEntry{cur, next} {
+		if e == nil {
+			continue
+		}
+		if e.err != nil || !e.claimed {
+			return false
+		}
+		if e != cur && cur != nil && cur.claim != e.claim {
+			return false
+		}
+		d = e.claim
+	}
+	if cur == nil && next == nil {
+		return true
+	}
+	_, contested := s.contested[d]
+	return !contested
+}
+
+// logChange writes the audit line of a change to label's entry that
+// arrived from Redis: one a change, on each node; never the token.
+func (s *redisStore) logChange(label string, next *redisEntry) {
+	c := s.logger.Check(zap.InfoLevel, "token changed")
+	if c == nil {
+		return
+	}
+	action := "put"
+	if next == nil {
+		action = "delete"
+	}
+	fields := []zap.Field{zap.String("token_label", label), zap.String("action", action), zap.String("source", whereRedis)}
+	if next != nil && next.err == nil {
+		fields = append(fields, zap.Int("entries", len(next.tp.Allow)))
+		if next.tp.Revoked {
+			fields = append(fields, zap.Bool("revoked", true))
+		}
+	}
+	c.Write(fields...)
+}
+
+// allLabels, as a changed label, says the whole store may have changed.
+// No label is empty (labelRule).
+const allLabels = ""
+
+// maxLabelsApplied bounds the labels a handler applies one at a time
+// between two of its turns (Handler.followStore); past it, it builds all.
+const maxLabelsApplied = 256
+
+// pending is what changed since a handler last took it (take): the
+// labels, or everything.
+type pending struct {
+	labels map[string]struct{}
+	all    bool
+}
+
+// changed tells every subscribed handler that label's entry changed, or
+// with allLabels that any may have.
+func (s *redisStore) changed(label string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	for c := range s.subs {
+	for c, p := range s.subs {
+		switch {
+		case p.all:
+		case label == allLabels || len(p.labels) >= maxLabelsApplied:
+			p.all, p.labels = true, nil
+		default:
+			if p.labels == nil {
+				p.labels = map[string]struct{}{}
+			}
+			p.labels[label] = struct{}{}
+		}
 		select {
 		case c <- struct{}{}:
-		default: // a rebuild is already due
+		default: // the handler has yet to take the earlier ones
 		}
 	}
+}
+
+// take returns, and forgets, what changed since c last took it: the
+// labels, sorted, or all; and the generation it is of.
+func (s *redisStore) take(c chan struct{}) (labels []string, all bool, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.subs[c]
+	if !ok {
+		return nil, true, s.gen
+	}
+	labels, all = sortedKeys(p.labels), p.all
+	p.labels, p.all = nil, false
+	return labels, all, s.gen
+}
+
+// entry is label's entry as the node holds it now; nil: none.
+func (s *redisStore) entry(label string) *redisEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entries[label]
 }
 
 func (s *redisStore) subscribe() chan struct{} {
 	c := make(chan struct{}, 1)
 	s.mu.Lock()
-	s.subs[c] = struct{}{}
+	s.subs[c] = &pending{}
 	s.mu.Unlock()
 	return c
 }
@@ -762,21 +1003,23 @@ func (s *redisStore) unsubscribe(c chan struct{}) {
 // refused.
 func (s *redisStore) list() ([]labeledEntry, uint64) {
 	s.mu.Lock()
-	out := make([]labeledEntry, 0, len(s.entries))
+	// Sorting the labels, then looking each up, is faster than sorting
+	// the entries: a label is a quarter of an entry's size.
+	labels := slices.Sorted(maps.Keys(s.entries))
+	out := make([]labeledEntry, len(labels))
 	byLabel := s.byLabel
 	first := make(map[[32]byte]int, len(s.entries))
 	var conflicts map[[32]byte][]int
-	for label, e := range s.entries {
+	for i, label := range labels {
+		e := s.entries[label]
 		le := labeledEntry{label: label, redisEntry: e}
-		switch d, ok := byLabel[label]; {
-		case e.claimed:
+		if e.claimed {
 			le.d, le.dOK = e.claim, true
-		case ok:
+		} else if d, ok := byLabel[label]; ok {
 			le.d, le.dOK = d, true
 		}
-		out = append(out, le)
+		out[i] = le
 	}
-	slices.SortFunc(out, func(a, b labeledEntry) int { return strings.Compare(a.label, b.label) })
 	for i, e := range out {
 		if !e.dOK {
 			continue
@@ -794,8 +1037,10 @@ func (s *redisStore) list() ([]labeledEntry, uint64) {
 		first[e.d] = i
 	}
 	owners := make(map[[32]byte]string, len(conflicts))
+	s.contested = make(map[[32]byte]struct{}, len(conflicts))
 	for d := range conflicts {
 		owners[d] = s.index[d]
+		s.contested[d] = struct{}{}
 	}
 	gen := s.gen
 	s.mu.Unlock()
@@ -1133,9 +1378,13 @@ func (h *Handler) closeStore() error {
 	return err
 }
 
-// followStore rebuilds the table whenever the store changes, and publishes
-// a view of it (publishBuild), until the config is unloaded. Changes that
-// arrive during a rebuild are taken together by the next one.
+// followStore follows the store until the config is unloaded. A change
+// to one label's entry is applied to that token alone (applyStoreChanges);
+// anything else, a whole load of the store, more than maxLabelsApplied
+// labels at once, or a change the one-token path refuses, rebuilds the
+// table from all the store's entries and publishes a view of it
+// (publishBuild), which refuses and logs what it must. Changes that arrive
+// meanwhile are taken together at the next turn.
 func (h *Handler) followStore(ctx caddy.Context) {
 	store := h.store
 	for {
@@ -1143,6 +1392,10 @@ func (h *Handler) followStore(ctx caddy.Context) {
 		case <-ctx.Done():
 			return
 		case <-h.storeSubs:
+		}
+		labels, all, gen := store.take(h.storeSubs)
+		if !all && h.applyStoreChanges(ctx, labels, gen) {
+			continue
 		}
 		h.rebuild.Lock()
 		began := time.Now()
@@ -1160,6 +1413,103 @@ func (h *Handler) followStore(ctx caddy.Context) {
 			zap.Int("tokens", len(t.policies)),
 			zap.Duration("took", time.Since(began)))
 	}
+}
+
+// applyStoreChanges applies the store's entry of each label to that token
+// alone (Handler.apply, with the rules of an entry another node wrote),
+// and reports whether all were applied. It stops at the first it cannot
+// apply so, and the caller then builds all: an entry this node cannot
+// read, whose refusal is the full build's to make; a change the store
+// says only a full build decides (redisStore.oneLabel); or one apply
+// refuses, such as a label the config lists or a token another label
+// holds, which the full build refuses and logs once.
+func (h *Handler) applyStoreChanges(ctx context.Context, labels []string, gen uint64) bool {
+	for _, label := range labels {
+		if ctx.Err() != nil {
+			return true // unloaded: nothing to build for
+		}
+		e := h.store.entry(label)
+		var tp *TokenPolicy
+		if e != nil {
+			if e.err != nil || !e.claimed {
+				return false
+			}
+			tp = &e.tp
+		}
+		began := time.Now()
+		if err := h.apply(label, tp, originStore, nil); err != nil {
+			if c := h.logger.Check(zap.DebugLevel, "token from redis needs a full build"); c != nil {
+				c.Write(zap.String("token_label", label), zap.Error(err))
+			}
+			return false
+		}
+		h.appliedStoreEntry(label, tp)
+		if c := h.logger.Check(zap.DebugLevel, "token from redis applied"); c != nil {
+			c.Write(zap.String("token_label", label), zap.Duration("took", time.Since(began)))
+		}
+	}
+	h.rebuild.Lock()
+	// The view holds every change up to gen: waitApplied and the like
+	// read it as they read a full build's.
+	h.builtGen = max(h.builtGen, gen)
+	h.rebuild.Unlock()
+	return true
+}
+
+// appliedStoreEntry keeps the record of what the full build logs once
+// (h.skipped) true of label's entry after it was applied alone: it is no
+// longer a skipped entry, and the ip_set names it uses that this node does
+// not define are logged, once each while it uses them, as the full build
+// does.
+func (h *Handler) appliedStoreEntry(label string, tp *TokenPolicy) {
+	unknown := h.unknownSets(label, tp)
+	h.rebuild.Lock()
+	defer h.rebuild.Unlock()
+	if h.skipped == nil {
+		h.skipped = map[string]string{}
+	}
+	delete(h.skipped, label)
+	prefix := skippedSetKey(label, "")
+	for key := range h.skipped {
+		if strings.HasPrefix(key, prefix) && !slices.Contains(unknown, key[len(prefix):]) {
+			delete(h.skipped, key)
+		}
+	}
+	for _, set := range unknown {
+		key := skippedSetKey(label, set)
+		if _, seen := h.skipped[key]; !seen {
+			h.skipped[key] = ""
+			h.logger.Warn("redis token entry names an ip_set this node does not define; it matches nothing here",
+				zap.String("token_label", label), zap.String("ip_set", set))
+		}
+	}
+}
+
+// skippedSetKey is the key of h.skipped that records label's entry using
+// set, which the node does not define: a key no label can be (Handler.build
+// writes the same).
+func skippedSetKey(label, set string) string { return "ip_set\x00" + label + "\x00" + set }
+
+// unknownSets returns the ip_set names tp uses that h does not define,
+// from the compiler's own rule, compiling tp once more (one token) only
+// when it names a set at all.
+func (h *Handler) unknownSets(label string, tp *TokenPolicy) []string {
+	if tp == nil || !slices.ContainsFunc(slices.Concat(tp.Allow, tp.Deny), isSetName) {
+		return nil
+	}
+	c, err := newCompiler(h, nil, 1)
+	if err != nil {
+		return nil
+	}
+	var unknown []string
+	c.origin = originStore
+	c.unknownSet = func(name string) {
+		if !slices.Contains(unknown, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	_ = c.addToken(label, tp, whereRedis)
+	return unknown
 }
 
 // redisLog writes go-redis's own log lines (dial errors, about one a

@@ -113,6 +113,18 @@ func (s *Server) Stop() {
 	s.proc = nil
 }
 
+// Kill stops the server at once (SIGKILL), saving nothing: Start brings
+// back what it saved last (SAVE).
+func (s *Server) Kill() {
+	if s.proc == nil {
+		return
+	}
+	_ = s.proc.Cmd.Process.Kill()
+	s.proc.WaitOrKill(10 * time.Second)
+	s.log.Close()
+	s.proc = nil
+}
+
 // Client returns a client of the server; the caller closes it.
 func (s *Server) Client() *redis.Client {
 	var password string
