@@ -162,7 +162,17 @@ func (h *Handler) mergeInBackground() {
 		h.mergeLocked()
 		return
 	}
-	h.builtLoaded, h.builtGen, h.skipped = b.loaded, b.gen, b.skipped
+	// Changes applied while the merge compiled (Redis's, one label at a
+	// time) may have read a newer generation and logged entries this
+	// build's snapshot has not seen: keep what is newer.
+	h.builtLoaded = b.loaded
+	h.builtGen = max(h.builtGen, b.gen)
+	for k, v := range h.skipped {
+		if _, ok := b.skipped[k]; !ok {
+			b.skipped[k] = v
+		}
+	}
+	h.skipped = b.skipped
 	h.overlay = rest
 	if len(rest) == 0 {
 		h.overlay = nil
