@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"bufio"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -632,7 +634,22 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.importStream(r.Body, audit{action: "import", source: "admin", remote: remoteHost(r)})
+	// Caddy's admin server gives a request 10 s to be read: the body is
+	// read whole into a temporary file first, at the speed of the
+	// connection, and then imported, however long that takes.
+	spool, err := os.CreateTemp("", "ip-allowlist-import-*.json")
+	if err != nil {
+		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
+	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+	if _, err := io.Copy(spool, r.Body); err != nil {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("import: reading the request body: %w", err))
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
+	}
+	res, err := s.importStream(bufio.NewReaderSize(spool, 1<<20), audit{action: "import", source: "admin", remote: remoteHost(r)})
 	if err != nil {
 		return err
 	}

@@ -114,9 +114,8 @@ func (s *fileStore) start() error {
 		}
 		s.eng.Store(eng)
 		close(s.opened)
-		n := 0
-		_ = eng.Scan(func(tokenstore.Record) error { n++; return nil })
-		s.logger.Info("token store opened", zap.String("store", s.Name()), zap.String("file", s.path), zap.Int("tokens", n))
+		rev, _ := eng.Rev()
+		s.logger.Info("token store opened", zap.String("store", s.Name()), zap.String("file", s.path), zap.Uint64("rev", rev))
 	})
 	if err := s.startErr.Load(); err != nil {
 		return *err
@@ -391,6 +390,30 @@ func diffEntries(a, b []string) (added, removed []string) {
 	return added, removed
 }
 
+// entryChecker is checkStoreEntry for many entries: one compiler, whose
+// table is started again every storeImportBatch entries so that it never
+// holds a whole import.
+type entryChecker struct {
+	c *compiler
+	n int
+}
+
+func newEntryChecker() (*entryChecker, error) {
+	c, err := newCompiler(&Handler{}, nil, storeImportBatch)
+	if err != nil {
+		return nil, err
+	}
+	c.origin = originWriter
+	return &entryChecker{c: c}, nil
+}
+
+func (k *entryChecker) entry(label string, tp *TokenPolicy) error {
+	if k.n++; k.n%storeImportBatch == 0 {
+		k.c.b = newTableBuilder(storeImportBatch)
+	}
+	return k.c.addToken(label, tp, "the store")
+}
+
 // writeError is an error of the store's own write, not of the input: an
 // import tells it from a tokens file that does not decode.
 type writeError struct{ error }
@@ -419,6 +442,10 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	}
 	batch := make([]tokenstore.Record, 0, storeImportBatch)
 	seen := map[string]struct{}{}
+	check, err := newEntryChecker()
+	if err != nil {
+		return 0, 0, err
+	}
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -435,7 +462,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 			return &ConfigError{Token: label, Err: errors.New("label given twice in the import")}
 		}
 		seen[label] = struct{}{}
-		if err := checkStoreEntry(label, tp); err != nil {
+		if err := check.entry(label, tp); err != nil {
 			return err
 		}
 		for i, v := range views {
