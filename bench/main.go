@@ -42,7 +42,7 @@ var (
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
 	fleetTokens = flag.Int("fleet", 100_000, "tokens in the fleet test's Redis store")
 	changes     = flag.Int("changes", 10, "changes timed in the fleet test")
-	parts       = flag.String("parts", "load,provisioning,fleet", "which parts to run, comma-separated")
+	parts       = flag.String("parts", "load,provisioning,fleet,store", "which parts to run, comma-separated")
 )
 
 const loadToken = "bench-load-token-4f0c2a"
@@ -59,7 +59,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func(string) error
-	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}} {
+	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}} {
 		if !slices.Contains(strings.Split(*parts, ","), part.name) {
 			continue
 		}

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
+)
+
+// The store part: a real Caddy with a file token store of each of
+// -store-sizes tokens, filled through POST /ip-allowlist/import (streamed),
+// then -store-calls route calls on one keep-alive admin connection, each
+// timed from request to the end of its answer and checked by the next
+// request to the site. Then -store-merge PUTs of as many new tokens, so
+// that the overlay is merged into a new table during the run (at 1,024
+// changed tokens); and a restart on the largest filled file.
+var (
+	storeSizes = flag.String("store-sizes", "1000,1000000", "tokens in the file store, one run each, comma-separated")
+	storeCalls = flag.Int("store-calls", 500, "route calls timed per store size (five per token: add, remove, put, suspend, resume)")
+	storeMerge = flag.Int("store-merge", 1100, "PUTs of new tokens after those, so the overlay merges; 0 skips")
+)
+
+// storeLabel and storeToken name token i of the store part's stores. Its
+// two ranges (twoRanges) never hold 127.0.0.1, from where the checks are
+// sent: the token is admitted only while a change lists that address.
+func storeLabel(i int) string { return "sb-" + strconv.Itoa(i) }
+func storeToken(i int) string { return "store-bench-token-" + strconv.Itoa(i) }
+
+// storeRun is one store size's figures.
+type storeRun struct {
+	tokens          int
+	imported        time.Duration
+	calls           []time.Duration
+	byOp            map[string][]time.Duration
+	merge           []time.Duration
+	fileMiB, rssMiB int64
+}
+
+func store(dir string) error {
+	var sizes []int
+	for _, f := range strings.Split(*storeSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-store-sizes: %q is not a number of tokens", f)
+		}
+		sizes = append(sizes, n)
+	}
+	var runs []*storeRun
+	for _, n := range sizes {
+		run, err := storeSize(dir, n, n == slices.Max(sizes))
+		if err != nil {
+			return fmt.Errorf("store with %d tokens: %w", n, err)
+		}
+		runs = append(runs, run)
+	}
+	printStore(runs)
+	return nil
+}
+
+// storeSize fills a file store of n tokens and times the route calls on it;
+// restart: then start Caddy again on the filled file and time its start.
+func storeSize(dir string, n int, restart bool) (*storeRun, error) {
+	run := &storeRun{tokens: n, byOp: map[string][]time.Duration{}}
+	sub := filepath.Join(dir, fmt.Sprintf("store-%d", n))
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		return nil, err
+	}
+	tokensFile := filepath.Join(sub, "import.json")
+	if err := testkit.WriteTokens(tokensFile, n, func(i int) testkit.Entry {
+		return testkit.Entry{Label: storeLabel(i), Token: storeToken(i), Allow: twoRanges(i)}
+	}); err != nil {
+		return nil, err
+	}
+	c, err := startStore(sub, filepath.Join(sub, "tokens.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer c.stop()
+
+	// The import, streamed from the file.
+	f, err := os.Open(tokensFile)
+	if err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	code, body, err := c.call(http.MethodPost, "/ip-allowlist/import", f)
+	f.Close()
+	run.imported = time.Since(began)
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	if code != http.StatusOK || !strings.Contains(body, fmt.Sprintf(`"imported":%d`, n)) {
+		return nil, fmt.Errorf("import: %d %s", code, body)
+	}
+	if err := c.expect(n-1, http.StatusUnauthorized, "after the import"); err != nil {
+		return nil, err
+	}
+
+	// The mix: five calls per token, tokens spread over the store.
+	groups := max(1, *storeCalls/5)
+	for g := range groups {
+		i := g * (n / groups)
+		label, digest := storeLabel(i), testkit.Digest(storeToken(i))
+		put, _ := json.Marshal(map[string]any{"token_sha256": digest, "allow": append([]string{"127.0.0.1"}, twoRanges(i)...)})
+		for _, op := range []struct {
+			name, method, path, body string
+			want                     int // the site's answer to token i from 127.0.0.1 after the call
+		}{
+			{"add", http.MethodPost, "/ip-allowlist/tokens/" + label + "/allow", `{"entries": ["127.0.0.1"], "ttl": "1h"}`, http.StatusOK},
+			{"remove", http.MethodDelete, "/ip-allowlist/tokens/" + label + "/allow/127.0.0.1", "", http.StatusUnauthorized},
+			{"put", http.MethodPut, "/ip-allowlist/tokens/" + label, string(put), http.StatusOK},
+			{"suspend", http.MethodPost, "/ip-allowlist/tokens/" + label + "/suspend", "", http.StatusUnauthorized},
+			{"resume", http.MethodPost, "/ip-allowlist/tokens/" + label + "/resume", "", http.StatusOK},
+		} {
+			took, err := c.timed(op.method, op.path, op.body)
+			if err != nil {
+				return nil, err
+			}
+			run.calls = append(run.calls, took)
+			run.byOp[op.name] = append(run.byOp[op.name], took)
+			if err := c.expect(i, op.want, op.name); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// New tokens, one PUT each, until the overlay has merged at least
+	// once: the calls above changed groups tokens of the overlayMerge.
+	for i := n; i < n+*storeMerge; i++ {
+		put, _ := json.Marshal(map[string]any{"token_sha256": testkit.Digest(storeToken(i)), "allow": []string{"127.0.0.1"}})
+		took, err := c.timed(http.MethodPut, "/ip-allowlist/tokens/"+storeLabel(i), string(put))
+		if err != nil {
+			return nil, err
+		}
+		run.merge = append(run.merge, took)
+		if err := c.expect(i, http.StatusOK, "put (merge run)"); err != nil {
+			return nil, err
+		}
+	}
+	if info, err := os.Stat(c.storeFile); err == nil {
+		run.fileMiB = info.Size() >> 20
+	}
+	if run.rssMiB, err = peakRSS(c.proc.Cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	run.rssMiB >>= 20
+	fmt.Printf("store: %d tokens: imported in %.2fs, %d route calls, then %d new tokens PUT; store file %d MiB, peak RSS %d MiB\n",
+		n, run.imported.Seconds(), len(run.calls), len(run.merge), run.fileMiB, run.rssMiB)
+	if !restart {
+		return run, nil
+	}
+
+	// Caddy started again on the filled file: until the site accepts a
+	// connection, and until a store token is admitted.
+	c.stop()
+	began = time.Now()
+	c2, err := startStore(sub, c.storeFile)
+	if err != nil {
+		return nil, err
+	}
+	defer c2.stop()
+	listening := time.Since(began)
+	if _, ok := testkit.Wait(time.Minute, func() bool { return c2.site(0) == http.StatusOK }); !ok {
+		return nil, fmt.Errorf("after the restart, a store token was not admitted within a minute")
+	}
+	admitted := time.Since(began)
+	hwm, err := peakRSS(c2.proc.Cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("store: %d tokens: Caddy started again on the filled store file: listening after %.2fs, a store token admitted after %.2fs, peak RSS %d MiB (goal <= 5 s, <= 1 GiB)\n",
+		n, listening.Seconds(), admitted.Seconds(), hwm>>20)
+	return run, nil
+}
+
+// printStore prints the sizes side by side.
+func printStore(runs []*storeRun) {
+	fmt.Printf("store: route call latency (ms), %d calls per size on one keep-alive admin connection, each checked by the next request:\n", len(runs[0].calls))
+	row := func(name string, cell func(*storeRun) string, goal string) {
+		fmt.Printf("store:   %-24s", name)
+		for _, r := range runs {
+			fmt.Printf(" %14s", cell(r))
+		}
+		fmt.Printf("   %s\n", goal)
+	}
+	row("", func(r *storeRun) string { return fmt.Sprintf("%d tokens", r.tokens) }, "goal")
+	row("median", func(r *storeRun) string { return ms(quantile(r.calls, 0.5)) }, "<= 2 ms")
+	row("p99", func(r *storeRun) string { return ms(quantile(r.calls, 0.99)) }, "<= 20 ms")
+	row("max", func(r *storeRun) string { return ms(slices.Max(r.calls)) }, "")
+	for _, op := range []string{"add", "remove", "put", "suspend", "resume"} {
+		row("  median "+op, func(r *storeRun) string { return ms(quantile(r.byOp[op], 0.5)) }, "")
+	}
+	if len(runs[0].merge) > 0 {
+		row(fmt.Sprintf("merge run (%d): median", len(runs[0].merge)), func(r *storeRun) string { return ms(quantile(r.merge, 0.5)) }, "")
+		row("  p99", func(r *storeRun) string { return ms(quantile(r.merge, 0.99)) }, "")
+		row("  max (the merge)", func(r *storeRun) string { return ms(slices.Max(r.merge)) }, "")
+	}
+	row("import (s)", func(r *storeRun) string { return fmt.Sprintf("%.2f", r.imported.Seconds()) }, "")
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()*1000) }
+
+// quantile is the q-th of ds, sorted: the element below which q of them
+// lie.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*q))]
+}
+
+// storeCaddy is a Caddy with its admin endpoint and a file store, and a
+// keep-alive client for each.
+type storeCaddy struct {
+	*server
+	admin, storeFile string
+	adminClient      *http.Client
+	siteClient       *http.Client
+}
+
+// startStore runs Caddy with an admin endpoint and one site behind
+// ip_allowlist on the file store at storeFile, and waits until both accept
+// connections.
+func startStore(dir, storeFile string) (*storeCaddy, error) {
+	admin, err := testkit.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	site, err := testkit.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "store.Caddyfile")
+	body := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\tip_allowlist {\n\t\tunlisted_tokens none\n\t\tstore file %s\n\t}\n\trespond \"ok\"\n}\n",
+		admin, site, storeFile)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "store.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := testkit.CaddyCommand(*caddyBin, cfg, dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	began := time.Now()
+	proc, err := testkit.StartProcess(cmd)
+	logf.Close() // Caddy has its own copy
+	if err != nil {
+		return nil, err
+	}
+	c := &storeCaddy{
+		server:      &server{name: "store", url: "http://" + site + "/", proc: proc},
+		admin:       "http://" + admin,
+		storeFile:   storeFile,
+		adminClient: keepAliveClient(),
+		siteClient:  keepAliveClient(),
+	}
+	for _, addr := range []string{site, admin} {
+		if err := proc.WaitListening(addr, 2*time.Minute); err != nil {
+			proc.Stop()
+			out, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("caddy (store) %v:\n%s", err, out)
+		}
+	}
+	// The store opens when the config's apps start, which may be after
+	// the site listens; until then the routes refuse.
+	if _, ok := testkit.Wait(time.Minute, func() bool {
+		code, _, err := c.call(http.MethodGet, "/ip-allowlist/tokens?limit=1", nil)
+		return err == nil && code == http.StatusOK
+	}); !ok {
+		proc.Stop()
+		out, _ := os.ReadFile(logf.Name())
+		return nil, fmt.Errorf("caddy (store): the token store did not open within a minute:\n%s", out)
+	}
+	c.ready = time.Since(began)
+	return c, nil
+}
+
+// keepAliveClient keeps one connection open and reuses it.
+func keepAliveClient() *http.Client {
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     time.Minute,
+	}}
+}
+
+// call sends one request to the admin endpoint and reads the answer whole.
+func (c *storeCaddy) call(method, path string, body io.Reader) (int, string, error) {
+	req, err := http.NewRequest(method, c.admin+path, body)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.adminClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), err
+}
+
+// timed is one route call that must succeed, and how long it took.
+func (c *storeCaddy) timed(method, path, body string) (time.Duration, error) {
+	began := time.Now()
+	code, answer, err := c.call(method, path, bytes.NewReader([]byte(body)))
+	took := time.Since(began)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if code/100 != 2 {
+		return 0, fmt.Errorf("%s %s: %d %s", method, path, code, answer)
+	}
+	return took, nil
+}
+
+// site is the site's status for token i from 127.0.0.1.
+func (c *storeCaddy) site(i int) int {
+	req, _ := http.NewRequest(http.MethodGet, c.url, nil)
+	req.Header.Set("Authorization", "Bearer "+storeToken(i))
+	resp, err := c.siteClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// expect checks that the next request with token i gets want.
+func (c *storeCaddy) expect(i, want int, after string) error {
+	if got := c.site(i); got != want {
+		return fmt.Errorf("after %s, token %s got %d from the next request, want %d", after, storeLabel(i), got, want)
+	}
+	return nil
+}
