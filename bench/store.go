@@ -59,6 +59,7 @@ func store(dir string) error {
 		}
 		sizes = append(sizes, n)
 	}
+	fmt.Printf("store: load average at the start %s\n", loadAverage())
 	var runs []*storeRun
 	for _, n := range sizes {
 		run, err := storeSize(dir, n, n == slices.Max(sizes))
@@ -68,7 +69,17 @@ func store(dir string) error {
 		runs = append(runs, run)
 	}
 	printStore(runs)
+	fmt.Printf("store: load average at the end %s (2 CPUs shared with other work: figures are noisy)\n", loadAverage())
 	return nil
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(raw)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // storeSize fills a file store of n tokens and times the route calls on it;
