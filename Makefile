@@ -48,11 +48,19 @@ test: vet $(CADDY_BIN) tools-test
 	CADDY_BIN=$(CADDY_BIN) go test -count=1 -v -run '^TestEarlyDataGets425$$' ./examples
 
 # make bench: the request-path benchmarks (go test -bench), then a real Caddy
-# under wrk with and without ip_allowlist, and provisioning 1,000,000 tokens.
+# under wrk with and without ip_allowlist, provisioning 1,000,000 tokens, the
+# fleet, and the token store's routes with 1,000 and 1,000,000 tokens.
 bench: bench-go bench-caddy
 
+# The parallel benchmark at -cpu 1 and 2 and the overlay benchmark run
+# BENCH_COUNT times each, and bench/ratios prints their ratios beside the
+# goals; then every other benchmark once.
+BENCH_COUNT ?= 5
 bench-go:
-	go test ./module -run '^$$' -bench . -benchmem -count 1
+	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPParallel$$' -cpu 1,2 -benchmem -count $(BENCH_COUNT) > bench-parallel.out
+	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPOverlay$$' -benchmem -count $(BENCH_COUNT) > bench-overlay.out
+	cat bench-parallel.out bench-overlay.out | go run ./bench/ratios
+	go test ./module -run '^$$' -bench '^Benchmark(ServeHTTP|ApplyToken|VersusRemoteIP|RangeLookup|ProvisionTokensFile)$$' -benchmem -count 1
 
 bench-caddy: $(CADDY_BIN) tools-bench
 	go run ./bench -caddy $(CADDY_BIN)

@@ -12,6 +12,10 @@
 //     puts and revocations made with the CLI takes to reach both; halfway,
 //     redis-server is killed, and no decision of either node may change
 //     while it is down or after it returns.
+//  4. Store: a file store filled with the import route, then the latency of
+//     route calls (Add More, remove, PUT, suspend, resume) at each size, a
+//     run of new tokens through a merge, and a restart on the filled file
+//     (bench/store.go).
 //
 // It only talks to 127.0.0.1 and stops every process it starts.
 package main
@@ -47,7 +51,7 @@ var (
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
 	fleetTokens = flag.Int("fleet", 1_000_000, "tokens in the fleet test's Redis store")
 	changes     = flag.Int("changes", 100, "tokens put and revoked in the fleet test, each timed")
-	parts       = flag.String("parts", "load,provisioning,fleet", "which parts to run, comma-separated")
+	parts       = flag.String("parts", "load,provisioning,fleet,store", "which parts to run, comma-separated")
 )
 
 const loadToken = "bench-load-token-4f0c2a"
@@ -64,7 +68,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func(string) error
-	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}} {
+	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}} {
 		if !slices.Contains(strings.Split(*parts, ","), part.name) {
 			continue
 		}
