@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -111,7 +112,10 @@ type observedAddrs struct {
 // doubly-linked list from most to least recently seen, so that the label
 // to drop when the shard is full is found without a scan.
 type observedShard struct {
-	mu     sync.Mutex
+	// mu is held to read for the common case (a label seen last in its
+	// shard, from an address it has), whose counts are then added to
+	// atomically, and held whole for anything else.
+	mu     sync.RWMutex
 	labels map[string]*labelSummary
 	newest *labelSummary
 	oldest *labelSummary
@@ -159,6 +163,9 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 	}
 	key := addr.As16()
 	sh := o.shard(label.String())
+	if sh.recordSeen(label.String(), key, out, now) {
+		return
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s, ok := sh.labels[label.String()]
@@ -194,6 +201,39 @@ func (o *observedAddrs) record(label *labelRef, addr netip.Addr, out outcome, no
 		e.wouldDeny++
 	}
 	e.lastSeen = now
+}
+
+// recordSeen counts a request of the label its shard saw last, from an
+// address the label has, holding the shard's lock only to read: requests
+// of one busy token do not queue for the lock. It reports false, and
+// counts nothing, for anything else, which record counts holding it whole.
+// The counts are added atomically, and read only with the lock held whole.
+func (sh *observedShard) recordSeen(label string, key [16]byte, out outcome, now int64) bool {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	s := sh.newest
+	if s == nil || s.label != label {
+		return false
+	}
+	e := s.find(key)
+	if e == nil {
+		return false
+	}
+	switch out {
+	case outcomeAllowed:
+		atomic.AddUint64(&e.allowed, 1)
+	case outcomeDenied:
+		atomic.AddUint64(&e.denied, 1)
+	case outcomeWouldDeny:
+		atomic.AddUint64(&e.wouldDeny, 1)
+	}
+	// The latest of the times, as several readers may store one.
+	for {
+		seen := atomic.LoadInt64(&e.lastSeen)
+		if seen >= now || atomic.CompareAndSwapInt64(&e.lastSeen, seen, now) {
+			return true
+		}
+	}
 }
 
 func (sh *observedShard) pushNewest(s *labelSummary) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
@@ -413,5 +414,45 @@ func TestObservedRouteDelete(t *testing.T) {
 	serve(h, newRequest("203.0.113.9:1", "/", testkit.Bearer(tokA)...))
 	if got := h.observed.snapshot("a")["a"]; len(got) != 1 || got[0].Allowed != 1 {
 		t.Errorf("after the reset: %+v, want 203.0.113.9 allowed once", got)
+	}
+}
+
+// TestObservedOneBusyTokenCountsExactly: requests of one label from few
+// addresses take the shard's lock to read only (recordSeen), and every one
+// of them is still counted, with the latest time kept.
+func TestObservedOneBusyTokenCountsExactly(t *testing.T) {
+	o := newObservedAddrs()
+	label := labelOf(t, "busy")
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10_000 {
+				out := outcomeAllowed
+				if i%4 == 0 {
+					out = outcomeDenied
+				}
+				o.record(label, addrs[i%2], out, int64(w*10_000+i))
+			}
+		}()
+	}
+	wg.Wait()
+	got := o.snapshot("busy")["busy"]
+	var allowed, denied uint64
+	var last time.Time
+	for _, a := range got {
+		allowed += a.Allowed
+		denied += a.Denied
+		if a.LastSeen.After(last) {
+			last = a.LastSeen
+		}
+	}
+	if len(got) != 2 || allowed != 30_000 || denied != 10_000 {
+		t.Errorf("%d addresses, %d allowed and %d denied, want 2, 30,000 and 10,000", len(got), allowed, denied)
+	}
+	if want := time.Unix(0, 39_999); !last.Equal(want) {
+		t.Errorf("last seen %v, want %v", last, want)
 	}
 }
