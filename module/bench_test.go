@@ -219,7 +219,10 @@ func BenchmarkApplyToken(b *testing.B) {
 			h := newBenchHandler(b, benchShape{n, 2})
 			defer h.Cleanup()
 			entries := map[string]*TokenPolicy{}
+			var mu sync.Mutex // a merge reads the entries in the background
 			h.storeEntries = func() ([]labeledEntry, error) {
+				mu.Lock()
+				defer mu.Unlock()
 				out := make([]labeledEntry, 0, len(entries))
 				for _, label := range sortedKeys(entries) {
 					tp := entries[label]
@@ -235,7 +238,12 @@ func BenchmarkApplyToken(b *testing.B) {
 				label := fmt.Sprintf("store-%d", i%2000)
 				tp := &TokenPolicy{TokenSHA256: testkit.Digest("store-token-" + label + "-0123456789"), Allow: []string{nthAddr(i % 1000).String()}}
 				began := time.Now()
-				if err := h.applyToken(label, tp, func(kept *TokenPolicy) error { entries[label] = kept; return nil }); err != nil {
+				if err := h.applyToken(label, tp, func(kept *TokenPolicy) error {
+					mu.Lock()
+					defer mu.Unlock()
+					entries[label] = kept
+					return nil
+				}); err != nil {
 					b.Fatal(err)
 				}
 				took = append(took, time.Since(began))
