@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -548,7 +549,7 @@ func TestStoreDeleteRevokesUnrestrictUnlists(t *testing.T) {
 // already stored under one label under a second, by literal token or by
 // digest, also once the first is revoked (409, naming the first label),
 // and the first label keeps working.
-func TestStoreRoutesRefuseDigestUnderSecondLabel(t *testing.T) {
+func TestStoreRoutesAndCLIRefuseDigestUnderSecondLabel(t *testing.T) {
 	c := startStore(t)
 	tok := storeTok("first")
 	putToken(t, c, "first", tok, "127.0.0.50")
@@ -572,6 +573,24 @@ func TestStoreRoutesRefuseDigestUnderSecondLabel(t *testing.T) {
 		}
 		if got := answer(c, "127.0.0.51", tok); got != "401" {
 			t.Errorf("after the refused %s, from the second label's address: %s", tt.name, got)
+		}
+	}
+	// The CLI, against the same Caddy through its admin address, refuses
+	// the same, and names the first label.
+	admin := strings.TrimPrefix(c.Admin, "http://")
+	for _, args := range [][]string{
+		{"--token-sha256", testkit.Digest(tok)},
+		{"--token-file", "-"},
+	} {
+		cmd := exec.Command(testkit.CaddyBin(t), append([]string{"ip-allowlist", "tokens", "put", "second", "--admin", admin, "--allow", "127.0.0.51"}, args...)...)
+		cmd.Stdin = strings.NewReader(tok + "\n")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `"first"`) || strings.Contains(string(out), tok) {
+			t.Errorf("tokens put %v under a second label: %v\n%s\nwant a failure naming \"first\", without the token", args[0], err, out)
+		}
+		mustRoute(t, c, 404, "GET", "/ip-allowlist/tokens/second", "")
+		if got := answer(c, "127.0.0.50", tok); got != "200 first" {
+			t.Errorf("after the CLI's refused put, first from its address: %s", got)
 		}
 	}
 	// Revoked, the digest stays bound to its label.
