@@ -545,7 +545,7 @@ func TestStoreDeleteRevokesUnrestrictUnlists(t *testing.T) {
 	}
 }
 
-// TestStoreRoutesRefuseDigestUnderSecondLabel: the routes refuse a token
+// TestStoreRoutesAndCLIRefuseDigestUnderSecondLabel: the routes and the CLI refuse a token
 // already stored under one label under a second, by literal token or by
 // digest, also once the first is revoked (409, naming the first label),
 // and the first label keeps working.
