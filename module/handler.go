@@ -250,12 +250,23 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 			return fmt.Errorf("redis: %w", err)
 		}
 	}
+	if fs := h.fileStore; fs != nil {
+		// The store's writes wait while this handler reads it and
+		// publishes its first view, then reach this handler too: a change
+		// made meanwhile (during a reload, say) is neither missed by the
+		// build nor left out of the changes applied to it.
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+	}
 	t, err := h.build()
 	if err != nil {
 		return err
 	}
 	h.current = new(atomic.Pointer[view])
 	h.current.Store(newView(t))
+	if h.fileStore != nil {
+		h.fileStore.join(h)
+	}
 	if h.store != nil || h.fileStore != nil {
 		h.loaded = &storeLoad{done: make(chan struct{})}
 		h.markLoaded()

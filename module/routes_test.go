@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -491,5 +493,43 @@ func TestStoreRenamedByReload(t *testing.T) {
 	provisionLogging(t, renamed, zapcore.WarnLevel)
 	if r := routeCall(t, "GET", "/ip-allowlist/tokens?store=customers", ""); r.status != http.StatusOK {
 		t.Errorf("the new name: %d %s", r.status, r.body)
+	}
+}
+
+// A change made while a new config's handler builds (a reload) reaches
+// that handler too: its build waits, or sees it. The tokens file is a FIFO,
+// so the test holds the new handler's build until it has revoked.
+func TestStoreChangeDuringReloadReachesTheNewConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tokens.db")
+	old, _ := storeHandler(t, path)
+	tok := applyTok(1)
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`); r.status != http.StatusCreated {
+		t.Fatalf("put: %d %s", r.status, r.body)
+	}
+	fifo := filepath.Join(dir, "tokens.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	nu := &Handler{TokensFiles: []string{fifo}, Store: &TokenStore{File: path}}
+	done := make(chan struct{})
+	go func() { defer close(done); provisionLogging(t, nu, zapcore.WarnLevel) }()
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // opens once nu's build reads the file
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan reply, 1)
+	go func() { revoked <- routeCall(t, "DELETE", "/ip-allowlist/tokens/cust-1", "") }()
+	time.Sleep(100 * time.Millisecond) // the revoke waits for nu's build, or would be lost by it
+	_, _ = w.Write([]byte(`{"cfg": {"token_sha256": "` + testkit.Digest(applyTok(9)) + `", "allow": ["any"]}}`))
+	w.Close()
+	<-done
+	if r := <-revoked; r.status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	for name, h := range map[string]*Handler{"old": old, "new": nu} {
+		if got := decided(h, tok, "198.51.100.7"); got != "token_revoked cust-1" {
+			t.Errorf("%s config after the revoke: %s, want token_revoked", name, got)
+		}
 	}
 }

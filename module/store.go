@@ -592,7 +592,8 @@ func (h *Handler) openFileStore(ctx caddy.Context) error {
 	s.name.Store(&name)
 	h.fileStore = s
 	h.storeEntries = s.entries
-	s.join(h)
+	// Provision joins the handler to the store once its first view is
+	// published.
 	if _, err := ctx.AppIfConfigured("http"); err != nil {
 		return s.start()
 	}
