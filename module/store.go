@@ -168,7 +168,9 @@ func (s *fileStore) Destruct() error {
 func (s *fileStore) join(h *Handler) {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
-	s.handlers = append(s.handlers, h)
+	if !slices.Contains(s.handlers, h) { // twice, a change would wait for itself
+		s.handlers = append(s.handlers, h)
+	}
 }
 
 func (s *fileStore) leave(h *Handler) {
