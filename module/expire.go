@@ -94,7 +94,7 @@ func (h *Handler) expire(due []string) {
 		}
 	}
 	if full {
-		h.reloadStore("allow entries expired")
+		_ = h.reloadStore("allow entries expired") // logged
 		// A config token that expires is compiled without it now; were
 		// the build refused, wait a second rather than spin.
 		if _, again := h.current.Load().nextExpiry(time.Now().UnixNano()); len(again) > 0 {

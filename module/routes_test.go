@@ -533,3 +533,27 @@ func TestStoreChangeDuringReloadReachesTheNewConfig(t *testing.T) {
 		}
 	}
 }
+
+// An import whose rebuild fails (a tokens file the operator left broken,
+// watch off) is still put in force, through the overlay, before the 200.
+func TestStoreImportInForceWhenTheRebuildFails(t *testing.T) {
+	dir := t.TempDir()
+	tf := testkit.WriteFile(t, filepath.Join(dir, "tokens.json"), `{"cfg": {"token_sha256": "`+testkit.Digest(applyTok(9))+`", "allow": ["any"]}}`)
+	h := &Handler{TokensFiles: []string{tf}, Store: &TokenStore{File: filepath.Join(dir, "tokens.db")}}
+	provisionLogging(t, h, zapcore.WarnLevel)
+	tok := applyTok(1)
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`); r.status != http.StatusCreated {
+		t.Fatalf("put: %d %s", r.status, r.body)
+	}
+	testkit.WriteFile(t, tf, `{"cfg": {`) // half saved
+	r := routeCall(t, "POST", "/ip-allowlist/import", `{"cust-1": {"token_sha256": "`+testkit.Digest(tok)+`", "allow": ["198.51.100.7"], "revoked": true}, "cust-2": {"token": "`+applyTok(2)+`", "allow": ["198.51.100.8"]}}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	if got := decided(h, tok, "198.51.100.7"); got != "token_revoked cust-1" {
+		t.Errorf("after a 200 import revoking cust-1: %s", got)
+	}
+	if got := decided(h, applyTok(2), "198.51.100.8"); got != "allowed cust-2" {
+		t.Errorf("after a 200 import adding cust-2: %s", got)
+	}
+}

@@ -445,6 +445,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	}
 	batch := make([]tokenstore.Record, 0, storeImportBatch)
 	seen := map[string]struct{}{}
+	var imports []string // the labels imported, while few enough to apply alone
 	check, err := newEntryChecker()
 	if err != nil {
 		return 0, 0, err
@@ -490,6 +491,9 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 			return err
 		}
 		batch = append(batch, tokenstore.Record{Label: label, Digest: digest, Data: data})
+		if len(imports) <= overlayMergeNow {
+			imports = append(imports, label) // past the bound, only counted
+		}
 		if len(batch) == storeImportBatch {
 			return flush()
 		}
@@ -500,7 +504,13 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	}
 	if imported > 0 {
 		for _, h := range hs {
-			h.reloadStore("token store import")
+			if rerr := h.reloadStore("token store import"); rerr != nil {
+				// The entries are kept: put them in force one by one,
+				// in the overlay, as changes; too many for that, say so.
+				if aerr := h.applyImported(eng, imports); aerr != nil {
+					err = errors.Join(err, &writeError{fmt.Errorf("the %d entries are stored, but not in force: the handler's config did not build again (%v), and %v", imported, rerr, aerr)})
+				}
+			}
 		}
 		s.logger.Info("token changed", zap.String("action", a.action), zap.String("source", a.source),
 			zap.String("store", s.Name()), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
@@ -547,20 +557,43 @@ func (s *fileStore) export(w interface{ Write([]byte) (int, error) }) error {
 	return err
 }
 
+// applyImported puts imported entries in force through the overlay, when
+// a full build cannot: labels are the entries imported, read back from eng.
+func (h *Handler) applyImported(eng *tokenstore.File, labels []string) error {
+	if len(labels) > overlayMergeNow {
+		return fmt.Errorf("more than %d, too many to apply one by one", overlayMergeNow)
+	}
+	for _, label := range labels {
+		r, err := eng.Get(label)
+		if err != nil {
+			return err
+		}
+		e := decodeEntry(string(r.Data))
+		if e.err != nil {
+			return fmt.Errorf("token %q: %w", label, e.err)
+		}
+		if err := h.apply(label, &e.tp, originStore, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reloadStore rebuilds the handler from its config and the store, as a
 // watched file does, and publishes it.
-func (h *Handler) reloadStore(why string) {
+func (h *Handler) reloadStore(why string) error {
 	h.rebuild.Lock()
 	defer h.rebuild.Unlock()
 	began := time.Now()
 	t, err := h.build()
 	if err != nil {
 		h.logger.Error("rebuilding from the token store failed; the tokens in force keep serving", zap.String("after", why), zap.Error(err))
-		return
+		return err
 	}
 	h.publishBuild(t)
 	h.logger.Info("tokens from the token store applied", zap.String("after", why),
 		zap.Int("tokens", len(t.policies)), zap.Duration("took", time.Since(began)))
+	return nil
 }
 
 // openFileStore joins the handler to its file store, creating the pool
@@ -632,7 +665,7 @@ func (h *Handler) followFileStore(ctx caddy.Context, s *fileStore) {
 	loaded := h.builtLoaded
 	h.rebuild.Unlock()
 	if !loaded {
-		h.reloadStore("token store opened")
+		_ = h.reloadStore("token store opened") // logged
 	}
 }
 
