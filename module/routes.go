@@ -649,7 +649,16 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
 	}
-	res, err := s.importStream(bufio.NewReaderSize(spool, 1<<20), audit{action: "import", source: "admin", remote: remoteHost(r)})
+	// Checked whole first: a refused entry refuses the import, and
+	// nothing of it is kept.
+	a := audit{action: "import", source: "admin", remote: remoteHost(r)}
+	if _, err := s.importStreamMode(bufio.NewReaderSize(spool, 1<<20), a, true); err != nil {
+		return err
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
+	}
+	res, err := s.importStream(bufio.NewReaderSize(spool, 1<<20), a)
 	if err != nil {
 		return err
 	}
@@ -658,6 +667,11 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 
 // importStream imports the tokens file read from in (importTokens).
 func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
+	return s.importStreamMode(in, a, false)
+}
+
+// importStreamMode is importStream, or with dryRun its check alone.
+func (s *fileStore) importStreamMode(in io.Reader, a audit, dryRun bool) (importResult, error) {
 	// An error of the tokens file is the caller's (400); one an entry
 	// met in the store answers as any change would (storeErr).
 	var entryErr error
@@ -671,7 +685,7 @@ func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
 			}
 			return nil
 		})
-	}, a)
+	}, a, dryRun)
 	var werr *writeError
 	switch {
 	case err != nil && entryErr == nil && !errors.As(err, &werr):

@@ -3,6 +3,7 @@ package ipallowlist
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -555,5 +556,32 @@ func TestStoreImportInForceWhenTheRebuildFails(t *testing.T) {
 	}
 	if got := decided(h, applyTok(2), "198.51.100.8"); got != "allowed cust-2" {
 		t.Errorf("after a 200 import adding cust-2: %s", got)
+	}
+}
+
+// An import is checked whole before anything of it is written: an entry
+// refused past the first batch refuses all of it, and keeps none.
+func TestStoreImportAllOrNothing(t *testing.T) {
+	h, _ := storeHandler(t, "")
+	var b strings.Builder
+	b.WriteString("{")
+	n := storeImportBatch + 50
+	for i := range n {
+		fmt.Fprintf(&b, `"imp-%05d": {"token_sha256": "%s", "allow": ["198.51.100.7"]},`, i, testkit.Digest(fmt.Sprint("import-all-or-nothing-", i)))
+	}
+	// The last entry repeats the first one's token.
+	fmt.Fprintf(&b, `"imp-last": {"token_sha256": "%s", "allow": ["198.51.100.7"]}}`, testkit.Digest("import-all-or-nothing-0"))
+	before := h.current.Load()
+	r := routeCall(t, "POST", "/ip-allowlist/import", b.String())
+	var e struct{ Error string }
+	r.json(t, &e)
+	if r.status != http.StatusBadRequest || !strings.Contains(e.Error, `token "imp-last": same token as "imp-00000"`) || strings.Contains(e.Error, "were imported") {
+		t.Fatalf("import: %d %.300s", r.status, r.body)
+	}
+	if h.current.Load() != before {
+		t.Error("a refused import published a view")
+	}
+	if r := routeCall(t, "GET", "/ip-allowlist/tokens/imp-00000", ""); r.status != http.StatusNotFound {
+		t.Errorf("the first entry of a refused import: %d, want 404", r.status)
 	}
 }

@@ -431,7 +431,11 @@ const storeImportBatch = tokenstore.MaxBatch
 // change at a time would merge the overlay a thousand times over. An
 // entry that is refused stops the import there; the batches before it are
 // kept (and said so in the error).
-func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPolicy) error) error, a audit) (imported, replaced int, err error) {
+//
+// With dryRun, it checks every entry as it would import it, and writes
+// nothing: the routes check a whole import first, so that one refused
+// entry refuses all of it.
+func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPolicy) error) error, a audit, dryRun bool) (imported, replaced int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	eng, err := s.engine()
@@ -458,12 +462,18 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 		// batch; the labels are distinct (seen), so the order changes
 		// nothing else.
 		slices.SortFunc(batch, func(a, b tokenstore.Record) int { return strings.Compare(a.Label, b.Label) })
-		if err := eng.PutBatch(batch); err != nil {
-			return &writeError{err}
+		if !dryRun {
+			if err := eng.PutBatch(batch); err != nil {
+				return &writeError{err}
+			}
 		}
 		imported += len(batch)
 		batch = batch[:0]
 		return nil
+	}
+	var digests map[[32]byte]string // a dry run's: the engine checks a write's
+	if dryRun {
+		digests = map[[32]byte]string{}
 	}
 	err = entries(func(label string, tp *TokenPolicy) error {
 		if _, dup := seen[label]; dup {
@@ -490,6 +500,12 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 		if err != nil {
 			return err
 		}
+		if digests != nil {
+			if other, dup := digests[digest]; dup {
+				return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q in the import; a token can have one label only", other)}
+			}
+			digests[digest] = label
+		}
 		batch = append(batch, tokenstore.Record{Label: label, Digest: digest, Data: data})
 		if len(imports) <= overlayMergeNow {
 			imports = append(imports, label) // past the bound, only counted
@@ -502,7 +518,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	if err == nil {
 		err = flush()
 	}
-	if imported > 0 {
+	if imported > 0 && !dryRun {
 		for _, h := range hs {
 			if rerr := h.reloadStore("token store import"); rerr != nil {
 				// The entries are kept: put them in force one by one,
@@ -515,7 +531,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 		s.logger.Info("token changed", zap.String("action", a.action), zap.String("source", a.source),
 			zap.String("store", s.Name()), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
 	}
-	if err != nil && imported > 0 {
+	if err != nil && imported > 0 && !dryRun {
 		err = fmt.Errorf("%w (the %d entries before it were imported)", err, imported)
 	}
 	return imported, replaced, err
