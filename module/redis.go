@@ -1339,7 +1339,7 @@ func readSnapshot(path string) (map[string]*redisEntry, error) {
 
 // openStore joins (or makes) the store the handler's redis source names.
 // It does not connect: the store starts when the config does, through the
-// ip_allowlist_redis app (redisApp), so that caddy validate needs no Redis
+// ip_allowlist_redis app (storeApp), so that caddy validate needs no Redis
 // and writes no snapshot. Without a config to start (a bare context, as in
 // tests), it starts the store now.
 func (h *Handler) openStore(ctx caddy.Context) error {
@@ -1356,15 +1356,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 	}
 	h.store, h.storeKey = v.(*redisStore), key
 	h.storeSubs = h.store.subscribe() // before the first build: no change is missed
-	if _, err := ctx.AppIfConfigured("http"); err != nil {
-		return h.store.start()
-	}
-	app, err := ctx.App(redisAppID)
-	if err != nil {
-		return err
-	}
-	app.(*redisApp).add(h.store)
-	return nil
+	return startWithConfig(ctx, redisAppID, h.store)
 }
 
 // closeStore leaves the store; the last handler to leave closes it.
@@ -1535,51 +1527,10 @@ func useZapForRedis() {
 }
 
 func init() {
-	caddy.RegisterModule(new(redisApp))
+	caddy.RegisterModule(&storeApp{id: redisAppID})
 }
 
-// redisAppID is the app that starts the Redis stores of a config.
+// redisAppID is the app that starts the Redis stores of a config. Start
+// returns when every store has loaded, from Redis or its snapshot, or fails
+// as a store that can do neither.
 const redisAppID = "ip_allowlist_redis"
-
-// redisApp starts the Redis stores that a config's handlers use, when the
-// config starts (never under caddy validate, which only provisions). A
-// handler loads it; it has nothing to configure. Start returns when every
-// store has loaded, from Redis or its snapshot, or fails as a store that
-// can do neither.
-type redisApp struct {
-	mu     sync.Mutex
-	stores []*redisStore
-}
-
-// CaddyModule returns the Caddy module information.
-func (*redisApp) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{
-		ID:  redisAppID,
-		New: func() caddy.Module { return new(redisApp) },
-	}
-}
-
-func (a *redisApp) add(s *redisStore) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !slices.Contains(a.stores, s) {
-		a.stores = append(a.stores, s)
-	}
-}
-
-// Start starts each store not started by an earlier config.
-func (a *redisApp) Start() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, s := range a.stores {
-		if err := s.start(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Stop stops nothing: a store lives while a config uses it (redisStores).
-func (a *redisApp) Stop() error { return nil }
-
-var _ caddy.App = (*redisApp)(nil)

@@ -614,7 +614,7 @@ func (h *Handler) reloadStore(why string) error {
 
 // openFileStore joins the handler to its file store, creating the pool
 // entry on first use. The file itself is opened when the config starts
-// (fileStoreApp), or at once where there is no http app to start.
+// (storeApp), or at once where there is no http app to start.
 func (h *Handler) openFileStore(ctx caddy.Context) error {
 	path := h.Store.File
 	if path == "" {
@@ -645,15 +645,7 @@ func (h *Handler) openFileStore(ctx caddy.Context) error {
 	h.storeEntries = s.entries
 	// Provision joins the handler to the store once its first view is
 	// published.
-	if _, err := ctx.AppIfConfigured("http"); err != nil {
-		return s.start()
-	}
-	app, err := ctx.App(fileStoreAppID)
-	if err != nil {
-		return err
-	}
-	app.(*fileStoreApp).add(s)
-	return nil
+	return startWithConfig(ctx, fileStoreAppID, s)
 }
 
 // closeFileStore leaves the store; the last handler to leave closes it.
@@ -713,25 +705,34 @@ func storeNames() []string {
 }
 
 func init() {
-	caddy.RegisterModule(&fileStoreApp{})
+	caddy.RegisterModule(&storeApp{id: fileStoreAppID})
 }
 
-// fileStoreApp (ip_allowlist_store) opens the file stores a config's
-// handlers use when the config starts. It has nothing to configure.
-type fileStoreApp struct {
+// starter is a store that connects or opens when its config starts.
+type starter interface{ start() error }
+
+// storeApp is the app that starts the stores a config's handlers use, when
+// the config starts: never under caddy validate, which only provisions, so
+// that it neither connects to Redis nor takes a store file's lock. One
+// type serves the Redis stores (redisAppID) and the file stores
+// (fileStoreAppID); a handler loads its app, which has nothing to
+// configure.
+type storeApp struct {
+	id     caddy.ModuleID
 	mu     sync.Mutex
-	stores []*fileStore
+	stores []starter
 }
 
 // CaddyModule returns the Caddy module information.
-func (*fileStoreApp) CaddyModule() caddy.ModuleInfo {
+func (a *storeApp) CaddyModule() caddy.ModuleInfo {
+	id := a.id
 	return caddy.ModuleInfo{
-		ID:  fileStoreAppID,
-		New: func() caddy.Module { return new(fileStoreApp) },
+		ID:  id,
+		New: func() caddy.Module { return &storeApp{id: id} },
 	}
 }
 
-func (a *fileStoreApp) add(s *fileStore) {
+func (a *storeApp) add(s starter) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !slices.Contains(a.stores, s) {
@@ -739,8 +740,8 @@ func (a *fileStoreApp) add(s *fileStore) {
 	}
 }
 
-// Start opens each store not opened by an earlier config.
-func (a *fileStoreApp) Start() error {
+// Start starts each store not started by an earlier config.
+func (a *storeApp) Start() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.stores {
@@ -751,10 +752,24 @@ func (a *fileStoreApp) Start() error {
 	return nil
 }
 
-// Stop closes nothing: a store lives while a config uses it (fileStores).
-func (a *fileStoreApp) Stop() error { return nil }
+// Stop stops nothing: a store lives while a config uses it (its pool).
+func (a *storeApp) Stop() error { return nil }
 
-var _ caddy.App = (*fileStoreApp)(nil)
+var _ caddy.App = (*storeApp)(nil)
+
+// startWithConfig starts s when the config of ctx starts, through the app
+// id; without a config to start (a bare context, as in tests), now.
+func startWithConfig(ctx caddy.Context, id caddy.ModuleID, s starter) error {
+	if _, err := ctx.AppIfConfigured("http"); err != nil {
+		return s.start()
+	}
+	app, err := ctx.App(string(id))
+	if err != nil {
+		return err
+	}
+	app.(*storeApp).add(s)
+	return nil
+}
 
 // digestHex is a digest as stored: 64 lowercase hex digits.
 func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
