@@ -664,29 +664,16 @@ func entrySummary(tp *TokenPolicy) string {
 // "-". A file is written beside its path and renamed over it once
 // complete, so a failed export leaves no half a backup.
 func writeExport(t tokensTarget, cmd *cobra.Command, path string) error {
-	if path == "" || path == "-" {
-		return t.export(cmd.OutOrStdout())
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	w, done, err := exportOutput(cmd, path)
 	if err != nil {
 		return err
 	}
-	err = t.export(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := done(t.export(w)); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "exported the tokens of %s to %s\n", t.where(), path)
+	if path != "" && path != "-" {
+		fmt.Fprintf(cmd.OutOrStdout(), "exported the tokens of %s to %s\n", t.where(), path)
+	}
 	return nil
 }
 
