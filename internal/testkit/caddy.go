@@ -191,26 +191,15 @@ func (c *Caddy) Do(r Request) Reply {
 // body. After anything but a GET it waits for the config change to settle.
 func (c *Caddy) AdminDo(method, path, contentType, body string) (int, string) {
 	c.t.Helper()
-	req, err := http.NewRequest(method, c.Admin+path, strings.NewReader(body))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	var header []string
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		header = []string{"Content-Type", contentType}
 	}
-	// A connection per request: after a refused /load Caddy may close the
-	// admin connection, and a POST on a reused one would fail unretried.
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		c.t.Fatalf("admin %s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	r := c.admin(method, path, body, header)
 	if method != http.MethodGet {
 		c.settle()
 	}
-	return resp.StatusCode, string(b)
+	return r.Status, r.Body
 }
 
 // AdminCall sends a request to the admin endpoint, with header's name,
@@ -219,12 +208,20 @@ func (c *Caddy) AdminDo(method, path, contentType, body string) (int, string) {
 // config, such as the token store's, whose changes apply in place.
 func (c *Caddy) AdminCall(method, path, body string, header ...string) Reply {
 	c.t.Helper()
+	if body != "" {
+		header = append([]string{"Content-Type", "application/json"}, header...)
+	}
+	return c.admin(method, path, body, header)
+}
+
+// admin sends one request to the admin endpoint, on a connection of its
+// own: after a refused /load Caddy may close the admin connection, and a
+// POST on a reused one would fail unretried.
+func (c *Caddy) admin(method, path, body string, header []string) Reply {
+	c.t.Helper()
 	req, err := http.NewRequest(method, c.Admin+path, strings.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
