@@ -330,31 +330,11 @@ func readmeCurls(t *testing.T, heading string, subst map[string]string) []string
 
 // curlRequest reads the method, path, content type and body of a curl
 // command line written like the README's (-X, -H, -d, one URL holding
-// $variable, which is replaced by host+prefix). Words are split as sh
-// does for single quotes, the only quoting the README uses.
+// $variable, which is replaced by host+prefix), its words split by
+// shellWords.
 func curlRequest(t *testing.T, cmd, variable, prefix string) (method, path, contentType, body string) {
 	t.Helper()
-	var words []string
-	var word strings.Builder
-	inWord, quoted := false, false
-	for _, r := range cmd {
-		switch {
-		case r == '\'':
-			quoted, inWord = !quoted, true
-		case r == ' ' && !quoted:
-			if inWord {
-				words = append(words, word.String())
-				word.Reset()
-				inWord = false
-			}
-		default:
-			word.WriteRune(r)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, word.String())
-	}
+	words := shellWords(t, cmd)
 	method = http.MethodGet
 	for i := 1; i < len(words); i++ {
 		switch w := words[i]; {

@@ -196,17 +196,10 @@ func TestStoreReadmeSequence(t *testing.T) {
 	}
 }
 
-// curlLine is one curl command of the README, as read by parseCurl.
-type curlLine struct {
-	method, url, body, local string
-	header                   []string // name, value pairs
-}
-
-// parseCurl reads a curl command line written like the README's: -X, -H,
-// -d, -i, --interface and one URL, words quoted as sh quotes them with '
-// and ". Anything else fails the test, so the README cannot hold a
-// command the test does not run as written.
-func parseCurl(t *testing.T, cmd string) curlLine {
+// shellWords splits a README command line into words as sh does with '
+// and " quotes (no escapes, no expansion). An unclosed quote fails the
+// test.
+func shellWords(t *testing.T, cmd string) []string {
 	t.Helper()
 	var words []string
 	var word strings.Builder
@@ -229,11 +222,27 @@ func parseCurl(t *testing.T, cmd string) curlLine {
 		}
 	}
 	if quote != 0 {
-		t.Fatalf("curl line %q: unclosed quote", cmd)
+		t.Fatalf("command line %q: unclosed quote", cmd)
 	}
 	if inWord {
 		words = append(words, word.String())
 	}
+	return words
+}
+
+// curlLine is one curl command of the README, as read by parseCurl.
+type curlLine struct {
+	method, url, body, local string
+	header                   []string // name, value pairs
+}
+
+// parseCurl reads a curl command line written like the README's: -X, -H,
+// -d, -i, --interface and one URL, words quoted as sh quotes them with '
+// and ". Anything else fails the test, so the README cannot hold a
+// command the test does not run as written.
+func parseCurl(t *testing.T, cmd string) curlLine {
+	t.Helper()
+	words := shellWords(t, cmd)
 	l := curlLine{method: http.MethodGet}
 	for i := 1; i < len(words); i++ {
 		w := words[i]
