@@ -332,10 +332,7 @@ func (s *fileStore) putEntry(label string, tp TokenPolicy, cond tokenstore.Cond,
 		if mustExist && cur == nil {
 			return nil, fmt.Errorf("label %q: %w", label, tokenstore.ErrPrecondition)
 		}
-		if err := checkStoreEntry(label, &tp); err != nil {
-			return nil, err
-		}
-		return &tp, nil
+		return &tp, nil // checked by update, as an entry written whole
 	})
 	if err != nil {
 		return stored{}, false, storeErr(err)

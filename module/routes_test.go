@@ -212,6 +212,7 @@ func TestStoreRoutesRefuseBadChanges(t *testing.T) {
 		{"unknown set", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["ofice"]}`, nil, 400, `allow[1] "ofice": unknown ip_set`},
 		{"bad entry added", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["192.0.2.300"]}`, nil, 400, `"192.0.2.300"`},
 		{"empty allow", "PUT", "/ip-allowlist/tokens/cust-2", `{"token_sha256": "` + sha(2) + `"}`, nil, 400, "allow is empty"},
+		{"empty allow replacing", "PUT", "/ip-allowlist/tokens/cust-1", `{"token_sha256": "` + sha(1) + `"}`, nil, 400, "allow is empty"},
 		{"short token", "PUT", "/ip-allowlist/tokens/cust-2", `{"token": "short", "allow": ["any"]}`, nil, 400, `token "cust-2"`},
 		{"bad label", "PUT", "/ip-allowlist/tokens/cust%202", `{"token_sha256": "` + sha(2) + `", "allow": ["any"]}`, nil, 400, `token "cust 2"`},
 		{"config label", "PUT", "/ip-allowlist/tokens/config-a", `{"token_sha256": "` + sha(2) + `", "allow": ["any"]}`, nil, 409, `token "config-a": the label is listed in tokens`},

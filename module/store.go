@@ -282,11 +282,7 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 	if err := cond.Check(label, rev, cur != nil); err != nil {
 		return stored{}, false, fmt.Errorf("token %q: %w", label, tokenstore.ErrPrecondition)
 	}
-	var prev *TokenPolicy
-	if cur != nil {
-		c := *digestOnlyCopy(cur)
-		prev = &c
-	}
+	prev := digestOnlyCopy(cur)
 	next, err := fn(cur)
 	if errors.Is(err, errUnchanged) {
 		return stored{*cur, rev}, false, nil
@@ -296,8 +292,10 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 	}
 	if next != nil {
 		// An edit may leave an entry's allow list empty: it stays
-		// listed, refused everywhere.
-		if err := checkWritten(label, next, cur != nil); err != nil {
+		// listed, refused everywhere. An entry written whole (a new one,
+		// a PUT) may not be empty.
+		edit := cur != nil && a.action != "put"
+		if err := checkWritten(label, next, edit); err != nil {
 			return stored{}, false, err
 		}
 	}
