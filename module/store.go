@@ -180,11 +180,12 @@ func (s *fileStore) leave(h *Handler) {
 }
 
 // users are the handlers a change must be applied to: every provisioned
-// handler of every loaded config that uses the store.
+// handler of every loaded config that uses the store. A handler joins
+// once its first view is published (Provision), so each has one.
 func (s *fileStore) users() []*Handler {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
-	return slices.DeleteFunc(slices.Clone(s.handlers), func(h *Handler) bool { return h.current == nil || h.current.Load() == nil })
+	return slices.Clone(s.handlers)
 }
 
 // entries reads every entry, for a full build.
