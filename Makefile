@@ -82,6 +82,7 @@ fuzz:
 	go test ./module -run '^$$' -fuzz '^FuzzExtractToken$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzLenientParserAgrees$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzStoreRoutes$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzDecodeCanonical$$' -fuzztime $(FUZZTIME)
 	go test ./caddyfile -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 clean:
