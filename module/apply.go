@@ -156,7 +156,7 @@ func (h *Handler) mergeInBackground() {
 			rest[label] = c
 		}
 	}
-	next, err := h.overlayView(b.t, rest, "", originStore)
+	next, err := h.overlayView(b.t, rest)
 	if err != nil {
 		// A change since conflicts with the new base: build it whole.
 		h.mergeLocked()
@@ -261,11 +261,11 @@ func checkChange(v *view, label string, tp *TokenPolicy, store string) error {
 	return nil
 }
 
-// overlayView compiles changes into an overlay over base, each change
-// masking the base policy of its label. The entry of strict, the change
-// being applied, is compiled under the rules of origin; the others
-// compiled against the same base before. An error refuses the change.
-func (h *Handler) overlayView(base *table, changes map[string]change, strict string, origin entryOrigin) (*view, error) {
+// overlayView compiles changes, each applied before (overlayWith), into
+// one overlay over base, each masking the base policy of its label, under
+// the rules of a store's entries. A merge keeps so the changes applied
+// while it compiled.
+func (h *Handler) overlayView(base *table, changes map[string]change) (*view, error) {
 	c, err := newCompiler(h, caddy.NewReplacer(), len(changes))
 	if err != nil {
 		return nil, err
@@ -282,9 +282,6 @@ func (h *Handler) overlayView(base *table, changes map[string]change, strict str
 			continue
 		}
 		c.origin = originStore
-		if label == strict {
-			c.origin = origin
-		}
 		if err := c.addToken(label, tp, where); err != nil {
 			return nil, err
 		}
