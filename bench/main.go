@@ -200,12 +200,18 @@ type server struct {
 // start runs Caddy with one site on a free loopback port, no admin
 // endpoint and no access log, and waits until it accepts connections.
 func start(dir, name, route string) (*server, error) {
+	return startAdmin(dir, name, "off", route)
+}
+
+// startAdmin is start with Caddy's admin endpoint at admin ("off": none),
+// which it also waits for.
+func startAdmin(dir, name, admin, route string) (*server, error) {
 	addr, err := testkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, name+".Caddyfile")
-	body := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n%s}\n", addr, route)
+	body := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n%s}\n", admin, addr, route)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
@@ -222,10 +228,16 @@ func start(dir, name, route string) (*server, error) {
 		return nil, err
 	}
 	s := &server{name: name, url: "http://" + addr + "/", proc: proc, began: began}
-	if err := proc.WaitListening(addr, 2*time.Minute); err != nil {
-		proc.Stop()
-		out, _ := os.ReadFile(logf.Name())
-		return nil, fmt.Errorf("caddy (%s) %v:\n%s", name, err, out)
+	listen := []string{addr}
+	if admin != "off" {
+		listen = append(listen, admin)
+	}
+	for _, a := range listen {
+		if err := proc.WaitListening(a, 2*time.Minute); err != nil {
+			proc.Stop()
+			out, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("caddy (%s) %v:\n%s", name, err, out)
+		}
 	}
 	s.ready = time.Since(began)
 	return s, nil

@@ -317,44 +317,20 @@ func startStore(dir, storeFile, unlisted string) (*storeCaddy, error) {
 	if err != nil {
 		return nil, err
 	}
-	site, err := testkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "store.Caddyfile")
 	if unlisted != "" {
 		unlisted = "\t\tunlisted_tokens " + unlisted + "\n"
 	}
-	body := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n}\nhttp://%s {\n\tip_allowlist {\n%s\t\tstore file %s\n\t}\n\trespond \"ok\"\n}\n",
-		admin, site, unlisted, storeFile)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "store.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := testkit.CaddyCommand(*caddyBin, cfg, dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	began := time.Now()
-	proc, err := testkit.StartProcess(cmd)
-	logf.Close() // Caddy has its own copy
+	route := fmt.Sprintf("\tip_allowlist {\n%s\t\tstore file %s\n\t}\n\trespond \"ok\"\n", unlisted, storeFile)
+	srv, err := startAdmin(dir, "store", admin, route)
 	if err != nil {
 		return nil, err
 	}
 	c := &storeCaddy{
-		server:      &server{name: "store", url: "http://" + site + "/", proc: proc},
+		server:      srv,
 		admin:       "http://" + admin,
 		storeFile:   storeFile,
 		adminClient: keepAliveClient(),
 		siteClient:  keepAliveClient(),
-	}
-	for _, addr := range []string{site, admin} {
-		if err := proc.WaitListening(addr, 2*time.Minute); err != nil {
-			proc.Stop()
-			out, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("caddy (store) %v:\n%s", err, out)
-		}
 	}
 	// The store opens when the config's apps start, which may be after
 	// the site listens; until then the routes refuse.
@@ -362,11 +338,11 @@ func startStore(dir, storeFile, unlisted string) (*storeCaddy, error) {
 		code, _, err := c.call(http.MethodGet, "/ip-allowlist/tokens?limit=1", nil)
 		return err == nil && code == http.StatusOK
 	}); !ok {
-		proc.Stop()
-		out, _ := os.ReadFile(logf.Name())
+		srv.stop()
+		out := nodeLog(dir, srv)
 		return nil, fmt.Errorf("caddy (store): the token store did not open within a minute:\n%s", out)
 	}
-	c.ready = time.Since(began)
+	c.ready = time.Since(srv.began)
 	return c, nil
 }
 
