@@ -85,6 +85,9 @@ type fileStore struct {
 
 	hmu      sync.Mutex
 	handlers []*Handler // in the order they joined
+
+	// owners finds the entries of one owner, for the console.
+	owners ownerIndex
 }
 
 func newFileStore(path, name string, logger *zap.Logger) *fileStore {
@@ -236,8 +239,9 @@ func (s *fileStore) get(label string) (stored, error) {
 type audit struct {
 	action  string   // put, revoke, unrestrict, allow, remove, suspend, resume, promote, expire, import
 	entries []string // the allow entries the change concerns, if any
-	source  string   // admin, cli, expiry
+	source  string   // admin, cli, expiry, console
 	remote  string   // the caller's address, through the routes
+	user    string   // who made it, through the console: {http.auth.user.id}
 }
 
 // errUnchanged says an update would change nothing: it is not kept, and
@@ -328,6 +332,7 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 		return stored{}, false, err
 	}
 	logChange(s.logger, s.Name(), label, a, prev, next)
+	s.owners.changed(label, prev, next)
 	return kept, cur == nil, nil
 }
 
@@ -364,6 +369,9 @@ func logChange(logger *zap.Logger, store, label string, a audit, prev, next *Tok
 	}
 	if a.remote != "" {
 		fields = append(fields, zap.String("remote_ip", a.remote))
+	}
+	if a.user != "" {
+		fields = append(fields, zap.String("user_id", a.user))
 	}
 	if prev != nil && next != nil {
 		added, removed := diffEntries(prev.Allow, next.Allow)
@@ -518,6 +526,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 		err = flush()
 	}
 	if imported > 0 && !dryRun {
+		s.owners.reset()
 		for _, h := range hs {
 			if rerr := h.reloadStore("token store import"); rerr != nil {
 				// The entries are kept: put them in force one by one,

@@ -380,6 +380,33 @@ func (f *File) page(after string, n int) ([]Record, error) {
 	return rs, err
 }
 
+// ListPrefix returns up to limit records whose labels begin with prefix
+// and sort after `after`, in label order: a page of a search by prefix,
+// read in one transaction however many records there are.
+func (f *File) ListPrefix(prefix, after string, limit int) ([]Record, error) {
+	if limit < 1 || limit > MaxList {
+		limit = MaxList
+	}
+	start := max(prefix, after)
+	var rs []Record
+	err := f.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket([]byte(bucketEntries)).Cursor()
+		k, v := c.Seek([]byte(start))
+		if k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(rs) < limit && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			r, err := decode(k, v)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		}
+		return nil
+	})
+	return rs, err
+}
+
 // Scan calls fn for every record; see Engine.Scan. It reads scanBatch
 // records per transaction and calls fn outside it, so neither a large
 // store nor a slow fn holds a read transaction open.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -351,4 +352,46 @@ func killWriter(t *testing.T, path, prefix string) []string {
 		t.Fatalf("child ended with %v, not killed", cmd.ProcessState)
 	}
 	return acked
+}
+
+func TestFileListPrefix(t *testing.T) {
+	f := openTestFile(t)
+	labels := []string{"a", "acme", "acme-1", "acme-2", "acme-3", "acmf", "b"}
+	for i, l := range labels {
+		var d [32]byte
+		d[0] = byte(i + 1)
+		if _, err := f.Put(Record{Label: l, Digest: d, Data: []byte("{}")}, Cond{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := func(prefix, after string, limit int) []string {
+		t.Helper()
+		rs, err := f.ListPrefix(prefix, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Label)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		prefix, after string
+		limit         int
+		want          []string
+	}{
+		{"acme", "", 10, []string{"acme", "acme-1", "acme-2", "acme-3"}},
+		{"acme", "", 2, []string{"acme", "acme-1"}},
+		{"acme", "acme-1", 10, []string{"acme-2", "acme-3"}},
+		{"acme", "a", 10, []string{"acme", "acme-1", "acme-2", "acme-3"}},
+		{"acme-", "", 10, []string{"acme-1", "acme-2", "acme-3"}},
+		{"", "acmf", 10, []string{"b"}},
+		{"z", "", 10, nil},
+		{"acme", "acme-3", 10, nil},
+	} {
+		if g := got(c.prefix, c.after, c.limit); !slices.Equal(g, c.want) {
+			t.Errorf("ListPrefix(%q, %q, %d) = %q, want %q", c.prefix, c.after, c.limit, g, c.want)
+		}
+	}
 }
