@@ -84,7 +84,7 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-//go:embed console/index.html console/app.js console/app.css
+//go:embed console/index.html console/app.js console/app.css console/icon.svg
 var consoleFiles embed.FS
 
 // consoleCSP keeps the pages to their own script and style, in no frame.
@@ -127,6 +127,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return serveConsoleFile(w, rest, "text/javascript; charset=utf-8")
 	case "app.css":
 		return serveConsoleFile(w, rest, "text/css; charset=utf-8")
+	case "icon.svg":
+		return serveConsoleFile(w, rest, "image/svg+xml")
 	}
 	api, found := strings.CutPrefix(rest, "api/")
 	if !found && rest != "api" {
