@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -55,6 +56,8 @@ type Console struct {
 	logger    *zap.Logger
 	operators map[string]struct{}
 	cfg       *configLabelCache
+	// loginWarned: the WARN for a request without a login was logged.
+	loginWarned *atomic.Bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -69,6 +72,7 @@ func (Console) CaddyModule() caddy.ModuleInfo {
 func (c *Console) Provision(ctx caddy.Context) error {
 	c.logger = ctx.Logger()
 	c.cfg = new(configLabelCache)
+	c.loginWarned = new(atomic.Bool)
 	if c.Store != "" {
 		if err := CheckStoreName(c.Store); err != nil {
 			return fmt.Errorf("ip_allowlist_console: store %w", err)
@@ -104,7 +108,11 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	h.Set("Cache-Control", "no-store")
 	user, ok := consoleUser(r)
 	if !ok {
-		c.logger.Warn("console request refused: no authenticated user", zap.String("path", r.URL.Path))
+		if !c.loginWarned.Swap(true) {
+			// Once per console: a misconfigured one is refused for
+			// every request, and a flood must not flood the log.
+			c.logger.Warn("console request refused: no authenticated user; put basic_auth, or another authentication handler, before ip_allowlist_console", zap.String("path", r.URL.Path))
+		}
 		return writeConsoleError(w, http.StatusUnauthorized, errConsoleLogin)
 	}
 	p := r.URL.EscapedPath()
