@@ -2,6 +2,7 @@ package ipallowlist
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -9,7 +10,10 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
 )
 
 // FuzzStoreRoutes sends any method, path and body to the store routes: no
@@ -74,6 +78,90 @@ func FuzzStoreRoutes(f *testing.F) {
 		}
 		if status >= 400 && h.current.Load() != before {
 			t.Fatalf("%s %s %q: refused (%d) but published a view", method, target, body, status)
+		}
+	})
+}
+
+// FuzzConsole sends any method, path, body, user and Origin to the
+// console: nothing is answered 500 or panics, a change refused publishes
+// nothing, a change from another origin or without a login is refused,
+// and an owner's change never reaches another owner's token. Run: make
+// fuzz (or go test ./module -run '^$' -fuzz FuzzConsole).
+func FuzzConsole(f *testing.F) {
+	for _, seed := range []struct{ method, path, body, user, origin string }{
+		{"POST", "tokens/cust-1/allow", `{"entries": ["198.51.100.0/24"], "ttl": "1h", "note": "n"}`, "root", "same"},
+		{"POST", "tokens/cust-1/remove", `{"entry": "192.0.2.1"}`, "acme", "same"},
+		{"POST", "tokens/cust-1/suspend", `{}`, "globex", "same"},
+		{"POST", "tokens/cust-1/owner", `{"owner": "globex"}`, "acme", "same"},
+		{"POST", "tokens", `{"label": "new-1", "allow": ["192.0.2.9"]}`, "acme", "same"},
+		{"POST", "tokens/cust-1/allow", `{"entries": ["192.0.2.7"]}`, "root", "http://evil.test"},
+		{"POST", "tokens/cust-1/allow", `{"entries": ["192.0.2.7"]}`, "", "same"},
+		{"GET", "tokens?prefix=c&after=a&limit=3", "", "acme", ""},
+		{"GET", "tokens/cust-1/check?ip=192.0.2.1", "", "globex", ""},
+		{"GET", "refusals?label=cust-1", "", "acme", ""},
+		{"POST", "tokens/config-a/allow", `{"entries": ["192.0.2.7"]}`, "root", "same"},
+		{"POST", "tokens/%zz/allow", `{}`, "root", "same"},
+	} {
+		f.Add(seed.method, seed.path, seed.body, seed.user, seed.origin)
+	}
+	h := &Handler{
+		Tokens: map[string]*TokenPolicy{"config-a": {Token: applyTok(0), Allow: []string{"192.0.2.1"}}},
+		Store:  &TokenStore{File: filepath.Join(f.TempDir(), "tokens.db"), Name: "fuzzconsole"},
+	}
+	provisionLogging(f, h, zapcore.ErrorLevel)
+	s := storesNamed("fuzzconsole")[0]
+	if _, _, err := s.putEntry("cust-1", TokenPolicy{Token: applyTok(1), Allow: []string{"192.0.2.1"}, Owner: "acme"}, tokenstore.Cond{}, false, audit{}); err != nil {
+		f.Fatal(err)
+	}
+	c := &Console{Store: "fuzzconsole", Operators: []string{"root"}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	f.Cleanup(cancel)
+	if err := c.Provision(ctx); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, method, path, body, user, origin string) {
+		switch method {
+		case "GET", "POST":
+		default:
+			method = "POST"
+		}
+		target := "/console/-/api/" + path
+		if strings.ContainsAny(target, " \t\r\n#") {
+			return // not a request line
+		}
+		req, err := http.NewRequest(method, "http://console.test"+target, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		if origin == "same" {
+			origin = "http://console.test"
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		repl := caddy.NewReplacer()
+		req = caddyhttp.PrepareRequest(req, repl, nil, &caddyhttp.Server{})
+		if user != "" {
+			repl.Set(placeholderUserID, user)
+		}
+		before := h.current.Load()
+		owned, _ := s.get("cust-1")
+		rec := httptest.NewRecorder()
+		if err := c.ServeHTTP(rec, req, nil); err != nil {
+			t.Fatalf("%s %s: %v", method, target, err)
+		}
+		status := rec.Code
+		changed := h.current.Load() != before
+		switch {
+		case status >= 500:
+			t.Fatalf("%s %s %q as %q: %d %s", method, target, body, user, status, rec.Body)
+		case status >= 400 && changed:
+			t.Fatalf("%s %s %q as %q: refused (%d) but published a view", method, target, body, user, status)
+		case changed && (user == "" || origin != "http://console.test"):
+			t.Fatalf("%s %s %q as %q from %q: changed", method, target, body, user, origin)
+		case changed && user != "root" && owned.tp.Owner != user && strings.Contains(path, "cust-1"):
+			t.Fatalf("%s %s %q: %q changed %q's token", method, target, body, user, owned.tp.Owner)
 		}
 	})
 }
