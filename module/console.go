@@ -731,11 +731,21 @@ func (c *configLabelCache) load(s *fileStore) []consoleToken {
 			}
 			tokens = append(tokens, ct)
 		}
-		for _, id := range t.byLabel.byHash {
-			add(id)
-		}
-		for _, id := range t.byLabel.collide {
-			add(id)
+		// Policies are compiled in runs of one origin: read the
+		// config's runs only, not the store's million.
+		for j, o := range t.origins {
+			if o.where == store {
+				continue
+			}
+			end := uint32(len(t.policies))
+			if j+1 < len(t.origins) {
+				end = t.origins[j+1].start
+			}
+			for id := o.start; id < end; id++ {
+				if i, listed := t.labelled(t.label(&t.policies[id]).String()); listed && i == id {
+					add(id)
+				}
+			}
 		}
 	}
 	slices.SortFunc(tokens, func(a, b consoleToken) int { return strings.Compare(a.Label, b.Label) })
