@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +54,11 @@ func (x *ownerIndex) build(s *fileStore) error {
 	}
 	by := map[string][]string{}
 	err = eng.Scan(func(r tokenstore.Record) error {
+		// Most entries have no owner, and owner is left out when
+		// empty: decode only those that name one.
+		if !bytes.Contains(r.Data, []byte(`"owner"`)) {
+			return nil
+		}
 		e := decodeEntry(string(r.Data))
 		if e.err == nil && e.tp.Owner != "" {
 			by[e.tp.Owner] = append(by[e.tp.Owner], r.Label) // Scan is in label order
