@@ -16,6 +16,10 @@
 //     route calls (Add More, remove, PUT, suspend, resume) at each size, a
 //     run of new tokens through a merge, and a restart on the filled file
 //     (bench/store.go).
+//  5. Console: a file store of -console-tokens tokens, some with an
+//     owner, and ip_allowlist_console behind basic_auth; the latency of
+//     token list pages of each kind: first, deep, by prefix, an owner's
+//     (bench/console.go).
 //
 // It only talks to 127.0.0.1 and stops every process it starts.
 package main
@@ -51,7 +55,7 @@ var (
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
 	fleetTokens = flag.Int("fleet", 1_000_000, "tokens in the fleet test's Redis store")
 	changes     = flag.Int("changes", 100, "tokens put and revoked in the fleet test, each timed")
-	parts       = flag.String("parts", "load,provisioning,fleet,store", "which parts to run, comma-separated")
+	parts       = flag.String("parts", "load,provisioning,fleet,store,console", "which parts to run, comma-separated")
 )
 
 const loadToken = "bench-load-token-4f0c2a"
@@ -68,7 +72,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func(string) error
-	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}} {
+	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}, {"console", console}} {
 		if !slices.Contains(strings.Split(*parts, ","), part.name) {
 			continue
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
@@ -94,25 +95,13 @@ func storeSize(dir string, n int, restart bool) (*storeRun, error) {
 	if err := os.Mkdir(sub, 0o700); err != nil {
 		return nil, err
 	}
-	// The import: chunk tokens in each call, streamed from a file.
-	// Caddy's admin server reads a request for 10 s at most (its
-	// ReadTimeout), which one call of 1,000,000 tokens overruns, and so
-	// may one of 50,000 into a large store on a loaded machine: a call
-	// that overruns it is made again as two of half the size (the
-	// entries it kept are replaced).
-	chunk := *storeChunk
-	if chunk <= 0 || chunk > n {
-		chunk = n
-	}
 	c, err := startStore(sub, filepath.Join(sub, "tokens.db"), "none")
 	if err != nil {
 		return nil, err
 	}
 	defer c.stop()
-	for from := 0; from < n; from += chunk {
-		if err := c.importRange(sub, from, min(from+chunk, n), run); err != nil {
-			return nil, err
-		}
+	if err := c.fill(sub, n, storeEntry, run); err != nil {
+		return nil, err
 	}
 	if err := c.expect(n-1, http.StatusUnauthorized, "the import"); err != nil {
 		return nil, err
@@ -186,13 +175,43 @@ func storeSize(dir string, n int, restart bool) (*storeRun, error) {
 	return run, nil
 }
 
+// importEntry is one token of an import: its label, its token (written
+// as its digest), its allow list and its owner ("": none).
+type importEntry struct {
+	Label, Token, Owner string
+	Allow               []string
+}
+
+// storeEntry is token i of the store part's stores.
+func storeEntry(i int) importEntry {
+	return importEntry{Label: storeLabel(i), Token: storeToken(i), Allow: twoRanges(i)}
+}
+
+// fill imports tokens 0 to n (not included), entry(i) for each, into c's
+// store: -store-import-chunk tokens in each call, streamed from a file.
+// Caddy's admin server reads a request for 10 s at most (its
+// ReadTimeout), which one call of 1,000,000 tokens overruns, and so may
+// one of 50,000 into a large store on a loaded machine: a call that
+// overruns it is made again as two of half the size (the entries it kept
+// are replaced).
+func (c *storeCaddy) fill(dir string, n int, entry func(int) importEntry, run *storeRun) error {
+	chunk := *storeChunk
+	if chunk <= 0 || chunk > n {
+		chunk = n
+	}
+	for from := 0; from < n; from += chunk {
+		if err := c.importRange(dir, from, min(from+chunk, n), entry, run); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // importRange imports tokens from to to (not included) in one call, or,
 // if the admin server's read deadline cuts the call short, in two halves.
-func (c *storeCaddy) importRange(dir string, from, to int, run *storeRun) error {
+func (c *storeCaddy) importRange(dir string, from, to int, entry func(int) importEntry, run *storeRun) error {
 	path := filepath.Join(dir, "import.json")
-	if err := testkit.WriteTokens(path, to-from, func(i int) testkit.Entry {
-		return testkit.Entry{Label: storeLabel(from + i), Token: storeToken(from + i), Allow: twoRanges(from + i)}
-	}); err != nil {
+	if err := writeImport(path, from, to, entry); err != nil {
 		return err
 	}
 	f, err := os.Open(path)
@@ -212,15 +231,49 @@ func (c *storeCaddy) importRange(dir string, from, to int, run *storeRun) error 
 	if code == http.StatusBadRequest && strings.Contains(body, "i/o timeout") && to-from > 1000 {
 		run.importSplit++
 		mid := from + (to-from)/2
-		if err := c.importRange(dir, from, mid, run); err != nil {
+		if err := c.importRange(dir, from, mid, entry, run); err != nil {
 			return err
 		}
-		return c.importRange(dir, mid, to, run)
+		return c.importRange(dir, mid, to, entry, run)
 	}
 	if want := fmt.Sprintf(`"imported":%d,`, to-from); code != http.StatusOK || !strings.Contains(body, want) {
 		return fmt.Errorf("import of tokens %d to %d: %d %s", from, to-1, code, body)
 	}
 	return nil
+}
+
+// writeImport writes tokens from to to (not included) as a tokens file,
+// streamed, as testkit.WriteTokens does, with each entry's owner too.
+func writeImport(path string, from, to int, entry func(int) importEntry) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	enc := json.NewEncoder(w) // each value ends in a newline
+	w.WriteString("{\n")
+	for i := from; i < to; i++ {
+		e := entry(i)
+		if i > from {
+			w.WriteString(",")
+		}
+		label, _ := json.Marshal(e.Label)
+		w.Write(label)
+		w.WriteString(": ")
+		if err := enc.Encode(struct {
+			TokenSHA256 string   `json:"token_sha256"`
+			Allow       []string `json:"allow"`
+			Owner       string   `json:"owner,omitempty"`
+		}{testkit.Digest(e.Token), e.Allow, e.Owner}); err != nil {
+			return err
+		}
+	}
+	w.WriteString("}\n")
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // storeOps are the mix's calls, in the order mix makes them.
@@ -313,15 +366,21 @@ type storeCaddy struct {
 // unlisted ("" leaves it at its default), and waits until both accept
 // connections and the store has opened.
 func startStore(dir, storeFile, unlisted string) (*storeCaddy, error) {
-	admin, err := testkit.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	if unlisted != "" {
 		unlisted = "\t\tunlisted_tokens " + unlisted + "\n"
 	}
 	route := fmt.Sprintf("\tip_allowlist {\n%s\t\tstore file %s\n\t}\n\trespond \"ok\"\n", unlisted, storeFile)
-	srv, err := startAdmin(dir, "store", admin, route)
+	return startStoreRoute(dir, "store", storeFile, route)
+}
+
+// startStoreRoute is startStore with the site's route given whole: it
+// must open the file store at storeFile.
+func startStoreRoute(dir, name, storeFile, route string) (*storeCaddy, error) {
+	admin, err := testkit.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := startAdmin(dir, name, admin, route)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +399,7 @@ func startStore(dir, storeFile, unlisted string) (*storeCaddy, error) {
 	}); !ok {
 		srv.stop()
 		out := nodeLog(dir, srv)
-		return nil, fmt.Errorf("caddy (store): the token store did not open within a minute:\n%s", out)
+		return nil, fmt.Errorf("caddy (%s): the token store did not open within a minute:\n%s", name, out)
 	}
 	c.ready = time.Since(srv.began)
 	return c, nil
