@@ -1,6 +1,7 @@
 # make run   builds Caddy with this plugin (xcaddy) and serves examples/Caddyfile on loopback.
 # make test  runs go vet, gofmt, go test -race ./..., including the tests against the built Caddy.
 # make bench measures the request path, a real Caddy under load, and provisioning (see docs/performance.md).
+# make screenshot writes docs/console.png, the console's token page in Chromium.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -21,7 +22,7 @@ PARTNER_B_TOKEN ?= demo-partner-b-token
 # Root installs Debian packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test vet bench bench-go bench-caddy tools-bench tools-test fuzz clean
+.PHONY: build run test vet bench bench-go bench-caddy tools-bench tools-test fuzz screenshot clean
 
 build: $(CADDY_BIN)
 
@@ -68,9 +69,18 @@ bench-caddy: $(CADDY_BIN) tools-bench
 tools-bench: tools-test
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 
-# The fleet tests run a real redis-server on loopback (internal/redistest).
+# The fleet tests run a real redis-server on loopback (internal/redistest);
+# the console's tests (examples/console_test.go) drive Debian's chromium.
 tools-test:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+# make screenshot: the console's page of a token, in a store filled as in
+# use, at 1100x900 in Chromium, written to docs/console.png (make test
+# skips that test, and writes no file of the repository).
+screenshot: $(CADDY_BIN) tools-test
+	CADDY_BIN=$(CADDY_BIN) CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png \
+		go test -count=1 -v -run '^TestConsoleScreenshot$$' ./examples
 
 # make fuzz: each fuzz target for FUZZTIME. Seeds: testdata/fuzz/ and the
 # adapt golden files. An input a fuzzer finds failing is saved by Go under
