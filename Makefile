@@ -11,9 +11,11 @@ CADDY_VERSION := $(shell go list -m -f '{{.Version}}' github.com/caddyserver/cad
 # fall through to the local replace instead of failing.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 CADDY_BIN     := $(CURDIR)/caddy
-# What ./caddy is built from: not the tests, their helpers or the bench.
+# What ./caddy is built from: not the tests, their helpers or the bench;
+# the console's pages, which it embeds, too.
 GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*' \
-                   -not -path './internal/testkit/*' -not -path './internal/redistest/*' -not -path './bench/*') go.mod go.sum
+                   -not -path './internal/testkit/*' -not -path './internal/redistest/*' -not -path './bench/*') go.mod go.sum \
+                 $(wildcard module/console/*)
 
 # Demo tokens for make run; see examples/Caddyfile.
 PARTNER_A_TOKEN ?= demo-partner-a-token
@@ -29,7 +31,9 @@ build: $(CADDY_BIN)
 $(CADDY_BIN): $(GO_SOURCES)
 	GOPROXY='$(XCADDY_GOPROXY)' go tool xcaddy build $(CADDY_VERSION) \
 		--with $(MODULE)=./ --output $(CADDY_BIN)
-	$(CADDY_BIN) list-modules | grep -qx 'http.handlers.ip_allowlist'
+	@# Not grep -q: it would stop reading, and pipefail would fail the build on
+	@# list-modules' SIGPIPE.
+	$(CADDY_BIN) list-modules | grep -x 'http.handlers.ip_allowlist' >/dev/null
 
 run: $(CADDY_BIN)
 	PARTNER_A_TOKEN='$(PARTNER_A_TOKEN)' PARTNER_B_TOKEN='$(PARTNER_B_TOKEN)' $(CADDY_BIN) run --config examples/Caddyfile --adapter caddyfile
