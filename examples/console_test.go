@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
@@ -317,11 +318,35 @@ func (tb *tab) open(t *testing.T, site, hash string) {
 	tb.waitFor(t, "the token list", `document.querySelector('#token-list')`)
 }
 
-// press sends keys (a key of package kb, or text to type) as key events
-// to whatever has the focus.
-func (tb *tab) press(t *testing.T, key string, opts ...chromedp.KeyOption) {
+// press types keys (text, or keys of package kb such as kb.Tab) into
+// whatever has the focus, each key as a person's keyboard sends it: one
+// keyDown that carries the key's text, so that a keydown handler's
+// preventDefault cancels what the key does (chromedp.KeyEvent sends the
+// text as a separate char event, which nothing can cancel), then keyUp.
+// shift holds Shift down throughout.
+func (tb *tab) press(t *testing.T, keys string, shift bool) {
 	t.Helper()
-	tb.do(t, fmt.Sprintf("pressing %q", key), chromedp.KeyEvent(key, opts...))
+	for _, r := range keys {
+		k, ok := kb.Keys[r]
+		if !ok {
+			t.Fatalf("no key types %q", r)
+		}
+		down := input.DispatchKeyEventParams{Type: input.DispatchKeyEventTypeRawKeyDown, Key: k.Key, Code: k.Code,
+			WindowsVirtualKeyCode: k.Windows, NativeVirtualKeyCode: k.Native}
+		if shift || k.Shift {
+			down.Modifiers = int64(chromedp.ModifierShift)
+		}
+		if k.Print {
+			down.Type, down.Text, down.UnmodifiedText = input.DispatchKeyEventTypeKeyDown, k.Text, k.Unmodified
+		}
+		up := down
+		up.Type, up.Text, up.UnmodifiedText = input.DispatchKeyEventTypeKeyUp, "", ""
+		for _, ev := range []input.DispatchKeyEventParams{down, up} {
+			if _, err := chromedp.Call(tb.ctx, input.DispatchKeyEvent, ev); err != nil {
+				t.Fatalf("pressing %q: %v", r, err)
+			}
+		}
+	}
 }
 
 // tabTo presses Tab (Shift+Tab if back) until the focused element
@@ -329,13 +354,9 @@ func (tb *tab) press(t *testing.T, key string, opts ...chromedp.KeyOption) {
 // and fails after 40 presses.
 func (tb *tab) tabTo(t *testing.T, what, cond string, back bool) {
 	t.Helper()
-	var opts []chromedp.KeyOption
-	if back {
-		opts = append(opts, chromedp.KeyModifiers(chromedp.ModifierShift))
-	}
 	js := `(a => !!a && !!(` + cond + `))(document.activeElement)`
 	for range 40 {
-		tb.press(t, kb.Tab, opts...)
+		tb.press(t, kb.Tab, back)
 		if eval[bool](t, tb, js) {
 			return
 		}
@@ -498,30 +519,30 @@ func TestConsole(t *testing.T) {
 		tok := consoleTok("shop-keys")
 		op.open(t, c.Site, "")
 		op.tabTo(t, "the search box", `a.id === 'search'`, false)
-		op.press(t, "shop-k")
+		op.press(t, "shop-k", false)
 		op.waitFor(t, "the search's one row", `document.querySelectorAll('#token-list tr[data-label]').length === 1 && document.querySelector('#token-list tr[data-label="shop-keys"]')`)
 		op.tabTo(t, "the token's link", `a.matches('a.token-link') && a.textContent === 'shop-keys'`, false)
-		op.press(t, kb.Enter)
+		op.press(t, kb.Enter, false)
 		op.waitFor(t, "the token page", `document.querySelector('#token-label') && document.querySelector('#token-label').textContent === 'shop-keys'`)
 		if id := eval[string](t, op, `document.activeElement.id`); id != "token-label" {
 			t.Errorf("after the move the focus is on #%s, want the h1", id)
 		}
 		op.tabTo(t, "the Add form's entries", `a.id === 'add-entries'`, false)
-		op.press(t, "127.0.0.22")
-		op.press(t, kb.Tab)
+		op.press(t, "127.0.0.22", false)
+		op.press(t, kb.Tab, false)
 		if id := eval[string](t, op, `document.activeElement.id`); id != "add-note" {
 			t.Fatalf("Tab from the entries went to #%s, want #add-note", id)
 		}
-		op.press(t, "desk")
+		op.press(t, "desk", false)
 		wantAnswer(t, c, "127.0.0.22", tok, "401", "before")
-		op.press(t, kb.Enter) // submits the form
+		op.press(t, kb.Enter, false) // submits the form
 		op.waitFor(t, "the new entry", entryRow("127.0.0.22"))
 		wantAnswer(t, c, "127.0.0.22", tok, "200 shop-keys", "after Enter")
 		op.tabTo(t, "its Remove button", `a.matches('button.remove') && a.getAttribute('aria-label') === 'Remove 127.0.0.22'`, true)
 		if style := eval[string](t, op, `getComputedStyle(document.activeElement).outlineStyle + ' ' + getComputedStyle(document.activeElement).outlineWidth`); strings.HasPrefix(style, "none") || strings.HasSuffix(style, " 0px") {
 			t.Errorf("the focused Remove button shows no focus: outline %s", style)
 		}
-		op.press(t, kb.Enter)
+		op.press(t, kb.Enter, false)
 		op.waitFor(t, "the entry gone", `!`+entryRow("127.0.0.22"))
 		wantAnswer(t, c, "127.0.0.22", tok, "401", "after Remove")
 		op.noProblems(t)
@@ -586,7 +607,10 @@ func TestConsole(t *testing.T) {
 		op.waitFor(t, "Add all's answer", `document.querySelector('#observed-status').textContent === 'Nothing to add.'`)
 
 		op.do(t, "Add on the refused row", chromedp.Click(chromedp.CSS(`#observed tr[data-ip="127.0.0.23"] button.add`)))
-		op.waitFor(t, "the confirmation", `document.querySelector('#observed tr.confirm[data-confirm-ip="127.0.0.23"]')`)
+		op.waitFor(t, "the page to settle", "true")
+		if !eval[bool](t, op, `!!document.querySelector('#observed tr.confirm[data-confirm-ip="127.0.0.23"]')`) {
+			t.Error("Add on a refused row shows no confirmation")
+		}
 		if got := op.text(t, `#observed tr.confirm[data-confirm-ip="127.0.0.23"]`); !strings.Contains(got, "was refused") {
 			t.Errorf("the confirmation reads %q", got)
 		}
@@ -775,7 +799,9 @@ func TestConsole(t *testing.T) {
 			t.Errorf("acme-api's entries %q", got)
 		}
 		acme.open(t, c.Site, "#/token/globex-api")
-		acme.waitFor(t, "the not-found view", `document.querySelector('#not-found') && !document.querySelector('#error').hidden`)
+		if !eval[bool](t, acme, `!!document.querySelector('#not-found') && !document.querySelector('#error').hidden`) {
+			t.Errorf("acme's page of globex-api is not the not-found view; it shows entries %q", acme.entries(t))
+		}
 		if got := acme.text(t, "#error"); got != `no token "globex-api"` {
 			t.Errorf("#error %q", got)
 		}
@@ -869,7 +895,7 @@ func TestConsole(t *testing.T) {
 // three ways, and writes what its script could see into body[data-result].
 const crossOriginPage = `<!doctype html><title>elsewhere</title><body>
 <iframe name="sink"></iframe>
-<form id="f" method="post" target="sink" enctype="text/plain"><input name='{"x":"' value='"}'></form>
+<form id="f" method="post" target="sink" enctype="text/plain"><input name='{"note":"' value='"}'></form>
 <script>
 (async () => {
   const target = %s;
@@ -884,7 +910,8 @@ const crossOriginPage = `<!doctype html><title>elsewhere</title><body>
     const r = await fetch(target + '?via=cors', {method: 'POST', credentials: 'include', headers: {'Content-Type': 'application/json'}, body: '{}'});
     out.CORS = String(r.status);
   } catch (e) { out.CORS = 'error ' + e.message; }
-  // A form, whose text/plain body is JSON.
+  // A form, whose text/plain body is JSON the console takes:
+  // {"note":"="}.
   const f = document.getElementById('f');
   f.action = target + '?via=form';
   f.submit();
