@@ -467,9 +467,10 @@ func TestConsole(t *testing.T) {
 	putEntry(t, c, "globex-api", map[string]any{"allow": []string{"127.0.0.31"}, "owner": "globex"})
 
 	if !t.Run("log in", func(t *testing.T) {
-		// The page and its first API call are answered 401 with a
-		// challenge until the tab gives the login, as a person would in
-		// the browser's dialog.
+		// basic_auth answers the page 401 with a challenge; the tab gives
+		// the login, as a person would in the browser's dialog, and the
+		// browser sends it again with the page's own requests: one
+		// challenge answered in all.
 		op.open(t, c.Site, "")
 		if got := op.answered(); len(got) != 1 || !strings.HasSuffix(strings.Split(got[0], "?")[0], "/console/") {
 			t.Errorf("basic-auth challenges answered: %q; want one, the page's", got)
@@ -723,20 +724,20 @@ func TestConsole(t *testing.T) {
 		}
 		var out struct{ NoCORS, CORS string }
 		json.Unmarshal([]byte(res), &out)
-		// A JSON POST needs a preflight, which carries no login: refused
-		// by basic_auth, so the browser sends no POST.
 		if out.NoCORS != "opaque 0" {
 			t.Errorf("the no-cors POST answered %q to its script, want an opaque answer", out.NoCORS)
 		}
+		// A JSON POST needs a preflight, which carries no login: refused
+		// by basic_auth, so the browser sends no POST.
 		if !strings.HasPrefix(out.CORS, "error") {
 			t.Errorf("the JSON POST from another origin answered %q to its script", out.CORS)
 		}
 		var refused []string
-		caddyOut := c.WaitOutput(func(string) bool {
+		c.WaitOutput(func(string) bool {
 			return len(accessLog(c, "via=nocors")) > 0 && len(accessLog(c, "via=form")) > 0
 		})
 		for _, e := range accessLog(c, "/console/-/api/tokens/shop-csrf/") {
-			via := e.Request.URI[strings.Index(e.Request.URI, "via=")+4:]
+			_, via, _ := strings.Cut(e.Request.URI, "via=")
 			switch {
 			case e.Request.Method == "OPTIONS":
 				// The preflight.
@@ -749,7 +750,7 @@ func TestConsole(t *testing.T) {
 		slices.Sort(refused)
 		refused = slices.Compact(refused)
 		if !slices.Equal(refused, []string{"form", "nocors"}) {
-			t.Errorf("refused with 403: %q, want the form's and the no-cors fetch's POST\n%s", refused, caddyOut)
+			t.Errorf("refused with 403: %q, want the form's and the no-cors fetch's POST", refused)
 		}
 		if after := getEntry(t, c, "shop-csrf"); after.etag != before.etag || after.Suspended {
 			t.Errorf("the cross-origin POST changed the entry: ETag %s, was %s: %s", after.etag, before.etag, after.raw)
