@@ -1,6 +1,7 @@
 # make run   builds Caddy with this plugin (xcaddy) and serves examples/Caddyfile on loopback.
 # make test  runs go vet, gofmt, go test -race ./..., including the tests against the built Caddy.
 # make bench measures the request path, a real Caddy under load, and provisioning (see docs/performance.md).
+# make screenshot writes docs/console.png, the console's token page in Chromium.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -10,9 +11,11 @@ CADDY_VERSION := $(shell go list -m -f '{{.Version}}' github.com/caddyserver/cad
 # fall through to the local replace instead of failing.
 XCADDY_GOPROXY := $(shell go env GOPROXY | cut -d, -f1)|off
 CADDY_BIN     := $(CURDIR)/caddy
-# What ./caddy is built from: not the tests, their helpers or the bench.
+# What ./caddy is built from: not the tests, their helpers or the bench;
+# the console's pages, which it embeds, too.
 GO_SOURCES    := $(shell find . -name '*.go' -not -name '*_test.go' -not -path './.git/*' \
-                   -not -path './internal/testkit/*' -not -path './internal/redistest/*' -not -path './bench/*') go.mod go.sum
+                   -not -path './internal/testkit/*' -not -path './internal/redistest/*' -not -path './bench/*') go.mod go.sum \
+                 $(wildcard module/console/*)
 
 # Demo tokens for make run; see examples/Caddyfile.
 PARTNER_A_TOKEN ?= demo-partner-a-token
@@ -21,14 +24,16 @@ PARTNER_B_TOKEN ?= demo-partner-b-token
 # Root installs Debian packages directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test vet bench bench-go bench-caddy tools-bench tools-test fuzz clean
+.PHONY: build run test vet bench bench-go bench-caddy tools-bench tools-test fuzz screenshot clean
 
 build: $(CADDY_BIN)
 
 $(CADDY_BIN): $(GO_SOURCES)
 	GOPROXY='$(XCADDY_GOPROXY)' go tool xcaddy build $(CADDY_VERSION) \
 		--with $(MODULE)=./ --output $(CADDY_BIN)
-	$(CADDY_BIN) list-modules | grep -qx 'http.handlers.ip_allowlist'
+	@# Not grep -q: it would stop reading, and pipefail would fail the build on
+	@# list-modules' SIGPIPE.
+	$(CADDY_BIN) list-modules | grep -x 'http.handlers.ip_allowlist' >/dev/null
 
 run: $(CADDY_BIN)
 	PARTNER_A_TOKEN='$(PARTNER_A_TOKEN)' PARTNER_B_TOKEN='$(PARTNER_B_TOKEN)' $(CADDY_BIN) run --config examples/Caddyfile --adapter caddyfile
@@ -68,9 +73,18 @@ bench-caddy: $(CADDY_BIN) tools-bench
 tools-bench: tools-test
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 
-# The fleet tests run a real redis-server on loopback (internal/redistest).
+# The fleet tests run a real redis-server on loopback (internal/redistest);
+# the console's tests (examples/console_test.go) drive Debian's chromium.
 tools-test:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+# make screenshot: the console's page of a token, in a store filled as in
+# use, at 1100x900 in Chromium, written to docs/console.png (make test
+# skips that test, and writes no file of the repository).
+screenshot: $(CADDY_BIN) tools-test
+	CADDY_BIN=$(CADDY_BIN) CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png \
+		go test -count=1 -v -run '^TestConsoleScreenshot$$' ./examples
 
 # make fuzz: each fuzz target for FUZZTIME. Seeds: testdata/fuzz/ and the
 # adapt golden files. An input a fuzzer finds failing is saved by Go under
