@@ -54,7 +54,8 @@ test: vet $(CADDY_BIN) tools-test
 
 # make bench: the request-path benchmarks (go test -bench), then a real Caddy
 # under wrk with and without ip_allowlist, provisioning 1,000,000 tokens, the
-# fleet, and the token store's routes with 1,000 and 1,000,000 tokens.
+# fleet, the token store's routes with 1,000 and 1,000,000 tokens, and the
+# console's token list with 1,000,000.
 bench: bench-go bench-caddy
 
 # The parallel benchmark at -cpu 1 and 2 and the overlay benchmark run
@@ -97,6 +98,7 @@ fuzz:
 	go test ./module -run '^$$' -fuzz '^FuzzLenientParserAgrees$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzStoreRoutes$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzDecodeCanonical$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
 	go test ./caddyfile -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 clean:
