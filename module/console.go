@@ -85,6 +85,9 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		}
 		c.operators[op] = struct{}{}
 	}
+	if len(c.operators) == 0 {
+		c.logger.Info("console: no operators given, so every authenticated user is an operator and sees every token; list the operators (operators <user id>...) to give other users their own tokens only")
+	}
 	return nil
 }
 
@@ -123,7 +126,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 		if !strings.HasSuffix(p, "/") {
 			// Relative links need ROOT to end in /.
-			h.Set("Location", p[strings.LastIndexByte(p, '/')+1:]+"/")
+			// "./" keeps a last segment such as "https:x" a path.
+			h.Set("Location", "./"+p[strings.LastIndexByte(p, '/')+1:]+"/")
 			w.WriteHeader(http.StatusPermanentRedirect)
 			return nil
 		}
@@ -173,7 +177,14 @@ func consoleUser(r *http.Request) (string, bool) {
 	if v == nil || user == "" {
 		return "", false
 	}
-	if label := caddyhttp.GetVar(r.Context(), userIDVar); label != nil && fmt.Sprint(label) == user {
+	// ip_allowlist sets the user id and its variable to the same label
+	// (a pointer into its table): the id is an API token's while it is
+	// that very value. An authentication handler after it sets an id of
+	// its own, which is a login even when it reads the same.
+	if label := caddyhttp.GetVar(r.Context(), userIDVar); label != nil && label == v {
+		return "", false
+	}
+	if _, isLabel := v.(*labelRef); isLabel {
 		return "", false
 	}
 	return user, true
@@ -493,6 +504,28 @@ func (q *consoleRequest) token(label string) error {
 	return writeJSON(q.w, http.StatusOK, t)
 }
 
+// Bounds on what one console user can make the store keep, so that a
+// customer given the console cannot fill the server's memory or disk with
+// notes, entries or tokens. The admin routes, an operator's tool, have
+// only their body's bound.
+const (
+	consoleMaxText    = 1024 // bytes of a note, and of an owner
+	consoleMaxAdd     = 256  // allow entries added (or a new token's) in one call
+	consoleMaxEntries = 1000 // allow entries a token can have through the console
+)
+
+// consoleMaxOwned is how many store tokens an owner (not an operator) can
+// have the console make; a variable for the tests.
+var consoleMaxOwned = 1000
+
+// checkText refuses a note or an owner longer than consoleMaxText.
+func checkText(label, field, v string) error {
+	if len(v) > consoleMaxText {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %s of %d bytes is longer than %d", label, field, len(v), consoleMaxText))
+	}
+	return nil
+}
+
 // consoleBody is what a change may carry.
 type consoleBody struct {
 	allowBody
@@ -518,9 +551,15 @@ func (q *consoleRequest) change(label, action string) error {
 	}
 	cond := tokenstore.Cond{IfRev: t.Rev}
 	a := q.audit()
+	if err := errors.Join(checkText(label, "note", body.Note), checkText(label, "owner", body.Owner)); err != nil {
+		return err
+	}
 	var kept stored
 	switch action {
 	case "allow":
+		if n := len(body.Entries); n > consoleMaxAdd || len(t.Allow)+n > consoleMaxEntries {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %d entries and %d more: the console adds at most %d at a time, up to %d a token; the admin routes take more", label, len(t.Allow), n, consoleMaxAdd, consoleMaxEntries))
+		}
 		kept, err = q.store.allowEntries(label, body.allowBody, cond, a)
 	case "remove":
 		if body.Entry == "" {
@@ -574,6 +613,21 @@ func (q *consoleRequest) create() error {
 	if !q.operator {
 		body.Owner = q.user // an owner's new token is theirs
 	}
+	if err := errors.Join(checkText(body.Label, "note", body.Note), checkText(body.Label, "owner", body.Owner)); err != nil {
+		return err
+	}
+	if len(body.Allow) > consoleMaxAdd {
+		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %d allow entries: a new token has at most %d; add more later", body.Label, len(body.Allow), consoleMaxAdd))
+	}
+	if !q.operator {
+		owned, _, err := q.store.owners.labels(q.store, q.user, "", "", consoleMaxOwned)
+		if err != nil {
+			return storeErr(err)
+		}
+		if len(owned) >= consoleMaxOwned {
+			return apiErr(http.StatusForbidden, fmt.Errorf("token %q: you have %d tokens, the most the console makes for one owner", body.Label, len(owned)))
+		}
+	}
 	secret := make([]byte, newTokenBytes)
 	if _, err := rand.Read(secret); err != nil {
 		return err
@@ -587,7 +641,11 @@ func (q *consoleRequest) create() error {
 		return &tp, nil
 	})
 	if err != nil {
-		if errors.Is(err, tokenstore.ErrPrecondition) {
+		var conflict *ConflictError
+		if errors.Is(err, tokenstore.ErrPrecondition) || !q.operator && errors.As(err, &conflict) {
+			// To an owner, a label the config holds is taken, as one
+			// another owner holds: where it is listed is not theirs to
+			// know.
 			return apiErr(http.StatusConflict, fmt.Errorf("token %q: the label is taken; choose another", body.Label))
 		}
 		return storeErr(err)
@@ -634,6 +692,9 @@ func (q *consoleRequest) observed(label string) error {
 	if _, err := q.find(label); err != nil {
 		return err
 	}
+	if !q.operator && q.listedElsewhere(label) {
+		return apiErr(http.StatusConflict, fmt.Errorf("token %q: another site of this Caddy lists a token under the same label, and the addresses observed are kept by label: they are not shown to owners", label))
+	}
 	var seen []observedAddress
 	observedPool.Range(func(_, v any) bool {
 		seen = v.(*observedAddrs).snapshot(label)[label]
@@ -651,6 +712,24 @@ func (q *consoleRequest) observed(label string) error {
 		out = append(out, consoleObserved{a, status})
 	}
 	return writeJSON(q.w, http.StatusOK, map[string]any{"addresses": out})
+}
+
+// listedElsewhere says whether a handler in force that does not use the
+// console's store lists label: the observed addresses of the two are kept
+// together, by label.
+func (q *consoleRequest) listedElsewhere(label string) bool {
+	users := q.store.users()
+	inForce.RLock()
+	defer inForce.RUnlock()
+	for h := range inForce.handlers {
+		if slices.Contains(users, h) {
+			continue
+		}
+		if _, p := h.current.Load().byLabel(label); p != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // refusalsShown bounds the recent refusals one call answers.
@@ -673,6 +752,8 @@ func (q *consoleRequest) refusals() error {
 	owned := map[string]bool{}
 	keep := func(r *refusal) bool {
 		switch {
+		case r.store != q.store:
+			return false // another site's, whatever its label
 		case label != "":
 			return r.Label == label
 		case q.operator:

@@ -3,6 +3,7 @@ package ipallowlist
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -131,7 +132,7 @@ func TestConsoleHeadersAndPages(t *testing.T) {
 			t.Errorf("GET %s: CSP %q, nosniff %q", target, csp, r.header.Get("X-Content-Type-Options"))
 		}
 	}
-	if r := consoleCall(t, c, "alice", "GET", "/console", ""); r.status != http.StatusPermanentRedirect || r.header.Get("Location") != "console/" {
+	if r := consoleCall(t, c, "alice", "GET", "/console", ""); r.status != http.StatusPermanentRedirect || r.header.Get("Location") != "./console/" {
 		t.Errorf("GET /console: %d %q", r.status, r.header.Get("Location"))
 	}
 	if r := consoleCall(t, c, "alice", "GET", "/-/nothing", ""); r.status != http.StatusNotFound {
@@ -489,5 +490,117 @@ func TestConsoleMe(t *testing.T) {
 	consoleCall(t, c, "root", "GET", "/-/api/me", "").json(t, &me)
 	if !me.Operator {
 		t.Errorf("root is no operator: %+v", me)
+	}
+}
+
+// What a customer given the console can make the store keep is bounded,
+// and a refusal says so and changes nothing.
+func TestConsoleBoundsWhatOwnersKeep(t *testing.T) {
+	storeHandler(t, "")
+	c := newConsole(t, &Console{Operators: []string{"root"}})
+	defer func(n int) { consoleMaxOwned = n }(consoleMaxOwned)
+	consoleMaxOwned = 2
+	for i, label := range []string{"acme-1", "acme-2"} {
+		if r := consoleCall(t, c, "acme", "POST", "/-/api/tokens", fmt.Sprintf(`{"label": %q, "allow": ["192.0.2.%d"]}`, label, i+1)); r.status != http.StatusCreated {
+			t.Fatalf("create %s: %d %s", label, r.status, r.body)
+		}
+	}
+	if r := consoleCall(t, c, "acme", "POST", "/-/api/tokens", `{"label": "acme-3", "allow": ["192.0.2.3"]}`); r.status != http.StatusForbidden || !strings.Contains(r.errorText(t), "the most the console makes for one owner") {
+		t.Errorf("a third token: %d %s", r.status, r.body)
+	}
+	if r := consoleCall(t, c, "root", "POST", "/-/api/tokens", `{"label": "root-1", "allow": ["192.0.2.3"], "owner": "acme"}`); r.status != http.StatusCreated {
+		t.Errorf("an operator is not bounded so: %d %s", r.status, r.body)
+	}
+	before := consoleCall(t, c, "acme", "GET", "/-/api/tokens/acme-1", "")
+	long := strings.Repeat("n", consoleMaxText+1)
+	many := make([]string, consoleMaxAdd+1)
+	for i := range many {
+		many[i] = fmt.Sprintf(`"10.1.%d.%d"`, i/250, i%250)
+	}
+	for name, call := range map[string][2]string{
+		"a long note":          {"/-/api/tokens/acme-1/allow", `{"entries": ["192.0.2.9"], "note": "` + long + `"}`},
+		"many entries at once": {"/-/api/tokens/acme-1/allow", `{"entries": [` + strings.Join(many, ",") + `]}`},
+		"a new token's note":   {"/-/api/tokens", `{"label": "acme-4", "allow": ["192.0.2.9"], "note": "` + long + `"}`},
+	} {
+		if r := consoleCall(t, c, "acme", "POST", call[0], call[1]); r.status != http.StatusBadRequest && r.status != http.StatusForbidden {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if after := consoleCall(t, c, "acme", "GET", "/-/api/tokens/acme-1", ""); string(after.body) != string(before.body) {
+		t.Errorf("a refused change changed the entry:\n%s\n%s", before.body, after.body)
+	}
+}
+
+// Review findings: each is pinned here.
+func TestConsoleReviewFindings(t *testing.T) {
+	h, _ := storeHandler(t, "")
+	c := newConsole(t, &Console{Operators: []string{"root"}})
+
+	// A last path segment that reads as a scheme is redirected as a path.
+	if r := consoleCall(t, c, "root", "GET", "/console/https:evil.example", ""); r.header.Get("Location") != "./https:evil.example/" {
+		t.Errorf("redirect: %q", r.header.Get("Location"))
+	}
+	// To an owner, the config's label is taken, not listed somewhere.
+	r := consoleCall(t, c, "acme", "POST", "/-/api/tokens", `{"label": "config-a", "allow": ["192.0.2.3"]}`)
+	if r.status != http.StatusConflict || strings.Contains(r.errorText(t), "tokens") && !strings.Contains(r.errorText(t), "label is taken") {
+		t.Errorf("owner, config label: %d %s", r.status, r.body)
+	}
+	if strings.Contains(r.errorText(t), "listed in") {
+		t.Errorf("owner learns where the label is listed: %s", r.body)
+	}
+	// "." and ".." are no labels.
+	for _, l := range []string{".", ".."} {
+		if r := consoleCall(t, c, "root", "POST", "/-/api/tokens", `{"label": "`+l+`", "allow": ["192.0.2.3"]}`); r.status != http.StatusBadRequest {
+			t.Errorf("label %q: %d %s", l, r.status, r.body)
+		}
+	}
+	// A label taken again after its entry was removed shows nothing of
+	// the earlier token's refusals or addresses to the new owner.
+	routeCall(t, "PUT", "/ip-allowlist/tokens/globex-1", `{"token": "`+applyTok(3)+`", "allow": ["198.51.100.3"], "owner": "globex"}`)
+	serve(h, newRequest("198.51.100.3:1", "/", testkit.Bearer(applyTok(3))...))
+	serve(h, newRequest("192.0.2.97:1", "/", testkit.Bearer(applyTok(3))...))
+	routeCall(t, "DELETE", "/ip-allowlist/tokens/globex-1?unrestrict=true", "")
+	if r := consoleCall(t, c, "acme", "POST", "/-/api/tokens", `{"label": "globex-1", "allow": ["192.0.2.4"]}`); r.status != http.StatusCreated {
+		t.Fatalf("acme takes the label: %d %s", r.status, r.body)
+	}
+	for _, target := range []string{"/-/api/tokens/globex-1/observed", "/-/api/refusals?label=globex-1", "/-/api/refusals"} {
+		if r := consoleCall(t, c, "acme", "GET", target, ""); strings.Contains(string(r.body), "198.51.100.3") || strings.Contains(string(r.body), "192.0.2.97") {
+			t.Errorf("acme sees the earlier token's %s: %s", target, r.body)
+		}
+	}
+	// A login named as an API token's label, set after ip_allowlist
+	// set the label, is a login.
+	req := newRequest("192.0.2.1:5000", "http://console.test/-/api/me", testkit.Bearer(applyTok(0))...)
+	var console reply
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set(placeholderUserID, "config-a")
+		console = serveConsole(t, c, r)
+		return nil
+	})
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil {
+		t.Fatal(err)
+	}
+	if console.status != http.StatusOK {
+		t.Errorf("the login config-a after the token config-a: %d %s", console.status, console.body)
+	}
+}
+
+// Refusals by another site's handler, not using the console's store, are
+// not the console's, whatever their label.
+func TestConsoleRefusalsOfItsOwnStoreOnly(t *testing.T) {
+	storeHandler(t, "")
+	c := newConsole(t, &Console{Operators: []string{"root"}})
+	other, _ := provisioned(t, &Handler{Tokens: map[string]*TokenPolicy{"acme-1": {Token: applyTok(5), Allow: []string{"192.0.2.1"}}}})
+	if r := consoleCall(t, c, "acme", "POST", "/-/api/tokens", `{"label": "acme-1", "allow": ["192.0.2.4"]}`); r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	serve(other, newRequest("192.0.2.96:1", "/", testkit.Bearer(applyTok(5))...))
+	for _, user := range []string{"acme", "root"} {
+		if r := consoleCall(t, c, user, "GET", "/-/api/refusals", ""); strings.Contains(string(r.body), "192.0.2.96") {
+			t.Errorf("%s sees another site's refusal: %s", user, r.body)
+		}
+	}
+	if r := consoleCall(t, c, "acme", "GET", "/-/api/tokens/acme-1/observed", ""); r.status != http.StatusConflict || strings.Contains(string(r.body), "192.0.2.96") {
+		t.Errorf("acme, observed under a label another site lists: %d %s", r.status, r.body)
 	}
 }

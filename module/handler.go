@@ -401,7 +401,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if report {
 		return next.ServeHTTP(w, r)
 	}
-	recordRefusal(label, d.addr, d.clientIP, d.reason)
+	recordRefusal(h.fileStore, label, d.addr, d.clientIP, d.reason)
 	if h.bearer {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}

@@ -24,6 +24,10 @@ type refusal struct {
 	Label  string    `json:"label"` // "" for an unlisted token or none
 	IP     string    `json:"ip"`
 	Reason string    `json:"reason"`
+	// store is the token store of the handler that refused it (nil for
+	// none): a console shows its own store's handlers' refusals only, not
+	// those of another site's token that has the same label.
+	store *fileStore
 }
 
 var refusals struct {
@@ -33,14 +37,25 @@ var refusals struct {
 
 // recordRefusal keeps one refusal. label points into a table, which a
 // later build replaces: it is copied.
-func recordRefusal(label *labelRef, addr netip.Addr, clientIP string, why reason) {
+func recordRefusal(store *fileStore, label *labelRef, addr netip.Addr, clientIP string, why reason) {
 	ip := clientIP
 	if addr.IsValid() {
 		ip = addr.String()
 	}
-	r := &refusal{Time: time.Now().UTC(), Label: strings.Clone(label.String()), IP: ip, Reason: why.String()}
+	r := &refusal{Time: time.Now().UTC(), Label: strings.Clone(label.String()), IP: ip, Reason: why.String(), store: store}
 	i := refusals.next.Add(1) - 1
 	refusals.slots[i%refusalRing].Store(r)
+}
+
+// forgetRefusals drops the refusals of label in store: a new entry under
+// a label that was removed is a new token, which must not show the old
+// one's refusals to its new owner.
+func forgetRefusals(store *fileStore, label string) {
+	for i := range refusals.slots {
+		if r := refusals.slots[i].Load(); r != nil && r.store == store && r.Label == label {
+			refusals.slots[i].CompareAndSwap(r, nil)
+		}
+	}
 }
 
 // recentRefusals returns up to limit refusals that keep says to, newest

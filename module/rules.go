@@ -149,6 +149,11 @@ func labelRule(label string) error {
 			return errors.New("use letters, digits, _ . : and - only, so the label is a plain admin API path segment")
 		}
 	}
+	if label == "." || label == ".." {
+		// A path segment that URL cleaning removes: no route could
+		// name it.
+		return errors.New(`"." and ".." are no label: they are no path segment a route can name`)
+	}
 	return nil
 }
 

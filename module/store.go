@@ -333,6 +333,11 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 	}
 	logChange(s.logger, s.Name(), label, a, prev, next)
 	s.owners.changed(label, prev, next)
+	if cur == nil {
+		// A new token under this label: what was observed or refused
+		// under it belongs to an earlier token, or to none.
+		s.forgetLabel(label)
+	}
 	return kept, cur == nil, nil
 }
 
@@ -781,3 +786,13 @@ func startWithConfig(ctx caddy.Context, id caddy.ModuleID, s starter) error {
 
 // digestHex is a digest as stored: 64 lowercase hex digits.
 func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
+
+// forgetLabel drops the observed addresses and the recent refusals kept
+// under label, for a new entry that takes it.
+func (s *fileStore) forgetLabel(label string) {
+	forgetRefusals(s, label)
+	observedPool.Range(func(_, v any) bool {
+		v.(*observedAddrs).drop(label)
+		return false
+	})
+}
