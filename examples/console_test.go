@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -846,6 +847,43 @@ func TestConsole(t *testing.T) {
 			if r.Status != 401 || !strings.Contains(r.Body, "an API token accepted by ip_allowlist is not a login") {
 				t.Errorf("GET %s with partner-a's token: %v, want the console's 401", path, r)
 			}
+		}
+	})
+
+	t.Run("the security review's fixes hold in the binary", func(t *testing.T) {
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		req, _ := http.NewRequest("GET", c.Site+"/console/https:evil.example", nil)
+		req.SetBasicAuth(consoleOperator, consoleOperatorPW)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); loc != "./https:evil.example/" {
+			t.Errorf("redirect to %q: a last segment that reads as a scheme must stay a path", loc)
+		}
+		post := func(user, pass, path, body string) (int, string) {
+			t.Helper()
+			req, _ := http.NewRequest("POST", c.Site+path, strings.NewReader(body))
+			req.SetBasicAuth(user, pass)
+			req.Header.Set("Origin", c.Site)
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		// An owner is told a config label is taken, not where it is listed.
+		if status, body := post(consoleOwner, consoleOwnerPW, "/console/-/api/tokens", `{"label": "partner-a", "allow": ["127.0.0.50"]}`); status != 409 || !strings.Contains(body, "label is taken") || strings.Contains(body, "listed in") {
+			t.Errorf("acme creates partner-a: %d %s", status, body)
+		}
+		// A note larger than the console keeps is refused.
+		if status, body := post(consoleOwner, consoleOwnerPW, "/console/-/api/tokens", `{"label": "acme-big", "allow": ["127.0.0.50"], "note": "`+strings.Repeat("n", 2000)+`"}`); status != 400 || !strings.Contains(body, "longer than 1024") {
+			t.Errorf("acme's 2,000-byte note: %d %s", status, body)
 		}
 	})
 
