@@ -623,6 +623,8 @@ func TestConsole(t *testing.T) {
 		op.do(t, "Add anyway", chromedp.Click(chromedp.CSS(`#observed tr.confirm[data-confirm-ip="127.0.0.23"] button.add-confirm`)))
 		op.waitFor(t, "the new entry", entryRow("127.0.0.23"))
 		wantAnswer(t, c, "127.0.0.23", tok, "200 shop-seen", "after Add anyway")
+		// Listed now: its row offers no Add.
+		op.waitFor(t, "the listed row without Add", `document.querySelector('#observed tr[data-ip="127.0.0.23"]') && !document.querySelector('#observed tr[data-ip="127.0.0.23"] button.add')`)
 		op.noProblems(t)
 	})
 
@@ -890,6 +892,10 @@ func TestConsole(t *testing.T) {
 	t.Run("readable at 320 px", func(t *testing.T) {
 		op.do(t, "a 320 px wide screen", chromedp.EmulateViewport(320, 700))
 		defer op.do(t, "back to 1100 px", chromedp.EmulateViewport(1100, 900))
+		// A refused address not in the list (127.0.0.23 was added above,
+		// and a listed address has no Add button; 127.0.0.30 is outside
+		// the /30), for the confirmation.
+		wantAnswer(t, c, "127.0.0.30", consoleTok("shop-seen"), "401", "not listed")
 		for _, hash := range []string{"", "#/token/shop-seen"} {
 			op.open(t, c.Site, hash)
 			if w := eval[int](t, op, `window.innerWidth`); w != 320 {
@@ -900,7 +906,7 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		// With the widest things open: a refused row's confirmation.
-		op.do(t, "Add on the refused row", chromedp.Click(chromedp.CSS(`#observed tr[data-ip="127.0.0.23"] button.add`)))
+		op.do(t, "Add on the refused row", chromedp.Click(chromedp.CSS(`#observed tr[data-ip="127.0.0.30"] button.add`)))
 		if w := eval[int](t, op, `document.documentElement.scrollWidth`); w > 320 {
 			t.Errorf("with the confirmation open at 320 px the document is %d px wide", w)
 		}

@@ -118,8 +118,26 @@
     return function release() {
       if (released) return;
       released = true;
-      if (--pending === 0) main.dataset.loaded = 'true';
+      if (--pending === 0) {
+        labelCells();
+        main.dataset.loaded = 'true';
+      }
     };
+  }
+
+  // Gives each table cell its column's name (data-th), which narrow
+  // screens show in front of the cell when a row is laid out as a card.
+  function labelCells() {
+    for (const t of main.querySelectorAll('table')) {
+      const heads = t.tHead ? Array.from(t.tHead.rows[0].cells, c => c.textContent) : [];
+      for (const body of t.tBodies) {
+        for (const row of body.rows) {
+          Array.from(row.cells).forEach((cell, i) => {
+            if (cell.colSpan === 1 && heads[i]) cell.dataset.th = heads[i];
+          });
+        }
+      }
+    }
   }
   // track(promise): holds the loading state until promise settles.
   function track(p) {
@@ -209,7 +227,9 @@
       for (const r of list) {
         tbody.append(el('tr', {class: 'refusal'},
           el('td', {}, timeEl(r.time)),
-          label === null ? el('td', {}, el('a', {href: tokenHref(r.label)}, r.label)) : null,
+          label === null ? el('td', {}, r.label
+            ? el('a', {href: tokenHref(r.label)}, r.label)
+            : el('span', {class: 'muted'}, r.reason === 'missing_token' ? '(no token)' : '(unlisted)')) : null,
           el('td', {class: 'mono'}, r.ip),
           el('td', {}, r.reason)));
       }
@@ -675,7 +695,9 @@
           el('td', {class: 'num'}, String(a.denied || 0)),
           el('td', {class: 'num'}, String(a.would_deny || 0)),
           el('td', {}, timeEl(a.last_seen)));
-        if (!config) {
+        if (!config && listed.has(a.ip)) {
+          tr.append(el('td', {}));
+        } else if (!config) {
           const add = el('button', {type: 'button', class: 'add', 'aria-label': 'Add ' + a.ip}, 'Add');
           add.addEventListener('click', () => {
             if (a.status === 'refused') askRefused(tr, a.ip, add);
