@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
@@ -177,10 +176,7 @@ func storeSize(dir string, n int, restart bool) (*storeRun, error) {
 
 // importEntry is one token of an import: its label, its token (written
 // as its digest), its allow list and its owner ("": none).
-type importEntry struct {
-	Label, Token, Owner string
-	Allow               []string
-}
+type importEntry = testkit.Entry
 
 // storeEntry is token i of the store part's stores.
 func storeEntry(i int) importEntry {
@@ -211,7 +207,7 @@ func (c *storeCaddy) fill(dir string, n int, entry func(int) importEntry, run *s
 // if the admin server's read deadline cuts the call short, in two halves.
 func (c *storeCaddy) importRange(dir string, from, to int, entry func(int) importEntry, run *storeRun) error {
 	path := filepath.Join(dir, "import.json")
-	if err := writeImport(path, from, to, entry); err != nil {
+	if err := testkit.WriteTokens(path, to-from, func(i int) testkit.Entry { return entry(from + i) }); err != nil {
 		return err
 	}
 	f, err := os.Open(path)
@@ -240,40 +236,6 @@ func (c *storeCaddy) importRange(dir string, from, to int, entry func(int) impor
 		return fmt.Errorf("import of tokens %d to %d: %d %s", from, to-1, code, body)
 	}
 	return nil
-}
-
-// writeImport writes tokens from to to (not included) as a tokens file,
-// streamed, as testkit.WriteTokens does, with each entry's owner too.
-func writeImport(path string, from, to int, entry func(int) importEntry) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	enc := json.NewEncoder(w) // each value ends in a newline
-	w.WriteString("{\n")
-	for i := from; i < to; i++ {
-		e := entry(i)
-		if i > from {
-			w.WriteString(",")
-		}
-		label, _ := json.Marshal(e.Label)
-		w.Write(label)
-		w.WriteString(": ")
-		if err := enc.Encode(struct {
-			TokenSHA256 string   `json:"token_sha256"`
-			Allow       []string `json:"allow"`
-			Owner       string   `json:"owner,omitempty"`
-		}{testkit.Digest(e.Token), e.Allow, e.Owner}); err != nil {
-			return err
-		}
-	}
-	w.WriteString("}\n")
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // storeOps are the mix's calls, in the order mix makes them.

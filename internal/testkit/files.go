@@ -36,6 +36,7 @@ type Entry struct {
 	Label string
 	Token string   // written as its digest, token_sha256
 	Allow []string // the allow list, as written
+	Owner string   // the owner, for a store's import; "" writes none
 }
 
 // WriteTokens writes a tokens file of n entries to path, entry(i) for
@@ -60,7 +61,8 @@ func WriteTokens(path string, n int, entry func(i int) Entry) error {
 		if err := enc.Encode(struct {
 			TokenSHA256 string   `json:"token_sha256"`
 			Allow       []string `json:"allow"`
-		}{Digest(e.Token), e.Allow}); err != nil {
+			Owner       string   `json:"owner,omitempty"`
+		}{Digest(e.Token), e.Allow, e.Owner}); err != nil {
 			f.Close()
 			return err
 		}

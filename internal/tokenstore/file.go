@@ -361,23 +361,7 @@ func (f *File) List(after string, limit int) ([]Record, error) {
 
 // page reads up to n records after `after` in one read transaction.
 func (f *File) page(after string, n int) ([]Record, error) {
-	var rs []Record
-	err := f.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket([]byte(bucketEntries)).Cursor()
-		k, v := c.Seek([]byte(after))
-		if k != nil && string(k) == after {
-			k, v = c.Next()
-		}
-		for ; k != nil && len(rs) < n; k, v = c.Next() {
-			r, err := decode(k, v)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		}
-		return nil
-	})
-	return rs, err
+	return f.pagePrefix("", after, n)
 }
 
 // ListPrefix returns up to limit records whose labels begin with prefix
@@ -387,6 +371,12 @@ func (f *File) ListPrefix(prefix, after string, limit int) ([]Record, error) {
 	if limit < 1 || limit > MaxList {
 		limit = MaxList
 	}
+	return f.pagePrefix(prefix, after, limit)
+}
+
+// pagePrefix reads up to n records whose labels begin with prefix, after
+// `after`, in one read transaction.
+func (f *File) pagePrefix(prefix, after string, n int) ([]Record, error) {
 	start := max(prefix, after)
 	var rs []Record
 	err := f.db.View(func(tx *bbolt.Tx) error {
@@ -395,7 +385,7 @@ func (f *File) ListPrefix(prefix, after string, limit int) ([]Record, error) {
 		if k != nil && string(k) == after {
 			k, v = c.Next()
 		}
-		for ; k != nil && len(rs) < limit && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+		for ; k != nil && len(rs) < n && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
 			r, err := decode(k, v)
 			if err != nil {
 				return err
