@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -262,6 +263,24 @@ func (p *parser) parse() error {
 				return d.ArgErr()
 			}
 			h.MetricsPerToken = true
+		case "leak_alert":
+			// leak_alert <distinct_addresses> <window> [suspend]
+			args := d.RemainingArgs()
+			if len(args) < 2 || len(args) > 3 || len(args) == 3 && args[2] != "suspend" {
+				return d.Err("leak_alert <distinct_addresses> <window> [suspend], such as leak_alert 20 10m suspend")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil {
+				return d.Errf("leak_alert: addresses %q: want a number of distinct addresses, 2 to 1000", args[0])
+			}
+			w, err := caddy.ParseDuration(args[1])
+			if err != nil {
+				return d.Errf("leak_alert: window %q: want a duration such as 10m", args[1])
+			}
+			h.LeakAlert = &ipallowlist.LeakAlert{Addresses: n, Window: caddy.Duration(w), Suspend: len(args) == 3}
+			if err := ipallowlist.CheckLeakAlert(h.LeakAlert); err != nil {
+				return d.Err(err.Error())
+			}
 		case "admin_id":
 			if !d.Args(&h.AdminID) || d.NextArg() {
 				return d.ArgErr()

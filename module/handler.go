@@ -86,6 +86,10 @@ type Handler struct {
 	// token's label (caddy_http_ip_allowlist_token_requests_total). Off by
 	// default: it adds two series per listed token.
 	MetricsPerToken bool `json:"metrics_per_token,omitempty"`
+	// The leak signal: warn (and, with suspend, suspend a store token)
+	// when a listed token is refused from many distinct addresses outside
+	// its list within a short window. Default: off.
+	LeakAlert *LeakAlert `json:"leak_alert,omitempty"`
 
 	config   context.Context // of the config this handler belongs to
 	sources  []source
@@ -122,6 +126,7 @@ type Handler struct {
 	expiryWake chan struct{}
 
 	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
+	leaks      *leakTracker
 }
 
 // TokenSource says where a token is read: a header, optionally after an
@@ -285,6 +290,18 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	if h.observed, err = loadObservedAddrs(); err != nil {
 		return err
 	}
+	if err := CheckLeakAlert(h.LeakAlert); err != nil {
+		return err
+	}
+	if a := h.LeakAlert; a != nil {
+		h.leaks = newLeakTracker(a, h.onLeak)
+		switch {
+		case a.Suspend && h.fileStore == nil:
+			h.logger.Info("leak_alert: suspend changes token store entries only, and this handler has no store file: every token is alerted, not suspended")
+		case a.Suspend:
+			h.logger.Info("leak_alert: store tokens that may be leaked are suspended through the store; the config's own tokens are alerted, not suspended: the store cannot change them")
+		}
+	}
 	h.register()
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
@@ -397,6 +414,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			zap.String("host", r.Host),
 			zap.String("path", r.URL.Path),
 		)
+	}
+	if h.leaks != nil && d.policy != nil && (d.reason == reasonIPNotAllowed || d.reason == reasonIPDenied) && d.addr.IsValid() {
+		h.leaks.refused(label, d.addr, time.Now().UnixNano())
 	}
 	if report {
 		return next.ServeHTTP(w, r)

@@ -17,6 +17,8 @@ type metrics struct {
 	// listed token (two, allow and deny), so its cardinality grows with the
 	// token list.
 	perToken *prometheus.CounterVec
+	// leaks counts leak_alert's alerts.
+	leaks prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, perToken bool) (*metrics, error) {
@@ -33,6 +35,16 @@ func newMetrics(reg *prometheus.Registry, perToken bool) (*metrics, error) {
 		return nil, err
 	}
 	m := &metrics{}
+	leaks, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "http_ip_allowlist",
+		Name:      "leak_alerts_total",
+		Help:      "Alerts of leak_alert: a listed token refused from many distinct addresses outside its list within its window.",
+	}, nil))
+	if err != nil {
+		return nil, err
+	}
+	m.leaks = leaks.WithLabelValues()
 	for r := range m.byReason {
 		decision := decisionDeny
 		if reason(r) == reasonAllowed {
@@ -78,5 +90,12 @@ func (m *metrics) count(d decision, label *labelRef) {
 			decision = decisionDeny
 		}
 		m.perToken.WithLabelValues(label.String(), decision).Inc()
+	}
+}
+
+// leak counts one leak_alert alert.
+func (m *metrics) leak() {
+	if m != nil {
+		m.leaks.Inc()
 	}
 }

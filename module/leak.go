@@ -1,0 +1,238 @@
+package ipallowlist
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/tokenstore"
+)
+
+// LeakAlert is the leak signal: a listed token refused from many distinct
+// addresses outside its list within a short time is most likely used by
+// someone it was not given to.
+type LeakAlert struct {
+	// How many distinct addresses outside the token's list, refused (or,
+	// in report mode, that would be) within window, raise the alert: 2 to
+	// 1000.
+	Addresses int `json:"addresses"`
+	// The window the addresses are counted in, from the first refusal:
+	// 1s to 24h.
+	Window caddy.Duration `json:"window"`
+	// Also suspend the token through the token store, when it is a store
+	// entry; resume undoes it. A config token is alerted, not suspended.
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// Bounds on leak_alert, and on what its tracker keeps.
+const (
+	leakMaxAddresses = 1000
+	leakMinWindow    = time.Second
+	leakMaxWindow    = 24 * time.Hour
+	// leakShards tokens' states are kept in this many shards, each with a
+	// lock of its own: no lock is shared by every request.
+	leakShards = 64
+	// leakMaxTokens bounds the tokens tracked at once; past it, a shard
+	// drops its state with the oldest window for a new token's.
+	leakMaxTokens = 100_000
+	// leakSample is how many of the addresses an alert names.
+	leakSample = 5
+)
+
+// CheckLeakAlert refuses a leak_alert out of bounds.
+func CheckLeakAlert(a *LeakAlert) error {
+	if a == nil {
+		return nil
+	}
+	switch w := time.Duration(a.Window); {
+	case a.Addresses < 2 || a.Addresses > leakMaxAddresses:
+		return fmt.Errorf("leak_alert: addresses %d: want 2 to %d distinct addresses", a.Addresses, leakMaxAddresses)
+	case w < leakMinWindow || w > leakMaxWindow:
+		return fmt.Errorf("leak_alert: window %s: want 1s to 24h", w)
+	}
+	return nil
+}
+
+// leakTracker counts, per listed token, the distinct addresses outside
+// its list it was refused from in the current window. Its memory is
+// bounded whatever is sent: at most leakMaxTokens states, each holding at
+// most Addresses addresses (16 bytes each) and a handful of counters.
+type leakTracker struct {
+	addresses int
+	window    int64 // nanoseconds
+	seed      maphash.Seed
+	shards    [leakShards]leakShard
+	// alert is called, outside every lock, once per token and window.
+	alert func(leakEvent)
+}
+
+type leakShard struct {
+	mu     sync.Mutex
+	tokens map[string]*leakState
+}
+
+// leakState is one token's window.
+type leakState struct {
+	start    int64 // the window's first refusal, Unix nanoseconds
+	refusals uint64
+	addrs    [][16]byte // distinct, at most addresses of them
+	alerted  bool       // in this window
+}
+
+// leakEvent is one alert.
+type leakEvent struct {
+	Label     string    `json:"label"`
+	Time      time.Time `json:"time"`
+	Distinct  int       `json:"distinct_addresses"`
+	Refusals  uint64    `json:"refusals"`
+	Addresses []string  `json:"addresses"` // a few of them
+	Window    string    `json:"window"`
+	Suspended bool      `json:"suspended,omitempty"`
+}
+
+func newLeakTracker(a *LeakAlert, alert func(leakEvent)) *leakTracker {
+	t := &leakTracker{addresses: a.Addresses, window: int64(a.Window), seed: maphash.MakeSeed(), alert: alert}
+	for i := range t.shards {
+		t.shards[i].tokens = map[string]*leakState{}
+	}
+	return t
+}
+
+// refused records one refusal of label's token from addr, outside its
+// list, at now.
+func (t *leakTracker) refused(label *labelRef, addr netip.Addr, now int64) {
+	name := label.String()
+	sh := &t.shards[maphash.String(t.seed, name)%leakShards]
+	key := addr.As16()
+	var ev *leakEvent
+	sh.mu.Lock()
+	s := sh.tokens[name]
+	if s == nil {
+		if len(sh.tokens) >= leakMaxTokens/leakShards {
+			sh.evictOldest()
+		}
+		s = &leakState{start: now}
+		sh.tokens[strings.Clone(name)] = s
+	}
+	if now-s.start >= t.window {
+		*s = leakState{start: now, addrs: s.addrs[:0]}
+	}
+	s.refusals++
+	if !s.alerted {
+		seen := false
+		for i := range s.addrs {
+			if s.addrs[i] == key {
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			s.addrs = append(s.addrs, key)
+		}
+		if len(s.addrs) >= t.addresses {
+			s.alerted = true
+			ev = &leakEvent{Label: strings.Clone(name), Time: time.Unix(0, now).UTC(), Distinct: len(s.addrs),
+				Refusals: s.refusals, Window: time.Duration(t.window).String()}
+			for _, a := range s.addrs[:min(leakSample, len(s.addrs))] {
+				ev.Addresses = append(ev.Addresses, netip.AddrFrom16(a).Unmap().String())
+			}
+		}
+	}
+	sh.mu.Unlock()
+	if ev != nil {
+		t.alert(*ev)
+	}
+}
+
+// evictOldest drops the state whose window began first; sh.mu is held.
+func (sh *leakShard) evictOldest() {
+	var oldest string
+	first := true
+	var at int64
+	for name, s := range sh.tokens {
+		if first || s.start < at {
+			oldest, at, first = name, s.start, false
+		}
+	}
+	delete(sh.tokens, oldest)
+}
+
+// leakAlerts holds the latest alert per store and label, for the
+// console's token page. Bounded as the tokens are: one per label alerted.
+var leakAlerts sync.Map // leakKey -> leakEvent
+
+type leakKey struct {
+	store *fileStore
+	label string
+}
+
+// latestLeak is label's latest alert in store, if any.
+func latestLeak(store *fileStore, label string) (leakEvent, bool) {
+	v, ok := leakAlerts.Load(leakKey{store, label})
+	if !ok {
+		return leakEvent{}, false
+	}
+	return v.(leakEvent), true
+}
+
+// leakCount counts the alerts raised, for the metric's tests.
+var leakCount atomic.Uint64
+
+// onLeak is h's alert: a WARN line, the metric, the console's record, and
+// with suspend a store token suspended through the store.
+func (h *Handler) onLeak(ev leakEvent) {
+	leakCount.Add(1)
+	h.metrics.leak()
+	suspend := h.LeakAlert.Suspend && h.fileStore != nil && h.isStoreToken(ev.Label)
+	fields := []zap.Field{
+		zap.String("token_label", ev.Label),
+		zap.Int("distinct_addresses", ev.Distinct),
+		zap.Uint64("refusals", ev.Refusals),
+		zap.Strings("addresses", ev.Addresses),
+		zap.String("window", ev.Window),
+	}
+	switch {
+	case suspend:
+		fields = append(fields, zap.String("action", "suspending the token through the token store; resume undoes it"))
+	case h.LeakAlert.Suspend:
+		fields = append(fields, zap.String("action", "alerted only: the token is not a token store entry, which suspend can change"))
+	}
+	h.logger.Warn("token may be leaked", fields...)
+	ev.Suspended = suspend
+	leakAlerts.Store(leakKey{h.fileStore, ev.Label}, ev)
+	if suspend {
+		// Off the request path: the store's write waits for its lock.
+		go h.suspendLeaked(ev.Label)
+	}
+}
+
+// isStoreToken says whether label's token in force is a store entry
+// rather than one the config lists.
+func (h *Handler) isStoreToken(label string) bool {
+	v := h.current.Load()
+	if i, ok := v.base.labelled(label); ok && v.base.originOf(i) != h.storeWhere() {
+		return false
+	}
+	_, p := v.byLabel(label)
+	return p != nil
+}
+
+func (h *Handler) suspendLeaked(label string) {
+	_, err := h.fileStore.setSuspended(label, true, tokenstore.Cond{}, audit{source: "leak_alert"})
+	var gone caddy.APIError
+	if errors.As(err, &gone) && gone.HTTPStatus == http.StatusNotFound {
+		return // removed meanwhile
+	}
+	if err != nil {
+		h.logger.Error("suspending a token that may be leaked failed", zap.String("token_label", label), zap.Error(err))
+	}
+}

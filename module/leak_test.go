@@ -1,0 +1,159 @@
+package ipallowlist
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
+)
+
+func TestLeakTrackerAlertsOncePerWindow(t *testing.T) {
+	var got []leakEvent
+	tr := newLeakTracker(&LeakAlert{Addresses: 3, Window: caddy.Duration(time.Minute)}, func(e leakEvent) { got = append(got, e) })
+	l := labelOf(t, "cust-1")
+	at := time.Now().UnixNano()
+	from := func(ip string, dt time.Duration) { tr.refused(l, netip.MustParseAddr(ip), at+int64(dt)) }
+	from("192.0.2.1", 0)
+	from("192.0.2.1", time.Second) // the same address: not distinct
+	from("192.0.2.2", 2*time.Second)
+	if len(got) != 0 {
+		t.Fatalf("alerted at 2 distinct addresses: %+v", got)
+	}
+	from("2001:db8::3", 3*time.Second)
+	if len(got) != 1 || got[0].Distinct != 3 || got[0].Refusals != 4 || got[0].Label != "cust-1" || len(got[0].Addresses) != 3 {
+		t.Fatalf("at 3: %+v", got)
+	}
+	for i := range 20 {
+		from(fmt.Sprintf("198.51.100.%d", i), 4*time.Second)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d alerts in one window, want 1", len(got))
+	}
+	// A new window counts afresh.
+	from("192.0.2.1", 61*time.Second)
+	from("192.0.2.2", 62*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("alerted again after 2 addresses of a new window")
+	}
+	from("192.0.2.3", 63*time.Second)
+	if len(got) != 2 || got[1].Distinct != 3 || got[1].Refusals != 3 {
+		t.Fatalf("the next window: %+v", got)
+	}
+	// Another token has its own count.
+	tr.refused(labelOf(t, "cust-2"), netip.MustParseAddr("192.0.2.1"), at)
+	if len(got) != 2 {
+		t.Fatal("cust-2's first refusal alerted")
+	}
+}
+
+// The tracker's memory is bounded by tokens × addresses, whatever is
+// sent: here every one of leakTokens listed tokens is refused from 1,000
+// distinct addresses, and the heap it holds is measured.
+func TestLeakTrackerMemoryIsBounded(t *testing.T) {
+	tokens, perToken := 10_000, 1_000
+	const addresses = 50
+	labels := make([]*labelRef, tokens)
+	for i := range labels {
+		labels[i] = labelOf(t, fmt.Sprintf("leak-token-%05d", i))
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	alerts := 0
+	tr := newLeakTracker(&LeakAlert{Addresses: addresses, Window: caddy.Duration(time.Hour)}, func(leakEvent) { alerts++ })
+	now := time.Now().UnixNano()
+	for a := range perToken {
+		addr := netip.AddrFrom4([4]byte{10, byte(a >> 8), byte(a), 1})
+		for _, l := range labels {
+			tr.refused(l, addr, now)
+		}
+	}
+	used := int64(heap()) - int64(before)
+	runtime.KeepAlive(tr)
+	// The documented bound: per token tracked, its label, a state of 56
+	// bytes, at most addresses × 16 bytes (with append's spare room,
+	// twice that), and the map's entry.
+	bound := int64(tokens) * (addresses*16*2 + 256)
+	t.Logf("%d tokens refused from %d distinct addresses each (leak_alert %d): the tracker holds %d KiB, bound %d KiB",
+		tokens, perToken, addresses, used>>10, bound>>10)
+	if used > bound {
+		t.Errorf("the tracker holds %d bytes, more than the bound %d", used, bound)
+	}
+	if alerts != tokens {
+		t.Errorf("%d alerts, want one per token (%d)", alerts, tokens)
+	}
+}
+
+// A store token refused from enough addresses is alerted once, counted,
+// and suspended through the store; resume undoes it. A config token is
+// alerted, not suspended.
+func TestLeakAlertSuspendsStoreTokens(t *testing.T) {
+	h, logs := storeHandler(t, "")
+	h.LeakAlert = &LeakAlert{Addresses: 4, Window: caddy.Duration(time.Minute), Suspend: true}
+	reg := prometheus.NewRegistry()
+	var err error
+	if h.metrics, err = newMetrics(reg, false); err != nil {
+		t.Fatal(err)
+	}
+	h.leaks = newLeakTracker(h.LeakAlert, h.onLeak)
+	tok := applyTok(1)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`)
+	for i := range 6 {
+		if r := serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1", 100+i), "/", testkit.Bearer(tok)...)); r.status != http.StatusUnauthorized {
+			t.Fatalf("from outside: %d", r.status)
+		}
+	}
+	testkit.Wait(5*time.Second, func() bool { return decided(h, tok, "198.51.100.7") == "token_suspended cust-1" })
+	if got := decided(h, tok, "198.51.100.7"); got != "token_suspended cust-1" {
+		t.Fatalf("from its own address after the alert: %s", got)
+	}
+	warns := logs.FilterMessage("token may be leaked").All()
+	if len(warns) != 1 || warns[0].ContextMap()["distinct_addresses"] != int64(4) || warns[0].ContextMap()["token_label"] != "cust-1" {
+		t.Fatalf("WARN lines: %+v", warns)
+	}
+	if n := testutil.ToFloat64(h.metrics.leaks); n != 1 {
+		t.Errorf("leak_alerts_total %v, want 1", n)
+	}
+	if ev, ok := latestLeak(h.fileStore, "cust-1"); !ok || !ev.Suspended || ev.Distinct != 4 {
+		t.Errorf("the console's record: %+v %v", ev, ok)
+	}
+	found := false
+	for _, l := range logs.FilterMessage("token changed").All() {
+		if l.ContextMap()["source"] == "leak_alert" && l.ContextMap()["action"] == "suspend" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no audit line for the suspension")
+	}
+	routeCall(t, "POST", "/ip-allowlist/tokens/cust-1/resume", "")
+	if got := decided(h, tok, "198.51.100.7"); got != "allowed cust-1" {
+		t.Fatalf("after resume: %s", got)
+	}
+
+	// The config's token: alerted, never suspended.
+	for i := range 4 {
+		serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1", 150+i), "/", testkit.Bearer(applyTok(0))...))
+	}
+	warns = logs.FilterMessage("token may be leaked").All()
+	if len(warns) != 2 || !strings.Contains(fmt.Sprint(warns[1].ContextMap()["action"]), "alerted only") {
+		t.Fatalf("config token's alert: %+v", warns)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := decided(h, applyTok(0), "192.0.2.1"); got != "allowed config-a" {
+		t.Errorf("the config token after its alert: %s", got)
+	}
+}
