@@ -296,7 +296,7 @@ func (c *Caddy) Metric(name string, labelPairs ...string) (float64, bool) {
 	found := false
 lines:
 	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		for _, p := range labelPairs {
