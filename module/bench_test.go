@@ -369,3 +369,54 @@ func BenchmarkProvisionTokensFile(b *testing.B) {
 		cancel()
 	}
 }
+
+// BenchmarkLeakAlert serves refused requests of one token from 1,024
+// rotating addresses outside its list, as a leaked token's users would
+// send them, with leak_alert off and on (25 addresses in 1m): the
+// tracker's cost on the deny path, sequential and from every CPU.
+func BenchmarkLeakAlert(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "leak_alert=off"
+		if on {
+			name = "leak_alert=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newBenchHandler(b, benchShape{1_000, 2})
+			if on {
+				h.LeakAlert = &LeakAlert{Addresses: 25, Window: caddy.Duration(time.Minute)}
+				h.leaks = newLeakTracker(h.LeakAlert, func(leakEvent) {})
+			}
+			tok := benchTokenN(7)
+			reqs := make([]*http.Request, 1024)
+			for i := range reqs {
+				reqs[i] = benchRequest(tok, netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}))
+			}
+			w := &discardWriter{header: http.Header{}}
+			b.Run("sequential", func(b *testing.B) {
+				b.ReportAllocs()
+				for i := range b.N {
+					if h.ServeHTTP(w, reqs[i%len(reqs)], okHandler) == nil {
+						b.Fatal("allowed")
+					}
+				}
+			})
+			b.Run("parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					// Requests of its own: a request's replacer is not
+					// safe for concurrent use.
+					mine := make([]*http.Request, 256)
+					for i := range mine {
+						mine[i] = benchRequest(tok, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+					}
+					w := &discardWriter{header: http.Header{}}
+					i := 0
+					for pb.Next() {
+						_ = h.ServeHTTP(w, mine[i%len(mine)], okHandler)
+						i++
+					}
+				})
+			})
+		})
+	}
+}

@@ -349,6 +349,8 @@ type consoleToken struct {
 	Mode      string            `json:"mode,omitempty"`
 	Suspended bool              `json:"suspended,omitempty"`
 	Revoked   bool              `json:"revoked,omitempty"`
+	// The latest leak_alert alert of the token, on this node.
+	LeakAlert *leakEvent `json:"leak_alert,omitempty"`
 }
 
 // listedToken is a row of the token list.
@@ -500,6 +502,9 @@ func (q *consoleRequest) token(label string) error {
 	t, err := q.find(label)
 	if err != nil {
 		return err
+	}
+	if ev, ok := latestLeak(q.store, label); ok {
+		t.LeakAlert = &ev
 	}
 	return writeJSON(q.w, http.StatusOK, t)
 }

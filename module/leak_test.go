@@ -157,3 +157,25 @@ func TestLeakAlertSuspendsStoreTokens(t *testing.T) {
 		t.Errorf("the config token after its alert: %s", got)
 	}
 }
+
+// The console's token page answers the token's latest alert.
+func TestLeakAlertShownByTheConsole(t *testing.T) {
+	h, _ := storeHandler(t, "")
+	h.LeakAlert = &LeakAlert{Addresses: 3, Window: caddy.Duration(time.Minute)}
+	h.leaks = newLeakTracker(h.LeakAlert, h.onLeak)
+	c := newConsole(t, &Console{})
+	tok := applyTok(1)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`)
+	var e consoleToken
+	consoleCall(t, c, "alice", "GET", "/-/api/tokens/cust-1", "").json(t, &e)
+	if e.LeakAlert != nil {
+		t.Fatalf("an alert before any: %+v", e.LeakAlert)
+	}
+	for i := range 3 {
+		serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1", 200+i), "/", testkit.Bearer(tok)...))
+	}
+	consoleCall(t, c, "alice", "GET", "/-/api/tokens/cust-1", "").json(t, &e)
+	if e.LeakAlert == nil || e.LeakAlert.Distinct != 3 || e.LeakAlert.Suspended || len(e.LeakAlert.Addresses) != 3 {
+		t.Fatalf("the console's alert: %+v", e.LeakAlert)
+	}
+}

@@ -787,10 +787,11 @@ func startWithConfig(ctx caddy.Context, id caddy.ModuleID, s starter) error {
 // digestHex is a digest as stored: 64 lowercase hex digits.
 func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
 
-// forgetLabel drops the observed addresses and the recent refusals kept
-// under label, for a new entry that takes it.
+// forgetLabel drops the observed addresses, the recent refusals and the
+// leak alert kept under label, for a new entry that takes it.
 func (s *fileStore) forgetLabel(label string) {
 	forgetRefusals(s, label)
+	leakAlerts.Delete(leakKey{s, label})
 	observedPool.Range(func(_, v any) bool {
 		v.(*observedAddrs).drop(label)
 		return false

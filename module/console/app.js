@@ -448,6 +448,8 @@
     const suspendBtn = el('button', {type: 'button', id: 'suspend', class: 'secondary', hidden: true}, 'Suspend');
     const resumeBtn = el('button', {type: 'button', id: 'resume', class: 'secondary', hidden: true}, 'Resume');
     const stateErr = errBox('state-error');
+    // The latest leak_alert alert, from the entry's leak_alert.
+    const leakBox = el('p', {id: 'leak-alert', class: 'warn', role: 'status', hidden: true});
 
     // --- entries ---
     const entriesBody = el('tbody', {id: 'entries'});
@@ -463,7 +465,17 @@
     // Renders everything that comes from the entry; called with the
     // entry each change answers.
     function renderEntry(e) {
+      // A change answers the entry without its alert: keep the one shown.
+      if (!e.leak_alert && entry && entry.leak_alert) e.leak_alert = entry.leak_alert;
       entry = e;
+      const leak = e.leak_alert;
+      leakBox.hidden = !leak;
+      if (leak) {
+        leakBox.replaceChildren('May be leaked: refused from ' + leak.distinct_addresses +
+          ' distinct addresses outside its list within ' + leak.window + ' (' + leak.refusals +
+          ' refusals), at ', timeEl(leak.time), '. Among them: ' + (leak.addresses || []).join(', ') + '.' +
+          (leak.suspended ? ' leak_alert suspended it; Resume undoes that.' : ''));
+      }
       const state = stateOf(e);
       stateEl.textContent = state;
       stateEl.className = 'state state-' + state;
@@ -528,6 +540,7 @@
     sections.push(el('section', {'aria-labelledby': 'about-h'},
       el('h2', {id: 'about-h', class: 'sr-only'}, 'About this token'),
       el('p', {class: 'state-line'}, 'State: ', stateEl, ' ', modeEl),
+      leakBox,
       config ? el('p', {class: 'muted', id: 'read-only'},
         'Defined in the configuration: read-only here. Change it where it is defined.') : null,
       summary,
