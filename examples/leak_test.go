@@ -2,7 +2,6 @@ package examples
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,43 +9,13 @@ import (
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
-// leakConfig is a site whose handler keeps a store file in dir and raises
-// leak_alert at 25 distinct addresses in a minute, suspending store
-// tokens. 127.0.0.1 is a trusted proxy, so a request names its client in
-// X-Forwarded-For; config-a is a config token.
-func leakConfig(dir string) func(admin, site string) string {
-	return func(admin, site string) string {
-		return fmt.Sprintf(`{
-	admin %s
-	default_bind 127.0.0.1
-	servers {
-		trusted_proxies static 127.0.0.1/32
-	}
-}
-
-http://%s {
-	ip_allowlist {
-		token sha256:%s {
-			label config-a
-			allow 198.51.100.0/24
-		}
-		store file %s
-		unlisted_tokens none
-		missing_token deny
-		leak_alert 25 1m suspend
-	}
-	respond "hello, {http.ip_allowlist.token_label}" 200
-}
-`, admin, site, testkit.Digest(storeTok("config-a")), filepath.Join(dir, "tokens.db"))
-	}
-}
-
-// A listed token used from 25 distinct addresses outside its list raises
+// examples/leak.Caddyfile: a listed token used from 25 distinct addresses
+// outside its list raises
 // exactly one WARN and one count of the metric, whatever follows in the
 // window; with suspend, the store token is refused from its own address
 // until it is resumed. The config's token is alerted, not suspended.
 func TestLeakAlertAgainstTheBinary(t *testing.T) {
-	c := testkit.StartCaddy(t, "Caddyfile", leakConfig(t.TempDir()), testkit.Options{})
+	c := testkit.StartCaddyFile(t, "leak.Caddyfile", "8085", testkit.Options{})
 	tok := storeTok("leaky")
 	putToken(t, c, "leaky", tok, "203.0.113.7")
 	from := func(tok, addr string) testkit.Reply {
