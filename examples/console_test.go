@@ -889,6 +889,24 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("a token's page shows its leak alert", func(t *testing.T) {
+		lc := startConsoleExample(t, "\t\tunlisted_tokens none\n", "\t\tunlisted_tokens none\n\t\tleak_alert 3 1m suspend\n")
+		putEntry(t, lc, "leaky", map[string]any{"allow": []string{"203.0.113.7"}})
+		for i := range 3 {
+			// 127.0.0.1 is the example's trusted proxy.
+			r := lc.Do(testkit.Request{Header: append(testkit.Bearer(consoleTok("leaky")), "X-Forwarded-For", fmt.Sprintf("192.0.2.%d", 40+i))})
+			if r.Status != 401 {
+				t.Fatalf("from outside: %v", r)
+			}
+		}
+		op.open(t, lc.Site, "#/token/leaky")
+		op.waitFor(t, "the leak alert", `!document.querySelector('#leak-alert').hidden`)
+		if got := op.text(t, "#leak-alert"); !strings.Contains(got, "May be leaked: refused from 3 distinct addresses") || !strings.Contains(got, "192.0.2.40") || !strings.Contains(got, "suspended it") {
+			t.Errorf("#leak-alert reads %q", got)
+		}
+		op.noProblems(t)
+	})
+
 	t.Run("readable at 320 px", func(t *testing.T) {
 		op.do(t, "a 320 px wide screen", chromedp.EmulateViewport(320, 700))
 		defer op.do(t, "back to 1100 px", chromedp.EmulateViewport(1100, 900))
