@@ -70,6 +70,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		missing_token allow|deny
 //		mode enforce|report
 //		metrics_per_token
+//		leak_alert <distinct_addresses> <window> [suspend]
 //		admin_id <id>
 //	}
 //

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -184,13 +183,9 @@ func latestLeak(store *fileStore, label string) (leakEvent, bool) {
 	return v.(leakEvent), true
 }
 
-// leakCount counts the alerts raised, for the metric's tests.
-var leakCount atomic.Uint64
-
 // onLeak is h's alert: a WARN line, the metric, the console's record, and
 // with suspend a store token suspended through the store.
 func (h *Handler) onLeak(ev leakEvent) {
-	leakCount.Add(1)
 	h.metrics.leak()
 	suspend := h.LeakAlert.Suspend && h.fileStore != nil && h.isStoreToken(ev.Label)
 	fields := []zap.Field{
