@@ -194,6 +194,9 @@
       if (btn.getAttribute('aria-busy') === 'true') return;
       btn.setAttribute('aria-busy', 'true');
       setErr(box, '');
+      // An earlier change's "Added …" or "saved" no longer says what is
+      // true now.
+      for (const s of main.querySelectorAll('.status')) s.textContent = '';
       track((async () => {
         try {
           await fn();
@@ -549,7 +552,7 @@
 
     if (!config && me.operator) {
       const form = el('form', {id: 'owner-form', class: 'inline-form'},
-        field('Owner', ownerInput), ownerSave);
+        field('Owner\u2019s user id', ownerInput), ownerSave);
       form.addEventListener('submit', change(ownerSave, ownerErr, async () => {
         ownerStatus.textContent = '';
         renderEntry(await api(path + '/owner', {owner: ownerInput.value.trim()}));
@@ -557,7 +560,7 @@
         ownerStatus.textContent = 'Owner saved.';
       }));
       sections.push(el('section', {'aria-labelledby': 'owner-h'},
-        el('h2', {id: 'owner-h'}, 'Owner'), form, ownerErr, ownerStatus));
+        el('h2', {id: 'owner-h'}, 'Change the owner'), form, ownerErr, ownerStatus));
     }
 
     sections.push(el('section', {'aria-labelledby': 'entries-h'},
