@@ -266,6 +266,9 @@ func (p *parser) parse() error {
 			h.MetricsPerToken = true
 		case "leak_alert":
 			// leak_alert <distinct_addresses> <window> [suspend]
+			if h.LeakAlert != nil {
+				return d.Err("leak_alert given twice")
+			}
 			args := d.RemainingArgs()
 			if len(args) < 2 || len(args) > 3 || len(args) == 3 && args[2] != "suspend" {
 				return d.Err("leak_alert <distinct_addresses> <window> [suspend], such as leak_alert 20 10m suspend")

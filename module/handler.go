@@ -127,6 +127,8 @@ type Handler struct {
 
 	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
 	leaks      *leakTracker
+	// fileStoreLeft: closeFileStore ran (Cleanup may run twice).
+	fileStoreLeft bool
 }
 
 // TokenSource says where a token is read: a header, optionally after an

@@ -144,6 +144,7 @@ func (t *leakTracker) refused(label *labelRef, addr netip.Addr, now int64) {
 			for _, a := range s.addrs[:min(leakSample, len(s.addrs))] {
 				ev.Addresses = append(ev.Addresses, netip.AddrFrom16(a).Unmap().String())
 			}
+			s.addrs = nil // alerted: the window needs them no more
 		}
 	}
 	sh.mu.Unlock()
@@ -152,17 +153,37 @@ func (t *leakTracker) refused(label *labelRef, addr netip.Addr, now int64) {
 	}
 }
 
-// evictOldest drops the state whose window began first; sh.mu is held.
+// leakEvictSample is how many states a full shard looks at to choose
+// the one to drop: a bounded cost, not a scan of the shard.
+const leakEvictSample = 8
+
+// evictOldest drops, of a few states (map order is random), the one
+// whose window began first; sh.mu is held.
 func (sh *leakShard) evictOldest() {
 	var oldest string
-	first := true
+	n := 0
 	var at int64
 	for name, s := range sh.tokens {
-		if first || s.start < at {
-			oldest, at, first = name, s.start, false
+		if n == 0 || s.start < at {
+			oldest, at = name, s.start
+		}
+		if n++; n == leakEvictSample {
+			break
 		}
 	}
 	delete(sh.tokens, oldest)
+}
+
+// forget drops label's state: a new token under the label, or one
+// resumed, is counted afresh. A nil tracker forgets nothing.
+func (t *leakTracker) forget(label string) {
+	if t == nil {
+		return
+	}
+	sh := &t.shards[maphash.String(t.seed, label)%leakShards]
+	sh.mu.Lock()
+	delete(sh.tokens, label)
+	sh.mu.Unlock()
 }
 
 // leakAlerts holds the latest alert per store and label, for the
@@ -187,7 +208,9 @@ func latestLeak(store *fileStore, label string) (leakEvent, bool) {
 // with suspend a store token suspended through the store.
 func (h *Handler) onLeak(ev leakEvent) {
 	h.metrics.leak()
-	suspend := h.LeakAlert.Suspend && h.fileStore != nil && h.isStoreToken(ev.Label)
+	store := h.fileStore // read once: the goroutine below outlives the request
+	report := h.reportsLabel(ev.Label)
+	suspend := h.LeakAlert.Suspend && store != nil && !report && h.isStoreToken(ev.Label)
 	fields := []zap.Field{
 		zap.String("token_label", ev.Label),
 		zap.Int("distinct_addresses", ev.Distinct),
@@ -198,16 +221,35 @@ func (h *Handler) onLeak(ev leakEvent) {
 	switch {
 	case suspend:
 		fields = append(fields, zap.String("action", "suspending the token through the token store; resume undoes it"))
+	case h.LeakAlert.Suspend && report:
+		fields = append(fields, zap.String("action", "alerted only: the token is in report mode, where a suspension would refuse nothing, or end the learning of its addresses"))
 	case h.LeakAlert.Suspend:
 		fields = append(fields, zap.String("action", "alerted only: the token is not a token store entry, which suspend can change"))
 	}
 	h.logger.Warn("token may be leaked", fields...)
-	ev.Suspended = suspend
-	leakAlerts.Store(leakKey{h.fileStore, ev.Label}, ev)
-	if suspend {
-		// Off the request path: the store's write waits for its lock.
-		go h.suspendLeaked(ev.Label)
+	if store == nil {
+		return // no console serves a handler without a store
 	}
+	if !suspend {
+		leakAlerts.Store(leakKey{store, ev.Label}, ev)
+		return
+	}
+	// Off the request path: the store's write waits for its lock. The
+	// console's record says what came of it.
+	go func() {
+		ev.Suspended = h.suspendLeaked(store, ev.Label)
+		leakAlerts.Store(leakKey{store, ev.Label}, ev)
+	}()
+}
+
+// reportsLabel says whether label's refusals are let through: its own
+// mode, or the handler's.
+func (h *Handler) reportsLabel(label string) bool {
+	_, p := h.current.Load().byLabel(label)
+	if p != nil && p.mode != modeInherit {
+		return p.mode == modeReport
+	}
+	return h.report
 }
 
 // isStoreToken says whether label's token in force is a store entry
@@ -221,13 +263,16 @@ func (h *Handler) isStoreToken(label string) bool {
 	return p != nil
 }
 
-func (h *Handler) suspendLeaked(label string) {
-	_, err := h.fileStore.setSuspended(label, true, tokenstore.Cond{}, audit{source: "leak_alert"})
+// suspendLeaked suspends label's entry in store, and says whether it did.
+func (h *Handler) suspendLeaked(store *fileStore, label string) bool {
+	_, err := store.setSuspended(label, true, tokenstore.Cond{}, audit{source: "leak_alert"})
 	var gone caddy.APIError
 	if errors.As(err, &gone) && gone.HTTPStatus == http.StatusNotFound {
-		return // removed meanwhile
+		return false // removed meanwhile
 	}
 	if err != nil {
 		h.logger.Error("suspending a token that may be leaked failed", zap.String("token_label", label), zap.Error(err))
+		return false
 	}
+	return true
 }

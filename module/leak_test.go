@@ -56,44 +56,51 @@ func TestLeakTrackerAlertsOncePerWindow(t *testing.T) {
 }
 
 // The tracker's memory is bounded by tokens × addresses, whatever is
-// sent: here every one of leakTokens listed tokens is refused from 1,000
-// distinct addresses, and the heap it holds is measured.
+// sent, measured with the heap: 10,000 listed tokens, each refused from
+// 1,000 distinct addresses (alerted at 50, so each keeps no address once
+// alerted); and the worst case, 100 tokens refused from one address fewer
+// than leak_alert's 1,000, each keeping all it saw.
 func TestLeakTrackerMemoryIsBounded(t *testing.T) {
-	tokens, perToken := 10_000, 1_000
-	const addresses = 50
-	labels := make([]*labelRef, tokens)
-	for i := range labels {
-		labels[i] = labelOf(t, fmt.Sprintf("leak-token-%05d", i))
-	}
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
-	alerts := 0
-	tr := newLeakTracker(&LeakAlert{Addresses: addresses, Window: caddy.Duration(time.Hour)}, func(leakEvent) { alerts++ })
-	now := time.Now().UnixNano()
-	for a := range perToken {
-		addr := netip.AddrFrom4([4]byte{10, byte(a >> 8), byte(a), 1})
-		for _, l := range labels {
-			tr.refused(l, addr, now)
-		}
-	}
-	used := int64(heap()) - int64(before)
-	runtime.KeepAlive(tr)
-	// The documented bound: per token tracked, its label, a state of 56
-	// bytes, at most addresses × 16 bytes (with append's spare room,
-	// twice that), and the map's entry.
-	bound := int64(tokens) * (addresses*16*2 + 256)
-	t.Logf("%d tokens refused from %d distinct addresses each (leak_alert %d): the tracker holds %d KiB, bound %d KiB",
-		tokens, perToken, addresses, used>>10, bound>>10)
-	if used > bound {
-		t.Errorf("the tracker holds %d bytes, more than the bound %d", used, bound)
-	}
-	if alerts != tokens {
-		t.Errorf("%d alerts, want one per token (%d)", alerts, tokens)
+	for _, c := range []struct{ tokens, perToken, addresses int }{
+		{10_000, 1_000, 50},
+		{100, 999, 1_000},
+	} {
+		t.Run(fmt.Sprintf("tokens=%d/addresses=%d/leak_alert=%d", c.tokens, c.perToken, c.addresses), func(t *testing.T) {
+			labels := make([]*labelRef, c.tokens)
+			for i := range labels {
+				labels[i] = labelOf(t, fmt.Sprintf("leak-token-%05d", i))
+			}
+			heap := func() uint64 {
+				runtime.GC()
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				return m.HeapAlloc
+			}
+			before := heap()
+			alerts := 0
+			tr := newLeakTracker(&LeakAlert{Addresses: c.addresses, Window: caddy.Duration(time.Hour)}, func(leakEvent) { alerts++ })
+			now := time.Now().UnixNano()
+			for a := range c.perToken {
+				addr := netip.AddrFrom4([4]byte{10, byte(a >> 8), byte(a), 1})
+				for _, l := range labels {
+					tr.refused(l, addr, now)
+				}
+			}
+			used := int64(heap()) - int64(before)
+			runtime.KeepAlive(tr)
+			// The documented bound: per token tracked, at most addresses
+			// × 16 bytes (with append's spare room, twice that), and 256
+			// for its label, its state and the map's entry.
+			bound := int64(c.tokens) * (int64(c.addresses)*16*2 + 256)
+			t.Logf("%d tokens refused from %d distinct addresses each (leak_alert %d): the tracker holds %d KiB, %d bytes a token; bound %d KiB",
+				c.tokens, c.perToken, c.addresses, used>>10, used/int64(c.tokens), bound>>10)
+			if used > bound {
+				t.Errorf("the tracker holds %d bytes, more than the bound %d", used, bound)
+			}
+			if want := map[bool]int{true: c.tokens, false: 0}[c.perToken >= c.addresses]; alerts != want {
+				t.Errorf("%d alerts, want %d", alerts, want)
+			}
+		})
 	}
 }
 
@@ -177,5 +184,83 @@ func TestLeakAlertShownByTheConsole(t *testing.T) {
 	consoleCall(t, c, "alice", "GET", "/-/api/tokens/cust-1", "").json(t, &e)
 	if e.LeakAlert == nil || e.LeakAlert.Distinct != 3 || e.LeakAlert.Suspended || len(e.LeakAlert.Addresses) != 3 {
 		t.Fatalf("the console's alert: %+v", e.LeakAlert)
+	}
+}
+
+// From the review of leak_alert: each finding pinned.
+func TestLeakAlertReviewFindings(t *testing.T) {
+	h, logs := storeHandler(t, "")
+	h.LeakAlert = &LeakAlert{Addresses: 3, Window: caddy.Duration(time.Hour), Suspend: true}
+	h.leaks = newLeakTracker(h.LeakAlert, h.onLeak)
+	refuse := func(tok string, from ...int) {
+		t.Helper()
+		for _, i := range from {
+			serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1", i), "/", testkit.Bearer(tok)...))
+		}
+	}
+	suspended := func(tok, label string) bool {
+		return decided(h, tok, "198.51.100.7") == "token_suspended "+label
+	}
+	alerts := func() int { return len(logs.FilterMessage("token may be leaked").All()) }
+
+	// A new token under a label inherits nothing of the old one's window.
+	routeCall(t, "PUT", "/ip-allowlist/tokens/reused", `{"token": "`+applyTok(1)+`", "allow": ["198.51.100.7"]}`)
+	refuse(applyTok(1), 10, 11)
+	routeCall(t, "DELETE", "/ip-allowlist/tokens/reused?unrestrict=true", "")
+	routeCall(t, "PUT", "/ip-allowlist/tokens/reused", `{"token": "`+applyTok(2)+`", "allow": ["198.51.100.7"]}`)
+	refuse(applyTok(2), 12)
+	time.Sleep(50 * time.Millisecond)
+	if alerts() != 0 || suspended(applyTok(2), "reused") {
+		t.Fatalf("the new token was alerted on the old one's refusals (%d alerts)", alerts())
+	}
+
+	// Resume counts afresh: the same window can suspend it again, after
+	// as many new addresses.
+	routeCall(t, "PUT", "/ip-allowlist/tokens/resumed", `{"token": "`+applyTok(3)+`", "allow": ["198.51.100.7"]}`)
+	refuse(applyTok(3), 20, 21, 22)
+	testkit.Wait(5*time.Second, func() bool { return suspended(applyTok(3), "resumed") })
+	routeCall(t, "POST", "/ip-allowlist/tokens/resumed/resume", "")
+	refuse(applyTok(3), 23, 24)
+	time.Sleep(50 * time.Millisecond)
+	if suspended(applyTok(3), "resumed") {
+		t.Fatal("suspended again by two addresses after resume")
+	}
+	refuse(applyTok(3), 25)
+	testkit.Wait(5*time.Second, func() bool { return suspended(applyTok(3), "resumed") })
+	if !suspended(applyTok(3), "resumed") {
+		t.Fatal("not suspended by three new addresses after resume")
+	}
+
+	// A token in report mode is alerted, not suspended.
+	routeCall(t, "PUT", "/ip-allowlist/tokens/learning", `{"token": "`+applyTok(4)+`", "allow": ["198.51.100.7"], "mode": "report"}`)
+	before := alerts()
+	refuse(applyTok(4), 30, 31, 32)
+	time.Sleep(100 * time.Millisecond)
+	if alerts() != before+1 || suspended(applyTok(4), "learning") {
+		t.Fatalf("report mode: %d new alerts, suspended %v", alerts()-before, suspended(applyTok(4), "learning"))
+	}
+	last := logs.FilterMessage("token may be leaked").All()
+	if a := fmt.Sprint(last[len(last)-1].ContextMap()["action"]); !strings.Contains(a, "report mode") {
+		t.Errorf("report mode's alert says %q", a)
+	}
+}
+
+// A suspension under way when the config is let go of does not crash.
+func TestLeakAlertSuspendDuringCleanup(t *testing.T) {
+	for range 5 {
+		h, _ := storeHandler(t, "")
+		h.LeakAlert = &LeakAlert{Addresses: 2, Window: caddy.Duration(time.Minute), Suspend: true}
+		h.leaks = newLeakTracker(h.LeakAlert, h.onLeak)
+		routeCall(t, "PUT", "/ip-allowlist/tokens/c", `{"token": "`+applyTok(1)+`", "allow": ["198.51.100.7"]}`)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range 2 {
+				serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1", i), "/", testkit.Bearer(applyTok(1))...))
+			}
+		}()
+		_ = h.Cleanup()
+		<-done
+		time.Sleep(20 * time.Millisecond)
 	}
 }

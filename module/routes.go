@@ -550,13 +550,21 @@ func (s *fileStore) setSuspended(label string, on bool, cond tokenstore.Cond, a 
 	if on {
 		a.action = "suspend"
 	}
-	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
+	kept, err := s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
 		if tp.Suspended == on {
 			return errUnchanged
 		}
 		tp.Suspended = on
 		return nil
 	})
+	if err == nil && !on {
+		// Resumed: leak_alert counts afresh, rather than stay silent
+		// for the rest of the window that suspended it.
+		for _, h := range s.users() {
+			h.leaks.forget(label)
+		}
+	}
+	return kept, err
 }
 
 // promoteResult is promote's answer.

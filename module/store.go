@@ -162,6 +162,12 @@ func (s *fileStore) waitOpen(done <-chan struct{}) {
 
 // Destruct closes the file when the last handler using it has gone.
 func (s *fileStore) Destruct() error {
+	leakAlerts.Range(func(k, _ any) bool {
+		if k.(leakKey).store == s {
+			leakAlerts.Delete(k)
+		}
+		return true
+	})
 	if eng := s.eng.Load(); eng != nil {
 		return eng.Close()
 	}
@@ -664,10 +670,12 @@ func (h *Handler) openFileStore(ctx caddy.Context) error {
 // closeFileStore leaves the store; the last handler to leave closes it.
 func (h *Handler) closeFileStore() error {
 	s := h.fileStore
-	if s == nil {
+	if s == nil || h.fileStoreLeft {
 		return nil
 	}
-	h.fileStore = nil
+	// h.fileStore stays set: requests still in flight read it (their
+	// refusals name their store) while the config is let go of.
+	h.fileStoreLeft = true
 	s.leave(h)
 	_, err := fileStores.Delete(s.path)
 	return err
@@ -792,6 +800,9 @@ func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
 func (s *fileStore) forgetLabel(label string) {
 	forgetRefusals(s, label)
 	leakAlerts.Delete(leakKey{s, label})
+	for _, h := range s.users() {
+		h.leaks.forget(label)
+	}
 	observedPool.Range(func(_, v any) bool {
 		v.(*observedAddrs).drop(label)
 		return false
