@@ -234,10 +234,18 @@ func (h *Handler) onLeak(ev leakEvent) {
 		leakAlerts.Store(leakKey{store, ev.Label}, ev)
 		return
 	}
+	// The entry as it is now: the suspension is written only if it is
+	// still this one, so a token re-created under the label in between
+	// is not suspended for the old one's refusals.
+	cur, err := store.get(ev.Label)
+	if err != nil {
+		leakAlerts.Store(leakKey{store, ev.Label}, ev)
+		return
+	}
 	// Off the request path: the store's write waits for its lock. The
 	// console's record says what came of it.
 	go func() {
-		ev.Suspended = h.suspendLeaked(store, ev.Label)
+		ev.Suspended = h.suspendLeaked(store, ev.Label, cur.rev)
 		leakAlerts.Store(leakKey{store, ev.Label}, ev)
 	}()
 }
@@ -263,12 +271,14 @@ func (h *Handler) isStoreToken(label string) bool {
 	return p != nil
 }
 
-// suspendLeaked suspends label's entry in store, and says whether it did.
-func (h *Handler) suspendLeaked(store *fileStore, label string) bool {
-	_, err := store.setSuspended(label, true, tokenstore.Cond{}, audit{source: "leak_alert"})
+// suspendLeaked suspends label's entry in store if it is still at
+// revision rev, and says whether it did.
+func (h *Handler) suspendLeaked(store *fileStore, label string, rev uint64) bool {
+	_, err := store.setSuspended(label, true, tokenstore.Cond{IfRev: rev}, audit{source: "leak_alert"})
 	var gone caddy.APIError
-	if errors.As(err, &gone) && gone.HTTPStatus == http.StatusNotFound {
-		return false // removed meanwhile
+	if errors.As(err, &gone) && (gone.HTTPStatus == http.StatusNotFound || gone.HTTPStatus == http.StatusPreconditionFailed) {
+		h.logger.Warn("a token that may be leaked was not suspended: its entry was changed or removed since the alert; look at it", zap.String("token_label", label))
+		return false
 	}
 	if err != nil {
 		h.logger.Error("suspending a token that may be leaked failed", zap.String("token_label", label), zap.Error(err))

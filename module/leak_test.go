@@ -264,3 +264,28 @@ func TestLeakAlertSuspendDuringCleanup(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The suspension is written only to the entry that was alerted: one
+// changed or re-created since is left alone, and the log says so.
+func TestLeakSuspendOnlyTheAlertedEntry(t *testing.T) {
+	h, logs := storeHandler(t, "")
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+applyTok(1)+`", "allow": ["198.51.100.7"]}`)
+	then, err := h.fileStore.get("cust-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routeCall(t, "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["198.51.100.8"]}`)
+	if h.suspendLeaked(h.fileStore, "cust-1", then.rev) {
+		t.Fatal("suspended an entry changed since the alert")
+	}
+	if got := decided(h, applyTok(1), "198.51.100.7"); got != "allowed cust-1" {
+		t.Fatalf("after the refused suspension: %s", got)
+	}
+	if logs.FilterMessage("a token that may be leaked was not suspended: its entry was changed or removed since the alert; look at it").Len() != 1 {
+		t.Error("no line saying the suspension was not made")
+	}
+	now, _ := h.fileStore.get("cust-1")
+	if !h.suspendLeaked(h.fileStore, "cust-1", now.rev) {
+		t.Fatal("the entry as alerted was not suspended")
+	}
+}
