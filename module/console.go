@@ -236,9 +236,6 @@ func (q *consoleRequest) serve(path string) error {
 	default:
 		return apiErr(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed: the console reads with GET and changes with POST", q.r.Method))
 	}
-	if len(parts) == 1 && parts[0] == "refusals" && q.r.Method == http.MethodGet {
-		return q.refusals()
-	}
 	s, err := q.c.openStore(q.r)
 	if err != nil {
 		return err
@@ -248,6 +245,8 @@ func (q *consoleRequest) serve(path string) error {
 	switch {
 	case len(parts) == 1 && parts[0] == "me" && get:
 		return q.me()
+	case len(parts) == 1 && parts[0] == "refusals" && get:
+		return q.refusals()
 	case len(parts) == 1 && parts[0] == "tokens" && get:
 		return q.list()
 	case len(parts) == 1 && parts[0] == "tokens":
@@ -744,11 +743,6 @@ const refusalsShown = 100
 // an operator's of every token, an owner's of their own.
 func (q *consoleRequest) refusals() error {
 	label := q.r.URL.Query().Get("label")
-	s, err := q.c.openStore(q.r)
-	if err != nil {
-		return err
-	}
-	q.store = s
 	if label != "" {
 		if _, err := q.find(label); err != nil {
 			return err
@@ -803,20 +797,6 @@ func (c *configLabelCache) load(s *fileStore) []consoleToken {
 	var tokens []consoleToken
 	for i, h := range hs {
 		t, store := bases[i], h.storeWhere()
-		add := func(id uint32) {
-			label := t.label(&t.policies[id]).String()
-			where := t.originOf(id)
-			if where == store || seen[label] {
-				return
-			}
-			seen[label] = true
-			ct := consoleToken{Label: strings.Clone(label), Source: "config", Where: where}
-			if tp := h.Tokens[label]; tp != nil {
-				ct.Allow, ct.Deny, ct.Note, ct.Owner, ct.Mode = tp.Allow, tp.Deny, tp.Note, tp.Owner, tp.Mode
-				ct.Suspended, ct.Revoked = tp.Suspended, tp.Revoked
-			}
-			tokens = append(tokens, ct)
-		}
 		// Policies are compiled in runs of one origin: read the
 		// config's runs only, not the store's million.
 		for j, o := range t.origins {
@@ -828,9 +808,17 @@ func (c *configLabelCache) load(s *fileStore) []consoleToken {
 				end = t.origins[j+1].start
 			}
 			for id := o.start; id < end; id++ {
-				if i, listed := t.labelled(t.label(&t.policies[id]).String()); listed && i == id {
-					add(id)
+				label := t.label(&t.policies[id]).String()
+				if i, listed := t.labelled(label); !listed || i != id || seen[label] {
+					continue
 				}
+				seen[label] = true
+				ct := consoleToken{Label: strings.Clone(label), Source: "config", Where: o.where}
+				if tp := h.Tokens[label]; tp != nil {
+					ct.Allow, ct.Deny, ct.Note, ct.Owner, ct.Mode = tp.Allow, tp.Deny, tp.Note, tp.Owner, tp.Mode
+					ct.Suspended, ct.Revoked = tp.Suspended, tp.Revoked
+				}
+				tokens = append(tokens, ct)
 			}
 		}
 	}

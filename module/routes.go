@@ -560,9 +560,7 @@ func (s *fileStore) setSuspended(label string, on bool, cond tokenstore.Cond, a 
 	if err == nil && !on {
 		// Resumed: leak_alert counts afresh, rather than stay silent
 		// for the rest of the window that suspended it.
-		for _, h := range s.users() {
-			h.leaks.forget(label)
-		}
+		s.forgetLeaks(label)
 	}
 	return kept, err
 }

@@ -800,11 +800,17 @@ func digestHex(d [32]byte) string { return hex.EncodeToString(d[:]) }
 func (s *fileStore) forgetLabel(label string) {
 	forgetRefusals(s, label)
 	leakAlerts.Delete(leakKey{s, label})
-	for _, h := range s.users() {
-		h.leaks.forget(label)
-	}
+	s.forgetLeaks(label)
 	observedPool.Range(func(_, v any) bool {
 		v.(*observedAddrs).drop(label)
 		return false
 	})
+}
+
+// forgetLeaks drops the leak_alert count of label in every handler using
+// the store: its token is new, or resumed, and counted afresh.
+func (s *fileStore) forgetLeaks(label string) {
+	for _, h := range s.users() {
+		h.leaks.forget(label)
+	}
 }
