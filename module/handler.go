@@ -418,7 +418,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		)
 	}
 	if h.leaks != nil && d.policy != nil && (d.reason == reasonIPNotAllowed || d.reason == reasonIPDenied) && d.addr.IsValid() {
-		h.leaks.refused(label, d.addr, time.Now().UnixNano())
+		h.leaks.refused(label, d.addr, report, time.Now().UnixNano())
 	}
 	if report {
 		return next.ServeHTTP(w, r)

@@ -96,6 +96,9 @@ type leakEvent struct {
 	Addresses []string  `json:"addresses"` // a few of them
 	Window    string    `json:"window"`
 	Suspended bool      `json:"suspended,omitempty"`
+	// report: the refusal that raised it was let through, in report
+	// mode (the request's decision.report).
+	report bool
 }
 
 func newLeakTracker(a *LeakAlert, alert func(leakEvent)) *leakTracker {
@@ -107,8 +110,8 @@ func newLeakTracker(a *LeakAlert, alert func(leakEvent)) *leakTracker {
 }
 
 // refused records one refusal of label's token from addr, outside its
-// list, at now.
-func (t *leakTracker) refused(label *labelRef, addr netip.Addr, now int64) {
+// list, at now; report says it was let through, in report mode.
+func (t *leakTracker) refused(label *labelRef, addr netip.Addr, report bool, now int64) {
 	name := label.String()
 	sh := &t.shards[maphash.String(t.seed, name)%leakShards]
 	key := addr.As16()
@@ -140,7 +143,7 @@ func (t *leakTracker) refused(label *labelRef, addr netip.Addr, now int64) {
 		if len(s.addrs) >= t.addresses {
 			s.alerted = true
 			ev = &leakEvent{Label: strings.Clone(name), Time: time.Unix(0, now).UTC(), Distinct: len(s.addrs),
-				Refusals: s.refusals, Window: time.Duration(t.window).String()}
+				Refusals: s.refusals, Window: time.Duration(t.window).String(), report: report}
 			for _, a := range s.addrs[:min(leakSample, len(s.addrs))] {
 				ev.Addresses = append(ev.Addresses, netip.AddrFrom16(a).Unmap().String())
 			}
@@ -209,8 +212,7 @@ func latestLeak(store *fileStore, label string) (leakEvent, bool) {
 func (h *Handler) onLeak(ev leakEvent) {
 	h.metrics.leak()
 	store := h.fileStore // read once: the goroutine below outlives the request
-	report := h.reportsLabel(ev.Label)
-	suspend := h.LeakAlert.Suspend && store != nil && !report && h.isStoreToken(ev.Label)
+	suspend := h.LeakAlert.Suspend && store != nil && !ev.report && h.isStoreToken(ev.Label)
 	fields := []zap.Field{
 		zap.String("token_label", ev.Label),
 		zap.Int("distinct_addresses", ev.Distinct),
@@ -221,7 +223,7 @@ func (h *Handler) onLeak(ev leakEvent) {
 	switch {
 	case suspend:
 		fields = append(fields, zap.String("action", "suspending the token through the token store; resume undoes it"))
-	case h.LeakAlert.Suspend && report:
+	case h.LeakAlert.Suspend && ev.report:
 		fields = append(fields, zap.String("action", "alerted only: the token is in report mode, where a suspension would refuse nothing, or end the learning of its addresses"))
 	case h.LeakAlert.Suspend:
 		fields = append(fields, zap.String("action", "alerted only: the token is not a token store entry, which suspend can change"))
@@ -248,16 +250,6 @@ func (h *Handler) onLeak(ev leakEvent) {
 		ev.Suspended = h.suspendLeaked(store, ev.Label, cur.rev)
 		leakAlerts.Store(leakKey{store, ev.Label}, ev)
 	}()
-}
-
-// reportsLabel says whether label's refusals are let through: its own
-// mode, or the handler's.
-func (h *Handler) reportsLabel(label string) bool {
-	_, p := h.current.Load().byLabel(label)
-	if p != nil && p.mode != modeInherit {
-		return p.mode == modeReport
-	}
-	return h.report
 }
 
 // isStoreToken says whether label's token in force is a store entry

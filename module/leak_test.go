@@ -21,7 +21,7 @@ func TestLeakTrackerAlertsOncePerWindow(t *testing.T) {
 	tr := newLeakTracker(&LeakAlert{Addresses: 3, Window: caddy.Duration(time.Minute)}, func(e leakEvent) { got = append(got, e) })
 	l := labelOf(t, "cust-1")
 	at := time.Now().UnixNano()
-	from := func(ip string, dt time.Duration) { tr.refused(l, netip.MustParseAddr(ip), at+int64(dt)) }
+	from := func(ip string, dt time.Duration) { tr.refused(l, netip.MustParseAddr(ip), false, at+int64(dt)) }
 	from("192.0.2.1", 0)
 	from("192.0.2.1", time.Second) // the same address: not distinct
 	from("192.0.2.2", 2*time.Second)
@@ -49,7 +49,7 @@ func TestLeakTrackerAlertsOncePerWindow(t *testing.T) {
 		t.Fatalf("the next window: %+v", got)
 	}
 	// Another token has its own count.
-	tr.refused(labelOf(t, "cust-2"), netip.MustParseAddr("192.0.2.1"), at)
+	tr.refused(labelOf(t, "cust-2"), netip.MustParseAddr("192.0.2.1"), false, at)
 	if len(got) != 2 {
 		t.Fatal("cust-2's first refusal alerted")
 	}
@@ -83,7 +83,7 @@ func TestLeakTrackerMemoryIsBounded(t *testing.T) {
 			for a := range c.perToken {
 				addr := netip.AddrFrom4([4]byte{10, byte(a >> 8), byte(a), 1})
 				for _, l := range labels {
-					tr.refused(l, addr, now)
+					tr.refused(l, addr, false, now)
 				}
 			}
 			used := int64(heap()) - int64(before)
