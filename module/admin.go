@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -122,6 +123,9 @@ func (h *Handler) Cleanup() error {
 	delete(inForce.handlers, h)
 	inForce.Unlock()
 	err := errors.Join(h.closeStore(), h.closeFileStore())
+	if h.dns != nil {
+		h.dns.close()
+	}
 	if provisioned && h.observed != nil {
 		_, oerr := observedPool.Delete(observedPoolKey)
 		err = errors.Join(err, oerr)
@@ -136,6 +140,19 @@ type checkResult struct {
 	Decision string `json:"decision"`
 	Reason   string `json:"reason"`
 	Mode     string `json:"mode"`
+	// The dns: name that admits the address, when a range does not.
+	DNSName string `json:"dns_name,omitempty"`
+}
+
+func newCheckResult(label string, addr netip.Addr, res reason, name *dnsName, mode string) checkResult {
+	c := checkResult{Label: label, IP: addr.String(), Decision: decisionAllow, Reason: res.String(), Mode: mode}
+	if res != reasonAllowed {
+		c.Decision = decisionDeny
+	}
+	if name != nil {
+		c.DNSName = name.name
+	}
+	return c
 }
 
 func handleCheck(w http.ResponseWriter, r *http.Request) error {
@@ -153,18 +170,15 @@ func handleCheck(w http.ResponseWriter, r *http.Request) error {
 	for h := range inForce.handlers {
 		v := h.current.Load()
 		var res reason
+		var name *dnsName
 		if label == "" {
 			res = v.base.checkUnlisted(addr)
 		} else if t, p := v.byLabel(label); p != nil {
-			res = t.check(p, addr)
+			res, name = t.checkNamed(p, addr)
 		} else {
 			continue
 		}
-		decision := decisionAllow
-		if res != reasonAllowed {
-			decision = decisionDeny
-		}
-		results = append(results, checkResult{label, addr.String(), decision, res.String(), h.modeName()})
+		results = append(results, newCheckResult(label, addr, res, name, h.modeName()))
 	}
 	inForce.RUnlock()
 	if len(results) == 0 {

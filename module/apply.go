@@ -180,6 +180,7 @@ func (h *Handler) mergeInBackground() {
 	}
 	h.builds++
 	h.current.Store(next)
+	h.keepNames(next)
 	h.wakeExpiry()
 	h.markLoaded()
 	h.logger.Debug("changed tokens merged", zap.Int("tokens", len(b.t.policies)),
@@ -306,9 +307,19 @@ func (h *Handler) publishBuild(t *table) {
 	h.builds++
 	next := newView(t)
 	old := h.current.Swap(next)
+	h.keepNames(next)
 	h.wakeExpiry()
 	h.markLoaded()
 	h.warnUnlisted(old, next)
+}
+
+// keepNames lets go of the names no table of v lists, unless a merge
+// compiles meanwhile: the names it holds are not yet in a view. Callers
+// hold h.rebuild.
+func (h *Handler) keepNames(v *view) {
+	if h.dns != nil && !h.merging {
+		h.dns.keep(v)
+	}
 }
 
 // mergeLocked folds the overlay into a new base: a full build, which reads

@@ -34,6 +34,14 @@ type compiler struct {
 	// entry removed from a token.
 	emptyAllow bool
 
+	// dns holds the names entries list, resolved by its pool; nil where
+	// names are checked, not resolved (Checker, the store's writers).
+	dns *dnsHold
+	// names: the dns: entries of the policy being compiled; namesOK says
+	// it is a listed token's, the only policy that may have them.
+	names   []*dnsName
+	namesOK bool
+
 	// scratch, reused for every policy
 	allow, deny, allowed, denied spanLists
 }
@@ -45,6 +53,7 @@ func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error
 		repl: repl,
 		b:    newTableBuilder(tokens),
 		now:  time.Now(),
+		dns:  h.dns,
 	}
 	if err := checkModes(h); err != nil {
 		return nil, err
@@ -162,6 +171,7 @@ func (c *compiler) refuse(e labeledEntry) {
 // policy compiles allow and deny: the table keeps allow minus deny, and the
 // part of deny inside allow, which tells ip_denied from ip_not_allowed.
 func (c *compiler) policy(label string, allow, deny []string, broad bool) (policy, error) {
+	c.names = c.names[:0]
 	if err := c.collect(&c.allow, "allow", allow, broad); err != nil {
 		return policy{}, err
 	}
@@ -172,7 +182,13 @@ func (c *compiler) policy(label string, allow, deny []string, broad bool) (polic
 	c.allowed.v6 = subtractSpans(c.allowed.v6[:0], c.allow.v6, c.deny.v6)
 	c.denied.v4 = intersectSpans(c.denied.v4[:0], c.allow.v4, c.deny.v4)
 	c.denied.v6 = intersectSpans(c.denied.v6[:0], c.allow.v6, c.deny.v6)
-	return c.b.addPolicy(label, &c.allowed, &c.denied)
+	p, err := c.b.addPolicy(label, &c.allowed, &c.denied)
+	if err != nil || len(c.names) == 0 {
+		return p, err
+	}
+	p.named = true
+	c.b.addNames(p, c.names, &c.deny)
+	return p, nil
 }
 
 // addToken applies every entry rule to one listed token and compiles it.
@@ -214,7 +230,9 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
+	c.namesOK = true
 	p, err := c.policy(label, allow, tp.Deny, tp.AllowBroad)
+	c.namesOK = false
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}

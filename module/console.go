@@ -675,12 +675,8 @@ func (q *consoleRequest) check(label string) error {
 		if p == nil {
 			continue
 		}
-		res := t.check(p, addr)
-		decision := decisionAllow
-		if res != reasonAllowed {
-			decision = decisionDeny
-		}
-		return writeJSON(q.w, http.StatusOK, checkResult{label, addr.String(), decision, res.String(), h.modeName()})
+		res, name := t.checkNamed(p, addr)
+		return writeJSON(q.w, http.StatusOK, newCheckResult(label, addr, res, name, h.modeName()))
 	}
 	return apiErr(http.StatusNotFound, fmt.Errorf("token %q is not in force on this node", label))
 }

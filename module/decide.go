@@ -72,6 +72,7 @@ type decision struct {
 	clientIP string
 	addr     netip.Addr // the parsed client address, when there is one
 	token    bool       // a token was presented, listed or not
+	name     *dnsName   // the dns: name that admitted addr, if one did
 }
 
 func (d decision) allowed() bool { return d.reason == reasonAllowed }
@@ -127,25 +128,34 @@ func (h *Handler) decide(r *http.Request, v *view) decision {
 		return d
 	}
 	d.table, d.policy = v.policy(tok.policy)
-	d.reason = d.table.check(d.policy, addr)
+	d.reason, d.name = d.table.checkNamed(d.policy, addr)
 	return d
 }
 
 // check applies a listed token's policy to addr.
 func (t *table) check(p *policy, addr netip.Addr) reason {
+	r, _ := t.checkNamed(p, addr)
+	return r
+}
+
+// checkNamed is check, which also returns the dns: name that admitted
+// addr, when its ranges did not.
+func (t *table) checkNamed(p *policy, addr netip.Addr) (reason, *dnsName) {
 	switch {
 	case p.state == stateRevoked:
-		return reasonTokenRevoked
+		return reasonTokenRevoked, nil
 	case p.state == stateInvalid:
-		return reasonInvalidEntry
+		return reasonInvalidEntry, nil
 	case p.state == stateSuspended:
-		return reasonTokenSuspended
+		return reasonTokenSuspended, nil
 	case t.contains(p.allowed, addr):
-		return reasonAllowed
+		return reasonAllowed, nil
+	case p.named:
+		return t.checkNames(p, addr)
 	case t.contains(p.denied, addr):
-		return reasonIPDenied
+		return reasonIPDenied, nil
 	}
-	return reasonIPNotAllowed
+	return reasonIPNotAllowed, nil
 }
 
 // checkUnlisted applies the unlisted policy to addr.

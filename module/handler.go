@@ -91,6 +91,11 @@ type Handler struct {
 	// its list within a short window. Default: off.
 	LeakAlert *LeakAlert `json:"leak_alert,omitempty"`
 
+	// The DNS servers that resolve the dns: entries of allow lists, each
+	// an IP address with or without a port (53), asked in order. Default:
+	// the system's (the nameservers of /etc/resolv.conf).
+	Resolvers []string `json:"resolvers,omitempty"`
+
 	config   context.Context // of the config this handler belongs to
 	sources  []source
 	bearer   bool // a source is Authorization with the Bearer scheme
@@ -125,7 +130,8 @@ type Handler struct {
 	// expiryWake tells expireEntries a view was published.
 	expiryWake chan struct{}
 
-	unixWarned uint32 // atomic: 1 once warnUnixSocket has logged
+	dns        *dnsHold // the names of dns: entries, as resolved
+	unixWarned uint32   // atomic: 1 once warnUnixSocket has logged
 	leaks      *leakTracker
 	// fileStoreLeft: closeFileStore ran (Cleanup may run twice).
 	fileStoreLeft bool
@@ -238,6 +244,9 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.rebuild = new(sync.Mutex)
 	h.expiryWake = make(chan struct{}, 1)
+	if err := h.openDNS(ctx); err != nil {
+		return err
+	}
 	if s := h.Store; s != nil {
 		switch {
 		case s.Redis != nil && s.File != "":
@@ -308,6 +317,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
+		zap.Int("dns_names", t.dnsNames),
 		zap.String("mode", h.modeName()))
 	if h.Watch > 0 && len(h.TokensFiles) > 0 {
 		go h.watch(ctx, time.Duration(h.Watch))
@@ -347,6 +357,8 @@ const (
 	placeholderDecision = "http.ip_allowlist.decision"
 	placeholderReason   = "http.ip_allowlist.reason"
 	placeholderLabel    = "http.ip_allowlist.token_label"
+	// Set only when a dns: name admitted the request: that name.
+	placeholderDNSName = "http.ip_allowlist.dns_name"
 )
 
 // ServeHTTP decides the request and either passes it on or answers 401.
@@ -386,10 +398,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set(placeholderDecision, decision)
 		repl.Set(placeholderReason, reasonValues[d.reason])
 		repl.Set(placeholderLabel, label)
+		if d.name != nil {
+			repl.Set(placeholderDNSName, d.name.name)
+		}
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(r) {
 		extra.Set(zap.String("ip_allowlist_decision", decision.(string)))
 		extra.Set(zap.Stringer("ip_allowlist_token_label", label))
+		if d.name != nil {
+			extra.Set(zap.String("ip_allowlist_dns_name", d.name.name))
+		}
 	}
 	if d.allowed() {
 		if d.policy != nil {

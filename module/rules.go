@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"go4.org/netipx"
@@ -230,6 +231,9 @@ func (c *compiler) compileSets(sets map[string][]string) error {
 			if _, isSet := sets[entry]; isSet {
 				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, errors.New("a set cannot contain another set; list its ranges")}}
 			}
+			if isDNSEntry(entry) {
+				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, errors.New("a set holds ranges only; list dns: names in a token's allow")}}
+			}
 			rs, err := parseRange(entry)
 			if err != nil {
 				return &ConfigError{Set: name, Err: &EntryError{"", i, entry, err}}
@@ -263,6 +267,11 @@ func (c *compiler) collect(dst *spanLists, field string, entries []string, broad
 		var v6 float64
 		if def, ok := c.sets[entry]; ok {
 			rs, v4, v6 = def.ranges, def.v4, def.v6
+		} else if isDNSEntry(entry) {
+			if err := c.collectName(field, entry); err != nil {
+				return &EntryError{field, i, entry, err}
+			}
+			continue
 		} else if isSetName(entry) {
 			switch c.origin {
 			case originWriter:
@@ -295,6 +304,25 @@ func (c *compiler) collect(dst *spanLists, field string, entries []string, broad
 		}
 	}
 	dst.normalize()
+	return nil
+}
+
+// collectName applies the rules of a dns: entry and, where names are
+// resolved, adds its name to the policy's.
+func (c *compiler) collectName(field, entry string) error {
+	name, err := parseDNSEntry(entry)
+	switch {
+	case err != nil:
+		return err
+	case field != "allow" || !c.namesOK:
+		return errors.New("a dns: name may be only in a token's allow list")
+	}
+	if c.dns != nil {
+		n := c.dns.name(name)
+		if !slices.Contains(c.names, n) {
+			c.names = append(c.names, n)
+		}
+	}
 	return nil
 }
 
@@ -355,6 +383,9 @@ func thousands(n uint64) string {
 // entry that is not shaped like an address, and a set name as long as a
 // token, are shown by their length only.
 func quoteEntry(s string) string {
+	if isDNSEntry(s) && len(s) <= len(DNSPrefix)+253 && nameShaped(s[len(DNSPrefix):]) {
+		return fmt.Sprintf("%q", s)
+	}
 	if isSetName(s) {
 		if len(s) < minTokenLen {
 			return fmt.Sprintf("%q", s)
@@ -365,6 +396,17 @@ func quoteEntry(s string) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("(an entry of %d characters that is no address, not shown in case it is a token)", len(s))
+}
+
+// nameShaped reports whether s is made of what DNS names are made of.
+func nameShaped(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !(c >= 'a' && c <= 'z' || s[i] >= '0' && s[i] <= '9' || strings.IndexByte(".-_*", s[i]) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // addressShaped reports whether s is made of what addresses, prefixes and

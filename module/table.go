@@ -38,6 +38,8 @@ type policy struct {
 	allowed, denied setRef
 	state           policyState
 	mode            policyMode
+	// named: the token lists dns: names, in table.dns under its label.
+	named bool
 }
 
 // policyMode is a token's own mode, where it has one.
@@ -78,6 +80,12 @@ type table struct {
 	origins []origin
 
 	ranges int // merged intervals, for the provision summary
+
+	// dns holds the names (and the whole deny list) of each named policy,
+	// by its label's offset; nil when no token lists a name.
+	dns map[uint32]dnsRule
+	// dnsNames counts the distinct names the table's tokens list.
+	dnsNames int
 
 	// expiring holds, for each token with allow entries still to expire,
 	// when the next of them does: the handler recompiles the token then.
@@ -179,6 +187,8 @@ type tableBuilder struct {
 	t    table
 	sets map[uint64]setRef // hash of a set's spans -> where they are
 	seed maphash.Seed
+	// named: the distinct names of the table's tokens
+	named map[*dnsName]struct{}
 }
 
 func newTableBuilder(tokens int) *tableBuilder {
@@ -265,6 +275,22 @@ func (b *tableBuilder) addPolicy(label string, allowed, denied *spanLists) (poli
 	return p, nil
 }
 
+// addNames records the names of the named policy p, and its whole deny
+// list, which applies to their addresses.
+func (b *tableBuilder) addNames(p policy, names []*dnsName, deny *spanLists) {
+	if b.t.dns == nil {
+		b.t.dns = map[uint32]dnsRule{}
+		b.named = map[*dnsName]struct{}{}
+	}
+	b.t.dns[p.label] = dnsRule{names: slices.Clone(names), deny: b.addSet(deny)}
+	for _, n := range names {
+		if _, ok := b.named[n]; !ok {
+			b.named[n] = struct{}{}
+			b.t.dnsNames++
+		}
+	}
+}
+
 // addToken appends a listed token's policy under its digest and returns
 // its index.
 func (b *tableBuilder) addToken(digest [32]byte, p policy) uint32 {
@@ -321,6 +347,6 @@ func (b *tableBuilder) finish() *table {
 	b.t.unlistedLabel = uint32(len(b.t.labels))
 	b.t.labels = append(b.t.labels, byte(len(unlistedObservedLabel)))
 	b.t.labels = append(b.t.labels, unlistedObservedLabel...)
-	b.sets = nil
+	b.sets, b.named = nil, nil
 	return &b.t
 }

@@ -1,0 +1,769 @@
+package ipallowlist
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// DNS-name allow entries. dns:<name> admits the addresses name resolves to
+// (A and AAAA). Names are resolved off the request path, by a pool shared
+// by every handler that has the same resolvers, so that a reload keeps
+// each name's last good addresses. The pool starts with the config, never
+// under caddy validate, and resolves each name again when its answer's TTL
+// runs out, clamped to dnsMinTTL to dnsMaxTTL.
+//
+// A compiled token holds the names it lists (table.dns), and a request
+// reads a name's addresses with one atomic load. A new answer is so in
+// force for config and store tokens alike the moment it is taken, with no
+// token compiled again: one record that a million tokens list costs one
+// swap.
+
+// DNSPrefix marks an allow entry that is a DNS name.
+const DNSPrefix = "dns:"
+
+const (
+	// dnsMinTTL and dnsMaxTTL clamp how long an answer is kept before the
+	// name is resolved again.
+	dnsMinTTL = 30 * time.Second
+	dnsMaxTTL = time.Hour
+	// dnsRetry is when a name whose lookup failed is tried again.
+	dnsRetry = dnsMinTTL
+	// dnsTimeout bounds one query to one server.
+	dnsTimeout = 2 * time.Second
+	// dnsLookups bounds the lookups a pool runs at once.
+	dnsLookups = 8
+	// dnsMaxCNAMEs bounds the CNAME chain followed from a name.
+	dnsMaxCNAMEs = 8
+	// maxNameAddrs is the over-broad rule for a name: an answer of more
+	// addresses than this (A and AAAA together) is refused, and the name
+	// keeps its last good addresses. An IPv4 /8, the rule's bound for a
+	// range, cannot be reached by any DNS answer (64 KiB holds about 4,000
+	// records), so a name is bounded by count instead.
+	maxNameAddrs = 256
+)
+
+// parseDNSEntry returns the name of a dns: allow entry. Names are written
+// in one canonical form, so that removing an entry finds it: lower case,
+// without the trailing dot (every name is absolute: no search domain is
+// appended), at least two labels.
+func parseDNSEntry(entry string) (string, error) {
+	name := strings.TrimPrefix(entry, DNSPrefix)
+	switch {
+	case name == "":
+		return "", errors.New("no name after dns:, as in dns:office.example.com")
+	case len(name) > 253:
+		return "", errors.New("a DNS name has at most 253 characters")
+	case strings.HasSuffix(name, "."):
+		return "", fmt.Errorf("drop the trailing dot: names are always absolute (dns:%s)", strings.TrimRight(name, "."))
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return "", fmt.Errorf("%s is an address, not a name: write it without dns:", name)
+	}
+	if _, err := netip.ParsePrefix(name); err == nil {
+		return "", fmt.Errorf("%s is a prefix, not a name: write it without dns:", name)
+	}
+	labels := strings.Split(name, ".")
+	if len(labels) < 2 {
+		return "", fmt.Errorf("write the name in full, as in dns:%s.example.com: no search domain is appended", name)
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return "", errors.New("each label of a DNS name has 1 to 63 characters")
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return "", fmt.Errorf("label %q: a label neither starts nor ends with -", l)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+			case c >= 'A' && c <= 'Z':
+				return "", fmt.Errorf("write the name in lower case: dns:%s", strings.ToLower(name))
+			case c == '*':
+				return "", errors.New("a wildcard names no address: write the name itself")
+			default:
+				return "", errors.New("a DNS name has letters, digits, - and _ only, in labels separated by dots")
+			}
+		}
+	}
+	return name, nil
+}
+
+// isDNSEntry reports whether an entry is meant as a DNS name.
+func isDNSEntry(entry string) bool { return strings.HasPrefix(entry, DNSPrefix) }
+
+// CheckResolvers applies the rule for resolvers: each an IP address, with
+// a port or without (53). It returns them as host:port.
+func CheckResolvers(resolvers []string) ([]string, error) {
+	out := make([]string, 0, len(resolvers))
+	for i, r := range resolvers {
+		ap, err := netip.ParseAddrPort(r)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r)
+			if aerr != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("resolvers[%d] %q: want an IP address, with or without a port, such as 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53", i, r)
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		if ap.Port() == 0 {
+			return nil, fmt.Errorf("resolvers[%d] %q: port 0", i, r)
+		}
+		out = append(out, ap.String())
+	}
+	return out, nil
+}
+
+// resolvConf is where the system's resolvers are read when none are given.
+var resolvConf = "/etc/resolv.conf"
+
+// systemResolvers reads the name servers of resolvConf as host:port.
+func systemResolvers() ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(resolvConf)
+	if err != nil {
+		return nil, fmt.Errorf("reading the system's resolvers: %w; give resolvers", err)
+	}
+	var out []string
+	for _, s := range cc.Servers {
+		out = append(out, net.JoinHostPort(s, cc.Port))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s lists no nameserver; give resolvers", resolvConf)
+	}
+	return out, nil
+}
+
+// dnsName is one name of a pool: its answer in force, and when it is
+// resolved next.
+type dnsName struct {
+	name  string // as in the entry, without dns:
+	fqdn  string
+	state atomic.Pointer[nameState] // nil until the first lookup ends
+
+	// under the pool's mu
+	refs    int
+	due     time.Time
+	queued  bool // in the pool's due heap
+	gone    bool // released by every handler
+	failed  time.Time
+	refused bool
+	empty   bool
+}
+
+// nameState is a name's answer as requests read it, and what became of the
+// last lookup.
+type nameState struct {
+	v4, v6 []netip.Addr // sorted; the last good answer of each family
+	// resolved is when the addresses were last taken from an answer;
+	// zero: never.
+	resolved time.Time
+	ttl      time.Duration // until the next lookup, as clamped
+	tried    time.Time     // when the last lookup ended
+	failing  string        // why the last lookup failed, if it did
+	refusal  string        // why its answer was refused, if it was
+}
+
+// contains reports whether a is among the addresses name admits.
+func (n *dnsName) contains(a netip.Addr) bool {
+	s := n.state.Load()
+	if s == nil {
+		return false
+	}
+	l := s.v6
+	if a.Is4() {
+		l = s.v4
+	}
+	_, ok := slices.BinarySearchFunc(l, a, netip.Addr.Compare)
+	return ok
+}
+
+// dnsPool resolves the names of the handlers that share its resolvers.
+type dnsPool struct {
+	key     string   // the resolvers, as given; "" for the system's
+	servers []string // host:port, in order of preference
+	srvErr  error    // reading the system's resolvers failed
+
+	mu      sync.Mutex
+	names   map[string]*dnsName
+	due     dueHeap
+	users   int
+	started bool
+	logger  *zap.Logger
+
+	wake   chan struct{}
+	sem    chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+var dnsPools = struct {
+	sync.Mutex
+	m map[string]*dnsPool
+}{m: map[string]*dnsPool{}}
+
+// openDNSPool returns the pool of resolvers (host:port; nil for the
+// system's), making it if no handler uses it yet.
+func openDNSPool(resolvers []string, logger *zap.Logger) *dnsPool {
+	key := strings.Join(resolvers, " ")
+	dnsPools.Lock()
+	defer dnsPools.Unlock()
+	p := dnsPools.m[key]
+	if p == nil {
+		p = &dnsPool{key: key, servers: resolvers, names: map[string]*dnsName{},
+			wake: make(chan struct{}, 1), sem: make(chan struct{}, dnsLookups)}
+		if len(resolvers) == 0 {
+			p.servers, p.srvErr = systemResolvers()
+		}
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		dnsPools.m[key] = p
+	}
+	p.mu.Lock()
+	p.users++
+	p.logger = logger // the newest config's
+	p.mu.Unlock()
+	return p
+}
+
+// close ends a handler's use of p; the last one stops it.
+func (p *dnsPool) close() {
+	dnsPools.Lock()
+	defer dnsPools.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.users--; p.users > 0 {
+		return
+	}
+	p.cancel()
+	if dnsPools.m[p.key] == p {
+		delete(dnsPools.m, p.key)
+	}
+}
+
+// start resolves p's names from now on: when the config starts.
+func (p *dnsPool) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started {
+		p.started = true
+		go p.run()
+	}
+	return nil
+}
+
+// acquire returns the pool's name, counting one more holder; a new name is
+// resolved at once, once the pool has started.
+func (p *dnsPool) acquire(name string) *dnsName {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.names[name]
+	if n == nil {
+		n = &dnsName{name: name, fqdn: dns.Fqdn(name), due: time.Now()}
+		p.names[name] = n
+		p.queue(n)
+	}
+	n.refs++
+	return n
+}
+
+// release drops one holder of n; with none left, n is resolved no more.
+func (p *dnsPool) release(n *dnsName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n.refs--; n.refs == 0 {
+		n.gone = true
+		delete(p.names, n.name)
+	}
+}
+
+// queue puts n in the due heap and wakes the loop. Callers hold p.mu.
+func (p *dnsPool) queue(n *dnsName) {
+	heap.Push(&p.due, n)
+	n.queued = true
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run starts the lookup of each name as it falls due, until p stops.
+func (p *dnsPool) run() {
+	t := time.NewTimer(dnsMaxTTL)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		now := time.Now()
+		for len(p.due) > 0 && !p.due[0].due.After(now) {
+			n := heap.Pop(&p.due).(*dnsName)
+			n.queued = false
+			if !n.gone {
+				go p.refresh(n)
+			}
+		}
+		wait := dnsMaxTTL
+		if len(p.due) > 0 {
+			wait = p.due[0].due.Sub(now)
+		}
+		p.mu.Unlock()
+		t.Reset(wait)
+		select {
+		case <-t.C:
+		case <-p.wake:
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// refresh looks n up and takes its answer.
+func (p *dnsPool) refresh(n *dnsName) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	var a4, a6 answer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a4 = p.lookup(n.fqdn, dns.TypeA) }()
+	go func() { defer wg.Done(); a6 = p.lookup(n.fqdn, dns.TypeAAAA) }()
+	wg.Wait()
+	<-p.sem
+	if p.ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := p.settle(n, a4, a6, time.Now())
+	if !n.gone {
+		n.due = time.Now().Add(next)
+		p.queue(n)
+	}
+}
+
+// answer is one family's lookup: addresses and how long they may be kept,
+// or err when there was no answer to take.
+type answer struct {
+	addrs []netip.Addr
+	ttl   time.Duration
+	err   error
+}
+
+// settle takes n's answers and says when to resolve it again: a family
+// whose lookup failed keeps its last good addresses, an answer of more than
+// maxNameAddrs is refused whole, and each change of state is logged once.
+// Callers hold p.mu.
+func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration {
+	old := n.state.Load()
+	if old == nil {
+		old = &nameState{}
+	}
+	next := &nameState{v4: old.v4, v6: old.v6, resolved: old.resolved, tried: now}
+	var failures []string
+	if a4.err != nil {
+		failures = append(failures, "A: "+a4.err.Error())
+	}
+	if a6.err != nil {
+		failures = append(failures, "AAAA: "+a6.err.Error())
+	}
+	took := len(failures) < 2
+	v4, v6 := old.v4, old.v6
+	if a4.err == nil {
+		v4 = a4.addrs
+	}
+	if a6.err == nil {
+		v6 = a6.addrs
+	}
+	ttl := dnsRetry
+	if len(failures) == 0 {
+		ttl = min(a4.ttl, a6.ttl)
+	}
+	ttl = min(max(ttl, dnsMinTTL), dnsMaxTTL)
+	next.ttl = ttl
+	log := p.logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if took && len(v4)+len(v6) > maxNameAddrs {
+		next.refusal = fmt.Sprintf("resolves to %d addresses, more than %d", len(v4)+len(v6), maxNameAddrs)
+		if !n.refused {
+			n.refused = true
+			log.Warn("dns name refused: it resolves to more addresses than a name may admit; its last good addresses keep serving",
+				zap.String("dns_name", n.name), zap.Int("addresses", len(v4)+len(v6)), zap.Int("max", maxNameAddrs),
+				zap.Int("kept", len(old.v4)+len(old.v6)))
+		}
+		took = false
+	} else if took {
+		if n.refused {
+			n.refused = false
+			log.Info("dns name no longer refused", zap.String("dns_name", n.name), zap.Int("addresses", len(v4)+len(v6)))
+		}
+		changed := old.resolved.IsZero() || !slices.Equal(v4, old.v4) || !slices.Equal(v6, old.v6)
+		next.v4, next.v6 = v4, v6
+		if len(failures) == 0 {
+			next.resolved = now
+		}
+		switch {
+		case len(v4)+len(v6) == 0 && len(failures) == 0 && !n.empty:
+			n.empty = true
+			log.Warn("dns name resolves to no address: it matches nothing", zap.String("dns_name", n.name))
+		case len(v4)+len(v6) > 0 && changed:
+			n.empty = false
+			log.Info("dns name resolved", zap.String("dns_name", n.name),
+				zap.Strings("addresses", addrStrings(v4, v6, 16)), zap.Int("count", len(v4)+len(v6)),
+				zap.Duration("ttl", ttl))
+		}
+	}
+	if len(failures) > 0 {
+		next.failing = strings.Join(failures, "; ")
+		if n.failed.IsZero() {
+			n.failed = now
+			msg := "dns name lookup failed; its last good addresses keep serving"
+			if len(old.v4)+len(old.v6) == 0 && old.resolved.IsZero() {
+				msg = "dns name lookup failed; it matches nothing until it resolves"
+			}
+			log.Warn(msg, zap.String("dns_name", n.name), zap.String("error", next.failing),
+				zap.Int("kept", len(next.v4)+len(next.v6)), zap.Duration("retry_in", ttl))
+		}
+	} else if !n.failed.IsZero() {
+		log.Info("dns name lookup recovered", zap.String("dns_name", n.name),
+			zap.Duration("failed_for", now.Sub(n.failed).Round(time.Second)))
+		n.failed = time.Time{}
+	}
+	n.state.Store(next)
+	return ttl
+}
+
+// addrStrings is up to n of the addresses, as text.
+func addrStrings(v4, v6 []netip.Addr, n int) []string {
+	out := make([]string, 0, min(n, len(v4)+len(v6)))
+	for _, a := range slices.Concat(v4, v6) {
+		if len(out) == n {
+			break
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// lookup resolves one family of fqdn, following CNAMEs.
+func (p *dnsPool) lookup(fqdn string, qtype uint16) answer {
+	if p.srvErr != nil {
+		return answer{err: p.srvErr}
+	}
+	target := fqdn
+	ttl := dnsMaxTTL
+	for hop := 0; hop <= dnsMaxCNAMEs; hop++ {
+		r, err := p.exchange(target, qtype)
+		if err != nil {
+			return answer{err: err}
+		}
+		if r.Rcode == dns.RcodeNameError {
+			return answer{ttl: min(ttl, negativeTTL(r))}
+		}
+		addrs, next, t := chase(r, target, qtype)
+		ttl = min(ttl, t)
+		if len(addrs) > 0 {
+			return answer{addrs: addrs, ttl: ttl}
+		}
+		if next == "" {
+			return answer{ttl: min(ttl, negativeTTL(r))} // no data
+		}
+		target = next
+	}
+	return answer{err: fmt.Errorf("more than %d CNAMEs", dnsMaxCNAMEs)}
+}
+
+// exchange asks each server in turn until one answers NOERROR or NXDOMAIN.
+func (p *dnsPool) exchange(name string, qtype uint16) (*dns.Msg, error) {
+	var last error
+	for _, server := range p.servers {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		m.SetEdns0(1232, false)
+		r, err := exchangeWith(p.ctx, "udp", m, server)
+		if err == nil && r.Truncated {
+			r, err = exchangeWith(p.ctx, "tcp", m, server)
+		}
+		switch {
+		case err != nil:
+			last = fmt.Errorf("%s: %w", server, err)
+		case len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, name) || r.Question[0].Qtype != qtype:
+			last = fmt.Errorf("%s: the answer is to another question", server)
+		case r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError:
+			last = fmt.Errorf("%s: %s", server, dns.RcodeToString[r.Rcode])
+		default:
+			return r, nil
+		}
+	}
+	if last == nil {
+		last = errors.New("no resolver")
+	}
+	return nil, last
+}
+
+func exchangeWith(ctx context.Context, network string, m *dns.Msg, server string) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, dnsTimeout)
+	defer cancel()
+	c := &dns.Client{Net: network, Timeout: dnsTimeout}
+	r, _, err := c.ExchangeContext(ctx, m, server)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, errors.New("no answer (timeout)")
+		}
+	}
+	return r, err
+}
+
+// chase follows the CNAMEs from target in r's answer and returns the
+// addresses of qtype at the end of the chain, sorted, and the least TTL on
+// the way. With no address there, next is where the chain ends, to be asked
+// in turn; "" when no CNAME was followed (the name has no such record).
+func chase(r *dns.Msg, target string, qtype uint16) (addrs []netip.Addr, next string, ttl time.Duration) {
+	ttl = dnsMaxTTL
+	followed := false
+	for hop := 0; hop < dnsMaxCNAMEs; hop++ {
+		found := false
+		for _, rr := range r.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, target) {
+				target, found, followed = c.Target, true, true
+				ttl = min(ttl, time.Duration(c.Hdr.Ttl)*time.Second)
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	for _, rr := range r.Answer {
+		if !strings.EqualFold(rr.Header().Name, target) || rr.Header().Rrtype != qtype {
+			continue
+		}
+		var ip net.IP
+		switch rec := rr.(type) {
+		case *dns.A:
+			ip = rec.A
+		case *dns.AAAA:
+			ip = rec.AAAA
+		}
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if !clientAddress(a) {
+			continue
+		}
+		addrs = append(addrs, a)
+		ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	if len(addrs) == 0 && followed {
+		return nil, target, ttl
+	}
+	return addrs, "", ttl
+}
+
+// clientAddress reports whether a can be a client's address: the
+// unspecified, multicast and broadcast addresses a name may resolve to (a
+// sinkhole's 0.0.0.0) are no one's, and are left out.
+func clientAddress(a netip.Addr) bool {
+	return !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// negativeTTL is how long an answer without addresses is kept: the SOA's
+// negative TTL when the answer has one.
+func negativeTTL(r *dns.Msg) time.Duration {
+	for _, rr := range r.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+		}
+	}
+	return dnsMinTTL
+}
+
+// dueHeap orders names by when they fall due.
+type dueHeap []*dnsName
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(*dnsName)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	n := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return n
+}
+
+// dnsHold is the names one handler holds in its pool: every name its
+// tables have listed, until they list it no more (keep) or the handler is
+// cleaned up (close).
+type dnsHold struct {
+	pool  *dnsPool
+	mu    sync.Mutex
+	names map[string]*dnsName
+}
+
+// dnsAppID is the app that starts the pools when the config starts.
+const dnsAppID = "ip_allowlist_dns"
+
+func init() {
+	caddy.RegisterModule(&storeApp{id: dnsAppID})
+}
+
+// openDNS gives h its hold on the pool of its resolvers, started with the
+// config.
+func (h *Handler) openDNS(ctx caddy.Context) error {
+	servers, err := CheckResolvers(h.Resolvers)
+	if err != nil {
+		return err
+	}
+	if len(servers) == 0 {
+		servers = nil
+	}
+	p := openDNSPool(servers, h.logger)
+	h.dns = &dnsHold{pool: p, names: map[string]*dnsName{}}
+	if err := startWithConfig(ctx, dnsAppID, p); err != nil {
+		h.dns.close()
+		h.dns = nil
+		return err
+	}
+	return nil
+}
+
+// name returns the pool's name, held by d from now on.
+func (d *dnsHold) name(name string) *dnsName {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n, ok := d.names[name]; ok {
+		return n
+	}
+	n := d.pool.acquire(name)
+	d.names[name] = n
+	return n
+}
+
+// keep releases the names that no table of v lists.
+func (d *dnsHold) keep(v *view) {
+	live := map[*dnsName]bool{}
+	for _, t := range []*table{v.base, v.over} {
+		if t == nil {
+			continue
+		}
+		for _, rule := range t.dns {
+			for _, n := range rule.names {
+				live[n] = true
+			}
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, n := range d.names {
+		if !live[n] {
+			d.pool.release(n)
+			delete(d.names, name)
+		}
+	}
+}
+
+// close releases every name and the pool.
+func (d *dnsHold) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, n := range d.names {
+		d.pool.release(n)
+		delete(d.names, name)
+	}
+	if d.pool != nil {
+		d.pool.close()
+		d.pool = nil
+	}
+}
+
+// dnsRule is a token's names, and its whole deny list, which applies to
+// the names' addresses as to its ranges.
+type dnsRule struct {
+	names []*dnsName
+	deny  setRef
+}
+
+// checkNames applies a named policy's names to addr, once its ranges have
+// not admitted it: the name that admits it, unless deny holds it.
+func (t *table) checkNames(p *policy, addr netip.Addr) (reason, *dnsName) {
+	if t.contains(p.denied, addr) {
+		return reasonIPDenied, nil
+	}
+	rule := t.dns[p.label]
+	for _, n := range rule.names {
+		if n.contains(addr) {
+			if t.contains(rule.deny, addr) {
+				return reasonIPDenied, nil
+			}
+			return reasonAllowed, n
+		}
+	}
+	return reasonIPNotAllowed, nil
+}
+
+// nameStatus is a name's state as the console and the check route show
+// it.
+type nameStatus struct {
+	Name      string    `json:"name"`
+	Addresses []string  `json:"addresses"`
+	Resolved  time.Time `json:"resolved,omitzero"`
+	TTL       string    `json:"ttl,omitempty"`
+	Failing   string    `json:"failing,omitempty"`
+	Refused   string    `json:"refused,omitempty"`
+	// pending: not looked up yet; resolved; failing; refused; empty.
+	State string `json:"state"`
+}
+
+func (n *dnsName) status() nameStatus {
+	st := nameStatus{Name: n.name, Addresses: []string{}, State: "pending"}
+	s := n.state.Load()
+	if s == nil {
+		return st
+	}
+	st.Addresses = addrStrings(s.v4, s.v6, maxNameAddrs)
+	st.Resolved, st.Failing, st.Refused = s.resolved, s.failing, s.refusal
+	st.TTL = s.ttl.String()
+	switch {
+	case s.refusal != "":
+		st.State = "refused"
+	case s.failing != "":
+		st.State = "failing"
+	case len(st.Addresses) == 0:
+		st.State = "empty"
+	default:
+		st.State = "resolved"
+	}
+	return st
+}
+
+// names lists the status of p's names, for the console and check.
+func (t *table) names(p *policy) []nameStatus {
+	if !p.named {
+		return nil
+	}
+	rule := t.dns[p.label]
+	out := make([]nameStatus, 0, len(rule.names))
+	for _, n := range rule.names {
+		out = append(out, n.status())
+	}
+	return out
+}
