@@ -71,6 +71,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		mode enforce|report
 //		metrics_per_token
 //		leak_alert <distinct_addresses> <window> [suspend]
+//		resolvers <ip[:port]>...
 //		admin_id <id>
 //	}
 //
@@ -285,6 +286,16 @@ func (p *parser) parse() error {
 			if err := ipallowlist.CheckLeakAlert(h.LeakAlert); err != nil {
 				return d.Err(err.Error())
 			}
+		case "resolvers":
+			// resolvers <ip[:port]>...: the DNS servers of dns: entries
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Err("resolvers <ip[:port]>..., such as resolvers 192.0.2.53 [2001:db8::53]:53")
+			}
+			if _, err := ipallowlist.CheckResolvers(args); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Resolvers = append(h.Resolvers, args...)
 		case "admin_id":
 			if !d.Args(&h.AdminID) || d.NextArg() {
 				return d.ArgErr()
