@@ -149,8 +149,11 @@ func systemResolvers() ([]string, error) {
 // resolved next.
 type dnsName struct {
 	name  string // as in the entry, without dns:
+	boxed any    // name, as a placeholder value that costs no allocation
 	fqdn  string
 	state atomic.Pointer[nameState] // nil until the first lookup ends
+	// looked is closed when the first lookup ends.
+	looked chan struct{}
 
 	// under the pool's mu
 	refs    int
@@ -269,7 +272,7 @@ func (p *dnsPool) acquire(name string) *dnsName {
 	defer p.mu.Unlock()
 	n := p.names[name]
 	if n == nil {
-		n = &dnsName{name: name, fqdn: dns.Fqdn(name), due: time.Now()}
+		n = &dnsName{name: name, boxed: name, fqdn: dns.Fqdn(name), due: time.Now(), looked: make(chan struct{})}
 		p.names[name] = n
 		p.queue(n)
 	}
@@ -441,7 +444,9 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 			zap.Duration("failed_for", now.Sub(n.failed).Round(time.Second)))
 		n.failed = time.Time{}
 	}
-	n.state.Store(next)
+	if n.state.Swap(next) == nil {
+		close(n.looked)
+	}
 	return ttl
 }
 
@@ -718,6 +723,38 @@ func (t *table) checkNames(p *policy, addr netip.Addr) (reason, *dnsName) {
 		}
 	}
 	return reasonIPNotAllowed, nil
+}
+
+// firstLookupWait bounds how long a request refused by a token's ranges
+// waits for the first lookup of its names: when Caddy starts, or a name
+// was just added, so that the token is not refused in the moment before
+// its names resolve. It is longer than a lookup that times out on one
+// server (both families ask at once).
+const firstLookupWait = dnsTimeout + time.Second
+
+// awaitNames waits, up to firstLookupWait, for the first lookup of each
+// of p's names that has had none, and reports whether there was one.
+func (t *table) awaitNames(ctx context.Context, p *policy) bool {
+	var timer *time.Timer
+	waited := false
+	for _, n := range t.dns[p.label].names {
+		if n.state.Load() != nil {
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(firstLookupWait)
+			defer timer.Stop()
+		}
+		waited = true
+		select {
+		case <-n.looked:
+		case <-timer.C:
+			return true
+		case <-ctx.Done():
+			return true
+		}
+	}
+	return waited
 }
 
 // nameStatus is a name's state as the console and the check route show

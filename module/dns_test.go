@@ -191,6 +191,27 @@ func TestDNSAdmitAllocs(t *testing.T) {
 	}
 }
 
+// A request that its token's ranges refuse, before the token's names were
+// ever looked up (Caddy just started, or the name was just added), waits
+// for that first lookup instead of being refused in the moment before.
+func TestDNSFirstLookupAwaited(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 300, "192.0.2.10")
+	srv.Delay(300 * time.Millisecond)
+	h, _ := dnsHandler(t, srv, []string{"dns:api.test"})
+	began := time.Now()
+	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+	if took := time.Since(began); took < 200*time.Millisecond {
+		t.Errorf("admitted after %v: the lookup was not awaited (it takes 300 ms)", took)
+	}
+	// Once looked up, a refusal waits for nothing.
+	began = time.Now()
+	wantDecision(t, h, "192.0.2.11", ReasonIPNotAllowed, "")
+	if took := time.Since(began); took > 100*time.Millisecond {
+		t.Errorf("a refusal after the first lookup took %v", took)
+	}
+}
+
 // A changed record is in force at the next lookup: the new address is
 // admitted and the old one no longer.
 func TestDNSRecordChange(t *testing.T) {

@@ -357,7 +357,7 @@ const (
 	placeholderDecision = "http.ip_allowlist.decision"
 	placeholderReason   = "http.ip_allowlist.reason"
 	placeholderLabel    = "http.ip_allowlist.token_label"
-	// Set only when a dns: name admitted the request: that name.
+	// The dns: name that admitted the request; empty when none did.
 	placeholderDNSName = "http.ip_allowlist.dns_name"
 )
 
@@ -374,6 +374,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// One view for the whole request: a change may swap it meanwhile.
 	v := h.current.Load()
 	d := h.decide(r, v)
+	if d.reason == reasonIPNotAllowed && d.policy.named && d.table.awaitNames(r.Context(), d.policy) {
+		d = h.decide(r, v) // a name of the token had not been looked up yet
+	}
 	label := d.table.label(d.policy)
 	h.metrics.count(d, label)
 	if d.reason == reasonNoClientIP {
@@ -398,9 +401,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set(placeholderDecision, decision)
 		repl.Set(placeholderReason, reasonValues[d.reason])
 		repl.Set(placeholderLabel, label)
+		var name any = ""
 		if d.name != nil {
-			repl.Set(placeholderDNSName, d.name.name)
+			name = d.name.boxed
 		}
+		repl.Set(placeholderDNSName, name)
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(r) {
 		extra.Set(zap.String("ip_allowlist_decision", decision.(string)))

@@ -21,6 +21,7 @@ type DNSServer struct {
 	mu      sync.Mutex
 	names   map[string]*dnsRecord
 	silent  bool
+	delay   time.Duration
 	queries map[string][]time.Time
 	servers []*dns.Server
 }
@@ -110,6 +111,13 @@ func (s *DNSServer) Silent(silent bool) {
 	s.silent = silent
 }
 
+// Delay makes the server answer each query d after it came.
+func (s *DNSServer) Delay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+}
+
 // Queries returns when name was asked about (A or AAAA), answered or not.
 func (s *DNSServer) Queries(name string) []time.Time {
 	s.mu.Lock()
@@ -131,7 +139,7 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	name := strings.ToLower(question.Name)
 	s.mu.Lock()
 	s.queries[name] = append(s.queries[name], time.Now())
-	silent := s.silent
+	silent, delay := s.silent, s.delay
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.Authoritative = true
@@ -173,6 +181,7 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if silent {
 		return
 	}
+	time.Sleep(delay)
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		size := 512
 		if o := q.IsEdns0(); o != nil {
