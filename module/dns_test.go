@@ -290,6 +290,27 @@ func TestDNSServerStops(t *testing.T) {
 	}
 }
 
+// A family whose lookup fails keeps its last good addresses while the
+// other takes its new answer: a server that fails AAAA questions does not
+// freeze a name's A records, nor drop its IPv6 addresses.
+func TestDNSOneFamilyFails(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 30, "192.0.2.10", "2001:db8::10")
+	h, _ := dnsHandler(t, srv, []string{"dns:api.test"})
+	n := poolName(t, h, "api.test")
+	lookedUp(t, n, time.Time{})
+	srv.Set("api.test", 30, "192.0.2.20", "2001:db8::20")
+	srv.FailType("api.test", dns.TypeAAAA, dns.RcodeServerFailure)
+	s := lookedUp(t, n, resolveNow(h, n))
+	if !strings.HasPrefix(s.failing, "AAAA: ") {
+		t.Errorf("failing %q, want the AAAA lookup's failure", s.failing)
+	}
+	wantDecision(t, h, "192.0.2.20", ReasonAllowed, "api.test")
+	wantDecision(t, h, "192.0.2.10", ReasonIPNotAllowed, "")
+	wantDecision(t, h, "[2001:db8::10]", ReasonAllowed, "api.test")
+	wantDecision(t, h, "[2001:db8::20]", ReasonIPNotAllowed, "")
+}
+
 // A name that has never resolved matches nothing: one whose server never
 // answers, and one that does not exist.
 func TestDNSNeverResolves(t *testing.T) {

@@ -31,6 +31,8 @@ type dnsRecord struct {
 	cname string
 	ttl   uint32
 	rcode int
+	// failing: question types answered with an rcode instead
+	failing map[uint16]int
 }
 
 // DNS starts a DNSServer that stops when the test ends.
@@ -102,6 +104,18 @@ func (s *DNSServer) SetRcode(name string, rcode int) {
 	s.names[dns.Fqdn(strings.ToLower(name))] = &dnsRecord{rcode: rcode}
 }
 
+// FailType makes questions of qtype (dns.TypeAAAA, say) about name, set
+// before, answered with rcode; the other types are answered as before.
+func (s *DNSServer) FailType(name string, qtype uint16, rcode int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.names[dns.Fqdn(strings.ToLower(name))]
+	if r.failing == nil {
+		r.failing = map[uint16]int{}
+	}
+	r.failing[qtype] = rcode
+}
+
 // Silent makes the server stop answering (true): queries are read and
 // dropped, as by a server that is down behind a firewall; false answers
 // again.
@@ -152,6 +166,10 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		}
 		if r.rcode != 0 {
 			m.Rcode = r.rcode
+			break
+		}
+		if rcode, ok := r.failing[question.Qtype]; ok {
+			m.Rcode = rcode
 			break
 		}
 		hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: r.ttl}
