@@ -99,6 +99,8 @@ fuzz:
 	go test ./module -run '^$$' -fuzz '^FuzzStoreRoutes$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzDecodeCanonical$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzDNSEntry$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzDNSAnswer$$' -fuzztime $(FUZZTIME)
 	go test ./caddyfile -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 clean:

@@ -60,20 +60,42 @@ const (
 // without the trailing dot (every name is absolute: no search domain is
 // appended), at least two labels.
 func parseDNSEntry(entry string) (string, error) {
-	name := strings.TrimPrefix(entry, DNSPrefix)
+	name, ok := strings.CutPrefix(entry, DNSPrefix)
 	switch {
+	case !ok:
+		return "", errors.New("not a dns: entry")
 	case name == "":
 		return "", errors.New("no name after dns:, as in dns:office.example.com")
 	case len(name) > 253:
 		return "", errors.New("a DNS name has at most 253 characters")
-	case strings.HasSuffix(name, "."):
-		return "", fmt.Errorf("drop the trailing dot: names are always absolute (dns:%s)", strings.TrimRight(name, "."))
 	}
-	if _, err := netip.ParseAddr(name); err == nil {
+	if a, err := netip.ParseAddr(name); err == nil && a.Zone() == "" {
 		return "", fmt.Errorf("%s is an address, not a name: write it without dns:", name)
 	}
 	if _, err := netip.ParsePrefix(name); err == nil {
 		return "", fmt.Errorf("%s is a prefix, not a name: write it without dns:", name)
+	}
+	// The characters first: the messages below may then show the name.
+	upper, wildcard := false, false
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		case c >= 'A' && c <= 'Z':
+			upper = true
+		case c == '*':
+			wildcard = true
+		default:
+			return "", errors.New("a DNS name has letters, digits, - and _ only, in labels separated by dots")
+		}
+	}
+	switch {
+	case wildcard:
+		return "", errors.New("a wildcard names no address: write the name itself")
+	case strings.HasSuffix(name, "."):
+		return "", fmt.Errorf("drop the trailing dot: names are always absolute (dns:%s)", strings.TrimRight(name, "."))
+	case upper:
+		return "", fmt.Errorf("write the name in lower case: dns:%s", strings.ToLower(name))
 	}
 	labels := strings.Split(name, ".")
 	if len(labels) < 2 {
@@ -85,18 +107,6 @@ func parseDNSEntry(entry string) (string, error) {
 		}
 		if l[0] == '-' || l[len(l)-1] == '-' {
 			return "", fmt.Errorf("label %q: a label neither starts nor ends with -", l)
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			switch {
-			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-			case c >= 'A' && c <= 'Z':
-				return "", fmt.Errorf("write the name in lower case: dns:%s", strings.ToLower(name))
-			case c == '*':
-				return "", errors.New("a wildcard names no address: write the name itself")
-			default:
-				return "", errors.New("a DNS name has letters, digits, - and _ only, in labels separated by dots")
-			}
 		}
 	}
 	return name, nil
@@ -567,8 +577,11 @@ func chase(r *dns.Msg, target string, qtype uint16) (addrs []netip.Addr, next st
 		if !ok {
 			continue
 		}
+		if qtype == dns.TypeAAAA && a.Is4In6() {
+			continue // client_ip unmaps such an address: it is no IPv6 client's
+		}
 		a = a.Unmap()
-		if !clientAddress(a) {
+		if !clientAddress(a) || a.Is4() != (qtype == dns.TypeA) {
 			continue
 		}
 		addrs = append(addrs, a)
