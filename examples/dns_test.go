@@ -44,6 +44,27 @@ func TestDNSExample(t *testing.T) {
 	if r := from(dnsExampleTok, "203.0.113.22"); r.Status != 401 {
 		t.Errorf("from elsewhere: %v, want 401", r)
 	}
+	// The README's DNS names block, against this Caddy: its curl line
+	// answers what the README says.
+	cmds := readmeCurls(t, "### DNS names", map[string]string{"<an address office.example.com resolves to>": "203.0.113.21"})
+	if len(cmds) != 1 {
+		t.Fatalf("the README's DNS names block has %d curl lines, want 1", len(cmds))
+	}
+	var header []string
+	words := shellWords(t, cmds[0])
+	for i := 1; i < len(words); i++ {
+		switch {
+		case words[i] == "-H" && i+1 < len(words):
+			i++
+			k, v, _ := strings.Cut(words[i], ": ")
+			header = append(header, k, v)
+		case words[i] != "http://127.0.0.1:8086/":
+			t.Fatalf("README curl line %q: word %q is not understood by this test", cmds[0], words[i])
+		}
+	}
+	if r := c.Do(testkit.Request{Header: header}); r.Status != 200 || !strings.Contains(readmeSection(t, "### DNS names"), "# "+r.Body+"\n") {
+		t.Errorf("the README's curl line: %v, which the README does not say", r)
+	}
 	out := c.WaitOutput(func(out string) bool { return strings.Contains(out, `"ip_allowlist_dns_name":"office.example.com"`) })
 	if !strings.Contains(out, `"msg":"dns name resolved"`) || !strings.Contains(out, `"dns_name":"office.example.com"`) {
 		t.Error("no 'dns name resolved' line for office.example.com")
@@ -70,6 +91,27 @@ func TestDNSExample(t *testing.T) {
 	if strings.Contains(c.Output(), tok) {
 		t.Error("the output holds the token")
 	}
+}
+
+// readmeSection is the README from heading to the next heading of its
+// level or above.
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(raw), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("README has no %q section", heading)
+	}
+	if i := strings.Index(after, "\n## "); i >= 0 {
+		after = after[:i]
+	}
+	if i := strings.Index(after, "\n### "); i >= 0 {
+		after = after[:i]
+	}
+	return after
 }
 
 // caddy validate provisions the config but resolves nothing: the DNS
