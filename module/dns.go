@@ -202,11 +202,18 @@ func (n *dnsName) contains(a netip.Addr) bool {
 	return ok
 }
 
+type resolverList struct {
+	servers []string
+	err     error
+}
+
 // dnsPool resolves the names of the handlers that share its resolvers.
 type dnsPool struct {
-	key     string   // the resolvers, as given; "" for the system's
-	servers []string // host:port, in order of preference
-	srvErr  error    // reading the system's resolvers failed
+	key string // the resolvers, as given; "" for the system's
+	// servers are the resolvers as host:port, in order of preference, or
+	// why the system's could not be read; read again at each reload for
+	// the system's.
+	servers atomic.Pointer[resolverList]
 
 	mu      sync.Mutex
 	names   map[string]*dnsName
@@ -234,13 +241,17 @@ func openDNSPool(resolvers []string, logger *zap.Logger) *dnsPool {
 	defer dnsPools.Unlock()
 	p := dnsPools.m[key]
 	if p == nil {
-		p = &dnsPool{key: key, servers: resolvers, names: map[string]*dnsName{},
+		p = &dnsPool{key: key, names: map[string]*dnsName{},
 			wake: make(chan struct{}, 1), sem: make(chan struct{}, dnsLookups)}
-		if len(resolvers) == 0 {
-			p.servers, p.srvErr = systemResolvers()
-		}
+		p.servers.Store(&resolverList{servers: resolvers})
 		p.ctx, p.cancel = context.WithCancel(context.Background())
 		dnsPools.m[key] = p
+	}
+	if len(resolvers) == 0 {
+		// The system's, as they are now: a reload picks up a changed
+		// resolv.conf.
+		servers, err := systemResolvers()
+		p.servers.Store(&resolverList{servers, err})
 	}
 	p.mu.Lock()
 	p.users++
@@ -474,8 +485,8 @@ func addrStrings(v4, v6 []netip.Addr, n int) []string {
 
 // lookup resolves one family of fqdn, following CNAMEs.
 func (p *dnsPool) lookup(fqdn string, qtype uint16) answer {
-	if p.srvErr != nil {
-		return answer{err: p.srvErr}
+	if err := p.servers.Load().err; err != nil {
+		return answer{err: err}
 	}
 	target := fqdn
 	ttl := dnsMaxTTL
@@ -503,7 +514,7 @@ func (p *dnsPool) lookup(fqdn string, qtype uint16) answer {
 // exchange asks each server in turn until one answers NOERROR or NXDOMAIN.
 func (p *dnsPool) exchange(name string, qtype uint16) (*dns.Msg, error) {
 	var last error
-	for _, server := range p.servers {
+	for _, server := range p.servers.Load().servers {
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
 		m.SetEdns0(1232, false)
