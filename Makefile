@@ -67,7 +67,7 @@ bench-go:
 	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPParallel$$' -cpu 1,2 -benchmem -count $(BENCH_COUNT) > bench-parallel.out
 	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPOverlay$$' -benchmem -count $(BENCH_COUNT) > bench-overlay.out
 	cat bench-parallel.out bench-overlay.out | go run ./bench/ratios
-	go test ./module -run '^$$' -bench '^Benchmark(ServeHTTP|ApplyToken|VersusRemoteIP|RangeLookup|ProvisionTokensFile|LeakAlert)$$' -benchmem -count 1
+	go test ./module -run '^$$' -bench '^Benchmark(ServeHTTP|ApplyToken|VersusRemoteIP|RangeLookup|ProvisionTokensFile|LeakAlert|DNSAdmit)$$' -benchmem -count 1
 
 bench-caddy: $(CADDY_BIN) tools-bench
 	go run ./bench -caddy $(CADDY_BIN)

@@ -72,7 +72,7 @@ func dnsHandler(t *testing.T, srv *testkit.DNSServer, allow []string, deny ...st
 }
 
 // poolName is the name h's pool resolves.
-func poolName(t *testing.T, h *Handler, name string) *dnsName {
+func poolName(t testing.TB, h *Handler, name string) *dnsName {
 	t.Helper()
 	p := h.dns.pool
 	p.mu.Lock()
@@ -86,7 +86,7 @@ func poolName(t *testing.T, h *Handler, name string) *dnsName {
 
 // lookedUp waits until a lookup of n ends after since, and returns its
 // state.
-func lookedUp(t *testing.T, n *dnsName, since time.Time) *nameState {
+func lookedUp(t testing.TB, n *dnsName, since time.Time) *nameState {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
