@@ -189,6 +189,15 @@ func TestDNSAdmitAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations per decision, want 0", n)
 	}
+	// The whole request too, its placeholders set.
+	w := &discardWriter{header: http.Header{}}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := h.ServeHTTP(w, req, okHandler); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per request admitted by a name, want 0", n)
+	}
 }
 
 // A changed record is in force at the next lookup: the new address is

@@ -361,6 +361,13 @@ const (
 	placeholderDNSName = "http.ip_allowlist.dns_name"
 )
 
+// nameRef is a dns: name as a placeholder's value: a pointer, which goes
+// into an interface without an allocation, where the name's string would
+// be boxed on every request the name admits.
+type nameRef dnsName
+
+func (n *nameRef) String() string { return n.name }
+
 // ServeHTTP decides the request and either passes it on or answers 401.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// With 0-RTT the handshake is unfinished and the client address
@@ -391,15 +398,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !d.allowed() {
 		decision = decisionDeny
 	}
-	// Reasons are boxed once, and the label is a pointer into the table,
-	// so no value here allocates.
+	// Reasons are boxed once, and the label and the name are pointers, so
+	// no value here allocates.
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		repl.Set(placeholderDecision, decision)
 		repl.Set(placeholderReason, reasonValues[d.reason])
 		repl.Set(placeholderLabel, label)
 		if d.name != nil {
-			repl.Set(placeholderDNSName, d.name.name)
+			repl.Set(placeholderDNSName, (*nameRef)(d.name))
 		}
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(r) {
