@@ -93,6 +93,7 @@ func dnsPart(dir string) error {
 	first := time.Since(began)
 	fmt.Printf("dns: a real Caddy, token allowed from dns:%s, resolved through a test DNS server on %s; TTL %d s; %d record changes, each at a random point of the TTL, the new address polled every %s (clients bound to 127.0.0.x)\n",
 		dnsBenchName, srv.Addr, dnsBenchTTL, *dnsSamples, dnsPoll)
+	fmt.Printf("dns: load average at the start %s\n", loadAverage())
 	fmt.Printf("dns:   %s admitted %.2fs after Caddy was started (%.2fs after it listened)\n", dnsAddr(0), first.Seconds(), (first - s.ready).Seconds())
 
 	var samples []*dnsSample
@@ -178,6 +179,7 @@ func dnsPart(dir string) error {
 	fmt.Printf("dns:   of it waiting for the TTL: median %.3fs, max %.3fs\n", quantile(wait, 0.5).Seconds(), slices.Max(wait).Seconds())
 	fmt.Printf("dns:   the plugin's own, from the first query after the change to the first admitted answer (polled every %s): median %s ms, max %s ms; the last poll refused was sent a median %s ms after the query (the swap came later)\n",
 		dnsPoll, ms(quantile(own, 0.5)), ms(slices.Max(own)), ms(quantile(before, 0.5)))
+	fmt.Printf("dns: load average at the end %s\n", loadAverage())
 	return nil
 }
 
