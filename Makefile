@@ -54,8 +54,9 @@ test: vet $(CADDY_BIN) tools-test
 
 # make bench: the request-path benchmarks (go test -bench), then a real Caddy
 # under wrk with and without ip_allowlist, provisioning 1,000,000 tokens, the
-# fleet, the token store's routes with 1,000 and 1,000,000 tokens, and the
-# console's token list with 1,000,000.
+# fleet, the token store's routes with 1,000 and 1,000,000 tokens, the
+# console's token list with 1,000,000, and a dns: name's record changes
+# until the new address is admitted.
 bench: bench-go bench-caddy
 
 # The parallel benchmark at -cpu 1 and 2 and the overlay benchmark run
@@ -66,7 +67,7 @@ bench-go:
 	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPParallel$$' -cpu 1,2 -benchmem -count $(BENCH_COUNT) > bench-parallel.out
 	go test ./module -run '^$$' -bench '^BenchmarkServeHTTPOverlay$$' -benchmem -count $(BENCH_COUNT) > bench-overlay.out
 	cat bench-parallel.out bench-overlay.out | go run ./bench/ratios
-	go test ./module -run '^$$' -bench '^Benchmark(ServeHTTP|ApplyToken|VersusRemoteIP|RangeLookup|ProvisionTokensFile|LeakAlert)$$' -benchmem -count 1
+	go test ./module -run '^$$' -bench '^Benchmark(ServeHTTP|ApplyToken|VersusRemoteIP|RangeLookup|ProvisionTokensFile|LeakAlert|DNSAdmit)$$' -benchmem -count 1
 
 bench-caddy: $(CADDY_BIN) tools-bench
 	go run ./bench -caddy $(CADDY_BIN)

@@ -20,6 +20,10 @@
 //     owner, and ip_allowlist_console behind basic_auth; the latency of
 //     token list pages of each kind: first, deep, by prefix, an owner's
 //     (bench/console.go).
+//  6. DNS: a token allowed from a dns: name, resolved through a test DNS
+//     server; the time from each of -dns-samples record changes until the
+//     new address is admitted, split into the wait for the TTL and the
+//     plugin's own latency (bench/dns.go).
 //
 // It only talks to 127.0.0.1 and stops every process it starts.
 package main
@@ -55,7 +59,7 @@ var (
 	provision   = flag.Int("provision", 1_000_000, "tokens in the provisioning test's tokens_file")
 	fleetTokens = flag.Int("fleet", 1_000_000, "tokens in the fleet test's Redis store")
 	changes     = flag.Int("changes", 100, "tokens put and revoked in the fleet test, each timed")
-	parts       = flag.String("parts", "load,provisioning,fleet,store,console", "which parts to run, comma-separated")
+	parts       = flag.String("parts", "load,provisioning,fleet,store,console,dns", "which parts to run, comma-separated")
 )
 
 const loadToken = "bench-load-token-4f0c2a"
@@ -72,7 +76,7 @@ func main() {
 	for _, part := range []struct {
 		name string
 		run  func(string) error
-	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}, {"console", console}} {
+	}{{"load", load}, {"provisioning", provisioning}, {"fleet", fleet}, {"store", store}, {"console", console}, {"dns", dnsPart}} {
 		if !slices.Contains(strings.Split(*parts, ","), part.name) {
 			continue
 		}
@@ -554,10 +558,13 @@ var client = &http.Client{Timeout: 20 * time.Second}
 
 // reason is the decision's reason in the fleet nodes' answer for token,
 // or "" for no answer.
-func reason(url, token string) string {
+func reason(url, token string) string { return reasonVia(client, url, token) }
+
+// reasonVia is reason, sent through c.
+func reasonVia(c *http.Client, url, token string) string {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return ""
 	}

@@ -420,3 +420,42 @@ func BenchmarkLeakAlert(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDNSAdmit serves requests of one token whose allow list has a
+// range and a dns: name, side by side: a client the range admits, one the
+// name admits (its ranges missed first, then the name's addresses read
+// with one atomic load), and one neither admits. The name is resolved
+// through a test DNS server before the timing starts.
+func BenchmarkDNSAdmit(b *testing.B) {
+	srv := testkit.DNS(b)
+	srv.Set("api.test", 3600, "192.0.2.10", "192.0.2.11", "2001:db8::10")
+	h := &Handler{
+		Resolvers: []string{srv.Addr},
+		Tokens:    map[string]*TokenPolicy{"partner-a": {Token: dnsTok, Allow: []string{"203.0.113.0/24", "dns:api.test"}}},
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel)
+	if err := h.provisionWithLogger(ctx, zap.NewNop()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Cleanup() })
+	lookedUp(b, poolName(b, h, "api.test"), time.Time{})
+	for _, tc := range []struct {
+		name, client, byName string
+		allowed              bool
+	}{
+		{"allowed_by_range", "203.0.113.7", "", true},
+		{"allowed_by_name", "192.0.2.11", "api.test", true},
+		{"refused", "198.51.100.1", "", false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req := benchRequest(dnsTok, netip.MustParseAddr(tc.client))
+			_ = h.ServeHTTP(&discardWriter{header: http.Header{}}, req, okHandler)
+			repl := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			if got, _ := repl.GetString(placeholderDNSName); got != tc.byName {
+				b.Fatalf("admitted by name %q, want %q", got, tc.byName)
+			}
+			benchServe(b, h, req, tc.allowed)
+		})
+	}
+}

@@ -72,7 +72,7 @@ func dnsHandler(t *testing.T, srv *testkit.DNSServer, allow []string, deny ...st
 }
 
 // poolName is the name h's pool resolves.
-func poolName(t *testing.T, h *Handler, name string) *dnsName {
+func poolName(t testing.TB, h *Handler, name string) *dnsName {
 	t.Helper()
 	p := h.dns.pool
 	p.mu.Lock()
@@ -86,7 +86,7 @@ func poolName(t *testing.T, h *Handler, name string) *dnsName {
 
 // lookedUp waits until a lookup of n ends after since, and returns its
 // state.
-func lookedUp(t *testing.T, n *dnsName, since time.Time) *nameState {
+func lookedUp(t testing.TB, n *dnsName, since time.Time) *nameState {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -188,6 +188,15 @@ func TestDNSAdmitAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("%v allocations per decision, want 0", n)
+	}
+	// The whole request too, its placeholders set.
+	w := &discardWriter{header: http.Header{}}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := h.ServeHTTP(w, req, okHandler); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per request admitted by a name, want 0", n)
 	}
 }
 

@@ -394,8 +394,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !d.allowed() {
 		decision = decisionDeny
 	}
-	// Reasons are boxed once, and the label is a pointer into the table,
-	// so no value here allocates.
+	// Reasons are boxed once, and the label and the name are pointers, so
+	// no value here allocates.
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		repl.Set(placeholderDecision, decision)
