@@ -417,6 +417,49 @@ func TestDNSStoreToken(t *testing.T) {
 	}
 }
 
+// Store changes one after another, each listing names, compile into a
+// copy of the overlay in force: the copy has its own names, and the table
+// requests read is never written.
+func TestDNSStoreChangesInTurn(t *testing.T) {
+	srv := testkit.DNS(t)
+	for i := range 3 {
+		srv.Set(fmt.Sprintf("c%d.test", i), 300, fmt.Sprintf("192.0.2.%d", 40+i))
+	}
+	h := &Handler{Resolvers: []string{srv.Addr}, Store: &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	var before *view
+	named := 0
+	for i := range 3 {
+		body := fmt.Sprintf(`{"token": "dns-test-token-%d-0123456789", "allow": ["dns:c%d.test"]}`, i, i)
+		if r := routeCall(t, "PUT", fmt.Sprintf("/ip-allowlist/tokens/cust-%d", i), body); r.status != http.StatusCreated {
+			t.Fatalf("PUT %d: %d %s", i, r.status, r.body)
+		}
+		if before != nil && before.over != nil && len(before.over.dns) != named {
+			t.Errorf("change %d wrote into the overlay in force before it: %d named tokens, had %d", i, len(before.over.dns), named)
+		}
+		before = h.current.Load()
+		named = len(before.over.dns)
+		lookedUp(t, poolName(t, h, fmt.Sprintf("c%d.test", i)), time.Time{})
+	}
+	for i := range 3 {
+		r := serve(h, newRequest(fmt.Sprintf("192.0.2.%d:1234", 40+i), "/", "Authorization", fmt.Sprintf("Bearer dns-test-token-%d-0123456789", i)))
+		if got := r.placeholder(placeholderDNSName); got != fmt.Sprintf("c%d.test", i) {
+			t.Errorf("cust-%d: dns_name %q", i, got)
+		}
+	}
+	// A token changed again drops its old names from the copy.
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-0", `{"token": "dns-test-token-0-0123456789", "allow": ["192.0.2.99"]}`); r.status >= 300 {
+		t.Fatalf("PUT again: %d %s", r.status, r.body)
+	}
+	v := h.current.Load()
+	if _, p := v.byLabel("cust-0"); p == nil || p.named {
+		t.Error("cust-0 still named after its names were replaced")
+	}
+	if got := v.over.dnsNames(); got != 2 {
+		t.Errorf("the overlay lists %d names, want 2", got)
+	}
+}
+
 // A handler provisioned beside one in force (a reload) shares its pool:
 // a name resolved already admits at once, with no lookup to wait for.
 func TestDNSReloadKeepsAnswers(t *testing.T) {

@@ -317,7 +317,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	h.logger.Info("ip allowlist provisioned",
 		zap.Int("tokens", len(t.policies)),
 		zap.Int("ranges", t.ranges),
-		zap.Int("dns_names", t.dnsNames),
+		zap.Int("dns_names", t.dnsNames()),
 		zap.String("mode", h.modeName()))
 	if h.Watch > 0 && len(h.TokensFiles) > 0 {
 		go h.watch(ctx, time.Duration(h.Watch))

@@ -25,11 +25,12 @@ func cloneForChange(t *table) *tableBuilder {
 	c.byLabel = labelIndex{byHash: maps.Clone(t.byLabel.byHash), collide: slices.Clone(t.byLabel.collide), seed: t.byLabel.seed}
 	c.origins = slices.Clone(t.origins)
 	c.expiring = slices.Clone(t.expiring)
+	c.dns = maps.Clone(t.dns) // the rules' slices are never changed
 	return &tableBuilder{t: c, sets: map[uint64]setRef{}, seed: t.byLabel.seed}
 }
 
 // drop takes the policy labelled label out of the builder's index, label
-// index and expiry list; its arrays stay, unreferenced, until a merge.
+// index, expiry list and names; its arrays stay, unreferenced, until a merge.
 func (b *tableBuilder) drop(label string) {
 	i, ok := b.t.labelled(label)
 	if !ok {
@@ -53,6 +54,7 @@ func (b *tableBuilder) drop(label string) {
 		}
 	}
 	b.t.expiring = slices.DeleteFunc(b.t.expiring, func(e expiry) bool { return e.policy == i })
+	delete(b.t.dns, b.t.policies[i].label) // its names are let go of at the next full build
 }
 
 // overlayWith is v with label's change (tp; nil: unlisted) applied: the

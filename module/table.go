@@ -84,8 +84,6 @@ type table struct {
 	// dns holds the names (and the whole deny list) of each named policy,
 	// by its label's offset; nil when no token lists a name.
 	dns map[uint32]dnsRule
-	// dnsNames counts the distinct names the table's tokens list.
-	dnsNames int
 
 	// expiring holds, for each token with allow entries still to expire,
 	// when the next of them does: the handler recompiles the token then.
@@ -187,8 +185,6 @@ type tableBuilder struct {
 	t    table
 	sets map[uint64]setRef // hash of a set's spans -> where they are
 	seed maphash.Seed
-	// named: the distinct names of the table's tokens
-	named map[*dnsName]struct{}
 }
 
 func newTableBuilder(tokens int) *tableBuilder {
@@ -280,15 +276,19 @@ func (b *tableBuilder) addPolicy(label string, allowed, denied *spanLists) (poli
 func (b *tableBuilder) addNames(p policy, names []*dnsName, deny *spanLists) {
 	if b.t.dns == nil {
 		b.t.dns = map[uint32]dnsRule{}
-		b.named = map[*dnsName]struct{}{}
 	}
 	b.t.dns[p.label] = dnsRule{names: slices.Clone(names), deny: b.addSet(deny)}
-	for _, n := range names {
-		if _, ok := b.named[n]; !ok {
-			b.named[n] = struct{}{}
-			b.t.dnsNames++
+}
+
+// dnsNames counts the distinct names the table's tokens list.
+func (t *table) dnsNames() int {
+	seen := map[*dnsName]struct{}{}
+	for _, rule := range t.dns {
+		for _, n := range rule.names {
+			seen[n] = struct{}{}
 		}
 	}
+	return len(seen)
 }
 
 // addToken appends a listed token's policy under its digest and returns
@@ -347,6 +347,6 @@ func (b *tableBuilder) finish() *table {
 	b.t.unlistedLabel = uint32(len(b.t.labels))
 	b.t.labels = append(b.t.labels, byte(len(unlistedObservedLabel)))
 	b.t.labels = append(b.t.labels, unlistedObservedLabel...)
-	b.sets, b.named = nil, nil
+	b.sets = nil
 	return &b.t
 }
