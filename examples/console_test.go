@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/miekg/dns"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
@@ -903,6 +904,81 @@ func TestConsole(t *testing.T) {
 		op.waitFor(t, "the leak alert", `!document.querySelector('#leak-alert').hidden`)
 		if got := op.text(t, "#leak-alert"); !strings.Contains(got, "May be leaked: refused from 3 distinct addresses") || !strings.Contains(got, "192.0.2.40") || !strings.Contains(got, "suspended it") {
 			t.Errorf("#leak-alert reads %q", got)
+		}
+		op.noProblems(t)
+	})
+
+	t.Run("a dns: entry: what it resolves to, and the tester names it", func(t *testing.T) {
+		// Each lookup asks a resolver that never answers first, then
+		// srv: a name is pending for 2 s (the first one's timeout), long
+		// enough for the page to show it so and read it again.
+		down := testkit.DNS(t)
+		down.Silent(true)
+		srv := testkit.DNS(t)
+		srv.Set("office.console.test", 300, "127.0.0.61")
+		srv.SetRcode("broken.console.test", dns.RcodeServerFailure)
+		srv.Set("file.console.test", 300, "127.0.0.62", "2001:db8::62")
+		file := testkit.WriteFile(t, filepath.Join(t.TempDir(), "dns-tokens.json"),
+			`{"file-dns": {"token_sha256": "`+testkit.Digest(consoleTok("file-dns"))+`", "allow": ["dns:file.console.test"]}}`)
+		dc := startConsoleExample(t,
+			"\t\tmissing_token deny\n", "\t\tmissing_token deny\n\t\tresolvers "+down.Addr+" "+srv.Addr+"\n",
+			"\t\ttokens_file examples/tokens.json\n", "\t\ttokens_file examples/tokens.json\n\t\ttokens_file "+file+"\n")
+		putEntry(t, dc, "shop-dns", map[string]any{"allow": []string{"203.0.113.14"}})
+		tok := consoleTok("shop-dns")
+		wantAnswer(t, dc, "127.0.0.61", tok, "401", "before")
+		state := func(entry string) string {
+			return `document.querySelector('#entries tr[data-entry="` + entry + `"] .dns-state')`
+		}
+
+		op.open(t, dc.Site, "#/token/shop-dns")
+		op.do(t, "adding three names in one Add",
+			chromedp.SendKeys(chromedp.ID("add-entries"), "dns:office.console.test, dns:broken.console.test\ndns:none.console.test"),
+			chromedp.Click(chromedp.ID("add-submit")))
+		op.waitFor(t, "the names added", entryRow("dns:none.console.test"))
+		if got := eval[string](t, op, state("dns:office.console.test")+`.textContent`); got != "not resolved yet" {
+			t.Errorf("under a name just added the page reads %q, want not resolved yet", got)
+		}
+		op.waitFor(t, "each name looked up", state("dns:office.console.test")+`.dataset.state === 'resolved' && `+
+			state("dns:broken.console.test")+`.dataset.state === 'failing' && `+state("dns:none.console.test")+`.dataset.state === 'empty'`)
+		for entry, want := range map[string][]string{
+			"dns:office.console.test": {"resolves to 127.0.0.61", "TTL 5m"},
+			"dns:broken.console.test": {"lookup failing: A: " + srv.Addr + ": SERVFAIL", "it admits no address until it resolves", "tried again after 30s"},
+			"dns:none.console.test":   {"resolves to no address"},
+		} {
+			got := eval[string](t, op, state(entry)+`.textContent`)
+			for _, w := range want {
+				if !strings.Contains(got, w) {
+					t.Errorf("under %s the page reads %q, want %q in it", entry, got, w)
+				}
+			}
+		}
+		wantAnswer(t, dc, "127.0.0.61", tok, "200 shop-dns", "after adding the name")
+
+		test := func(ip string) string {
+			t.Helper()
+			op.do(t, "testing "+ip,
+				chromedp.Evaluate[chromedp.Void](`document.getElementById('check-ip').value = ''`),
+				chromedp.SendKeys(chromedp.ID("check-ip"), ip),
+				chromedp.Click(chromedp.ID("check-submit")))
+			op.waitFor(t, "the decision", `document.querySelector('#check-result').dataset.decision`)
+			return op.text(t, "#check-result")
+		}
+		if got, want := test("127.0.0.61"), "allow — allowed by dns:office.console.test (mode enforce)"; got != want {
+			t.Errorf("the tester says %q, want %q", got, want)
+		}
+		if got, want := test("203.0.113.14"), "allow — allowed (mode enforce)"; got != want {
+			t.Errorf("for an address its range admits the tester says %q, want %q", got, want)
+		}
+
+		// A tokens file's token: its entries are not shown, what its
+		// names admit is.
+		op.open(t, dc.Site, "#/token/file-dns")
+		op.waitFor(t, "the tokens file's name", state("dns:file.console.test")+`.dataset.state === 'resolved'`)
+		if got := eval[string](t, op, state("dns:file.console.test")+`.textContent`); !strings.Contains(got, "resolves to 127.0.0.62, 2001:db8::62") {
+			t.Errorf("under the tokens file's name the page reads %q", got)
+		}
+		if eval[bool](t, op, `!!document.querySelector('#entries button.remove, #add-form')`) {
+			t.Error("a config token's page offers to change it")
 		}
 		op.noProblems(t)
 	})
