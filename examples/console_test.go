@@ -969,6 +969,14 @@ func TestConsole(t *testing.T) {
 		if got, want := test("203.0.113.14"), "allow — allowed (mode enforce)"; got != want {
 			t.Errorf("for an address its range admits the tester says %q, want %q", got, want)
 		}
+		op.do(t, "a 320 px wide screen", chromedp.EmulateViewport(320, 700))
+		op.open(t, dc.Site, "#/token/shop-dns")
+		// The entries' table scrolls inside its wrapper when too wide: at
+		// 320 px, laid out as cards, it must not need to.
+		if w := eval[[]int](t, op, `(w => [document.documentElement.scrollWidth, w.scrollWidth, w.clientWidth])(document.querySelector('#entries').closest('.table-wrap'))`); w[0] > 320 || w[1] > w[2] {
+			t.Errorf("the names' states at 320 px: the document is %d px wide, the entries %d px in %d", w[0], w[1], w[2])
+		}
+		op.do(t, "back to 1100 px", chromedp.EmulateViewport(1100, 900))
 
 		// A tokens file's token: its entries are not shown, what its
 		// names admit is.

@@ -148,15 +148,19 @@
       case 'refused':
         box.append(el('span', {class: 'dns-problem'}, 'refused: ' + (st.refused || '') + kept));
         break;
-      case 'empty':
-        box.append(el('span', {}, 'resolves to no address'));
-        break;
     }
-    if (addrs.length) box.append(addressList(st.state === 'resolved' ? 'resolves to ' : 'last good addresses: ', addrs));
+    // One line: the addresses (or none), then the TTL.
+    const line = el('span', {class: 'dns-line'});
+    if (addrs.length) line.append(addressList(st.state === 'resolved' ? 'resolves to ' : 'last good addresses: ', addrs));
+    else if (st.state === 'empty') line.append('resolves to no address');
     if (st.ttl) {
-      box.append(el('span', {class: 'dns-ttl'},
+      // "· TTL 5m" wraps whole, after a space.
+      const after = line.childNodes.length > 0;
+      if (after) line.append(' ');
+      line.append(el('span', {class: 'dns-ttl'}, (after ? '· ' : '') +
         (st.state === 'failing' ? 'tried again after ' : 'TTL ') + shortDuration(st.ttl)));
     }
+    box.append(line);
     return box;
   }
 
