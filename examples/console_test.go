@@ -1067,8 +1067,9 @@ const crossOriginPage = `<!doctype html><title>elsewhere</title><body>
 </script></body>`
 
 // TestConsoleScreenshot writes a picture of a token's page, with a store
-// filled as in use (owners, notes, an entry that expires, an observed
-// address refused), to the PNG file CONSOLE_SCREENSHOT names: make
+// filled as in use (owners, notes, an entry that expires, a dns: entry and
+// what it resolves to, an observed address refused), to the PNG file
+// CONSOLE_SCREENSHOT names: make
 // screenshot writes docs/console.png. Skipped unless it is set, so that
 // make test writes no file of the repository.
 func TestConsoleScreenshot(t *testing.T) {
@@ -1077,18 +1078,20 @@ func TestConsoleScreenshot(t *testing.T) {
 		t.Skip("CONSOLE_SCREENSHOT is not set: make screenshot sets it to docs/console.png")
 	}
 	testkit.CaddyBin(t)
-	c := startConsoleExample(t)
+	srv := testkit.DNS(t)
+	srv.Set("gw.berlin.example.net", 300, "203.0.113.8", "2001:db8:10::8")
+	c := startConsoleExample(t, "\t\tmissing_token deny\n", "\t\tmissing_token deny\n\t\tresolvers "+srv.Addr+"\n")
 	in := func(d time.Duration) string { return time.Now().Add(d).UTC().Truncate(time.Hour).Format(time.RFC3339) }
 	putEntry(t, c, "partner-portal", map[string]any{
 		"owner": consoleOwner,
 		"note":  "Customer portal backend, EU region",
-		"allow": []string{"203.0.113.7", "198.51.100.0/24", "2001:db8:10::/48", "127.0.0.40", "192.0.2.44"},
+		"allow": []string{"203.0.113.7", "198.51.100.0/24", "dns:gw.berlin.example.net", "127.0.0.40", "192.0.2.44"},
 		"notes": map[string]string{
-			"203.0.113.7":      "Berlin office",
-			"198.51.100.0/24":  "EU datacenter",
-			"2001:db8:10::/48": "Berlin office, IPv6",
-			"127.0.0.40":       "staging runner",
-			"192.0.2.44":       "contractor laptop, until the migration is done",
+			"203.0.113.7":               "Berlin office",
+			"198.51.100.0/24":           "EU datacenter",
+			"dns:gw.berlin.example.net": "Berlin gateway, dynamic IP",
+			"127.0.0.40":                "staging runner",
+			"192.0.2.44":                "contractor laptop, until the migration is done",
 		},
 		"expires": map[string]string{"192.0.2.44": in(72 * time.Hour)},
 	})
@@ -1106,7 +1109,7 @@ func TestConsoleScreenshot(t *testing.T) {
 	op := newTab(t, startChromium(t, ""), consoleOperator, consoleOperatorPW)
 	op.do(t, "an 1100x900 window", chromedp.EmulateViewport(1100, 900))
 	op.open(t, c.Site, "#/token/partner-portal")
-	op.waitFor(t, "the observed rows", `document.querySelector('#observed tr[data-ip="127.0.0.66"][data-status="refused"]')`)
+	op.waitFor(t, "the observed rows and the name resolved", `document.querySelector('#observed tr[data-ip="127.0.0.66"][data-status="refused"]') && document.querySelector('#entries .dns-state[data-state="resolved"]')`)
 	op.noProblems(t)
 	ctx, cancel := context.WithTimeout(op.ctx, 20*time.Second)
 	defer cancel()
