@@ -918,6 +918,11 @@ func TestConsole(t *testing.T) {
 		srv.Set("office.console.test", 300, "127.0.0.61")
 		srv.SetRcode("broken.console.test", dns.RcodeServerFailure)
 		srv.Set("file.console.test", 300, "127.0.0.62", "2001:db8::62")
+		var many []string
+		for i := range 257 {
+			many = append(many, fmt.Sprintf("10.9.%d.%d", i/250, i%250+1))
+		}
+		srv.Set("many.console.test", 300, many...)
 		file := testkit.WriteFile(t, filepath.Join(t.TempDir(), "dns-tokens.json"),
 			`{"file-dns": {"token_sha256": "`+testkit.Digest(consoleTok("file-dns"))+`", "allow": ["dns:file.console.test"]}}`)
 		dc := startConsoleExample(t,
@@ -931,19 +936,21 @@ func TestConsole(t *testing.T) {
 		}
 
 		op.open(t, dc.Site, "#/token/shop-dns")
-		op.do(t, "adding three names in one Add",
-			chromedp.SendKeys(chromedp.ID("add-entries"), "dns:office.console.test, dns:broken.console.test\ndns:none.console.test"),
+		op.do(t, "adding four names in one Add",
+			chromedp.SendKeys(chromedp.ID("add-entries"), "dns:office.console.test, dns:broken.console.test\ndns:none.console.test dns:many.console.test"),
 			chromedp.Click(chromedp.ID("add-submit")))
 		op.waitFor(t, "the names added", entryRow("dns:none.console.test"))
 		if got := eval[string](t, op, state("dns:office.console.test")+`.textContent`); got != "not resolved yet" {
 			t.Errorf("under a name just added the page reads %q, want not resolved yet", got)
 		}
 		op.waitFor(t, "each name looked up", state("dns:office.console.test")+`.dataset.state === 'resolved' && `+
-			state("dns:broken.console.test")+`.dataset.state === 'failing' && `+state("dns:none.console.test")+`.dataset.state === 'empty'`)
+			state("dns:broken.console.test")+`.dataset.state === 'failing' && `+state("dns:none.console.test")+`.dataset.state === 'empty' && `+
+			state("dns:many.console.test")+`.dataset.state === 'refused'`)
 		for entry, want := range map[string][]string{
 			"dns:office.console.test": {"resolves to 127.0.0.61", "TTL 5m"},
 			"dns:broken.console.test": {"lookup failing: A: " + srv.Addr + ": SERVFAIL", "it admits no address until it resolves", "tried again after 30s"},
 			"dns:none.console.test":   {"resolves to no address"},
+			"dns:many.console.test":   {"refused: resolves to 257 addresses, more than 256 — it admits no address until it resolves"},
 		} {
 			got := eval[string](t, op, state(entry)+`.textContent`)
 			for _, w := range want {
