@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/miekg/dns"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
@@ -907,6 +908,96 @@ func TestConsole(t *testing.T) {
 		op.noProblems(t)
 	})
 
+	t.Run("a dns: entry: what it resolves to, and the tester names it", func(t *testing.T) {
+		// Each lookup asks a resolver that never answers first, then
+		// srv: a name is pending for 2 s (the first one's timeout), long
+		// enough for the page to show it so and read it again.
+		down := testkit.DNS(t)
+		down.Silent(true)
+		srv := testkit.DNS(t)
+		srv.Set("office.console.test", 300, "127.0.0.61")
+		srv.SetRcode("broken.console.test", dns.RcodeServerFailure)
+		srv.Set("file.console.test", 300, "127.0.0.62", "2001:db8::62")
+		var many []string
+		for i := range 257 {
+			many = append(many, fmt.Sprintf("10.9.%d.%d", i/250, i%250+1))
+		}
+		srv.Set("many.console.test", 300, many...)
+		file := testkit.WriteFile(t, filepath.Join(t.TempDir(), "dns-tokens.json"),
+			`{"file-dns": {"token_sha256": "`+testkit.Digest(consoleTok("file-dns"))+`", "allow": ["dns:file.console.test"]}}`)
+		dc := startConsoleExample(t,
+			"\t\tmissing_token deny\n", "\t\tmissing_token deny\n\t\tresolvers "+down.Addr+" "+srv.Addr+"\n",
+			"\t\ttokens_file examples/tokens.json\n", "\t\ttokens_file examples/tokens.json\n\t\ttokens_file "+file+"\n")
+		putEntry(t, dc, "shop-dns", map[string]any{"allow": []string{"203.0.113.14"}})
+		tok := consoleTok("shop-dns")
+		wantAnswer(t, dc, "127.0.0.61", tok, "401", "before")
+		state := func(entry string) string {
+			return `document.querySelector('#entries tr[data-entry="` + entry + `"] .dns-state')`
+		}
+
+		op.open(t, dc.Site, "#/token/shop-dns")
+		op.do(t, "adding four names in one Add",
+			chromedp.SendKeys(chromedp.ID("add-entries"), "dns:office.console.test, dns:broken.console.test\ndns:none.console.test dns:many.console.test"),
+			chromedp.Click(chromedp.ID("add-submit")))
+		op.waitFor(t, "the names added", entryRow("dns:none.console.test"))
+		if got := eval[string](t, op, state("dns:office.console.test")+`.textContent`); got != "not resolved yet" {
+			t.Errorf("under a name just added the page reads %q, want not resolved yet", got)
+		}
+		op.waitFor(t, "each name looked up", state("dns:office.console.test")+`.dataset.state === 'resolved' && `+
+			state("dns:broken.console.test")+`.dataset.state === 'failing' && `+state("dns:none.console.test")+`.dataset.state === 'empty' && `+
+			state("dns:many.console.test")+`.dataset.state === 'refused'`)
+		for entry, want := range map[string][]string{
+			"dns:office.console.test": {"resolves to 127.0.0.61", "TTL 5m"},
+			"dns:broken.console.test": {"lookup failing: A: " + srv.Addr + ": SERVFAIL", "it admits no address until it resolves", "tried again after 30s"},
+			"dns:none.console.test":   {"resolves to no address"},
+			"dns:many.console.test":   {"refused: resolves to 257 addresses, more than 256 — it admits no address until it resolves"},
+		} {
+			got := eval[string](t, op, state(entry)+`.textContent`)
+			for _, w := range want {
+				if !strings.Contains(got, w) {
+					t.Errorf("under %s the page reads %q, want %q in it", entry, got, w)
+				}
+			}
+		}
+		wantAnswer(t, dc, "127.0.0.61", tok, "200 shop-dns", "after adding the name")
+
+		test := func(ip string) string {
+			t.Helper()
+			op.do(t, "testing "+ip,
+				chromedp.Evaluate[chromedp.Void](`document.getElementById('check-ip').value = ''`),
+				chromedp.SendKeys(chromedp.ID("check-ip"), ip),
+				chromedp.Click(chromedp.ID("check-submit")))
+			op.waitFor(t, "the decision", `document.querySelector('#check-result').dataset.decision`)
+			return op.text(t, "#check-result")
+		}
+		if got, want := test("127.0.0.61"), "allow — allowed by dns:office.console.test (mode enforce)"; got != want {
+			t.Errorf("the tester says %q, want %q", got, want)
+		}
+		if got, want := test("203.0.113.14"), "allow — allowed (mode enforce)"; got != want {
+			t.Errorf("for an address its range admits the tester says %q, want %q", got, want)
+		}
+		op.do(t, "a 320 px wide screen", chromedp.EmulateViewport(320, 700))
+		op.open(t, dc.Site, "#/token/shop-dns")
+		// The entries' table scrolls inside its wrapper when too wide: at
+		// 320 px, laid out as cards, it must not need to.
+		if w := eval[[]int](t, op, `(w => [document.documentElement.scrollWidth, w.scrollWidth, w.clientWidth])(document.querySelector('#entries').closest('.table-wrap'))`); w[0] > 320 || w[1] > w[2] {
+			t.Errorf("the names' states at 320 px: the document is %d px wide, the entries %d px in %d", w[0], w[1], w[2])
+		}
+		op.do(t, "back to 1100 px", chromedp.EmulateViewport(1100, 900))
+
+		// A tokens file's token: its entries are not shown, what its
+		// names admit is.
+		op.open(t, dc.Site, "#/token/file-dns")
+		op.waitFor(t, "the tokens file's name", state("dns:file.console.test")+`.dataset.state === 'resolved'`)
+		if got := eval[string](t, op, state("dns:file.console.test")+`.textContent`); !strings.Contains(got, "resolves to 127.0.0.62, 2001:db8::62") {
+			t.Errorf("under the tokens file's name the page reads %q", got)
+		}
+		if eval[bool](t, op, `!!document.querySelector('#entries button.remove, #add-form')`) {
+			t.Error("a config token's page offers to change it")
+		}
+		op.noProblems(t)
+	})
+
 	t.Run("readable at 320 px", func(t *testing.T) {
 		op.do(t, "a 320 px wide screen", chromedp.EmulateViewport(320, 700))
 		defer op.do(t, "back to 1100 px", chromedp.EmulateViewport(1100, 900))
@@ -983,8 +1074,9 @@ const crossOriginPage = `<!doctype html><title>elsewhere</title><body>
 </script></body>`
 
 // TestConsoleScreenshot writes a picture of a token's page, with a store
-// filled as in use (owners, notes, an entry that expires, an observed
-// address refused), to the PNG file CONSOLE_SCREENSHOT names: make
+// filled as in use (owners, notes, an entry that expires, a dns: entry and
+// what it resolves to, an observed address refused), to the PNG file
+// CONSOLE_SCREENSHOT names: make
 // screenshot writes docs/console.png. Skipped unless it is set, so that
 // make test writes no file of the repository.
 func TestConsoleScreenshot(t *testing.T) {
@@ -993,18 +1085,20 @@ func TestConsoleScreenshot(t *testing.T) {
 		t.Skip("CONSOLE_SCREENSHOT is not set: make screenshot sets it to docs/console.png")
 	}
 	testkit.CaddyBin(t)
-	c := startConsoleExample(t)
+	srv := testkit.DNS(t)
+	srv.Set("gw.berlin.example.net", 300, "203.0.113.8", "2001:db8:10::8")
+	c := startConsoleExample(t, "\t\tmissing_token deny\n", "\t\tmissing_token deny\n\t\tresolvers "+srv.Addr+"\n")
 	in := func(d time.Duration) string { return time.Now().Add(d).UTC().Truncate(time.Hour).Format(time.RFC3339) }
 	putEntry(t, c, "partner-portal", map[string]any{
 		"owner": consoleOwner,
 		"note":  "Customer portal backend, EU region",
-		"allow": []string{"203.0.113.7", "198.51.100.0/24", "2001:db8:10::/48", "127.0.0.40", "192.0.2.44"},
+		"allow": []string{"203.0.113.7", "198.51.100.0/24", "dns:gw.berlin.example.net", "127.0.0.40", "192.0.2.44"},
 		"notes": map[string]string{
-			"203.0.113.7":      "Berlin office",
-			"198.51.100.0/24":  "EU datacenter",
-			"2001:db8:10::/48": "Berlin office, IPv6",
-			"127.0.0.40":       "staging runner",
-			"192.0.2.44":       "contractor laptop, until the migration is done",
+			"203.0.113.7":               "Berlin office",
+			"198.51.100.0/24":           "EU datacenter",
+			"dns:gw.berlin.example.net": "Berlin gateway, dynamic IP",
+			"127.0.0.40":                "staging runner",
+			"192.0.2.44":                "contractor laptop, until the migration is done",
 		},
 		"expires": map[string]string{"192.0.2.44": in(72 * time.Hour)},
 	})
@@ -1022,7 +1116,7 @@ func TestConsoleScreenshot(t *testing.T) {
 	op := newTab(t, startChromium(t, ""), consoleOperator, consoleOperatorPW)
 	op.do(t, "an 1100x900 window", chromedp.EmulateViewport(1100, 900))
 	op.open(t, c.Site, "#/token/partner-portal")
-	op.waitFor(t, "the observed rows", `document.querySelector('#observed tr[data-ip="127.0.0.66"][data-status="refused"]')`)
+	op.waitFor(t, "the observed rows and the name resolved", `document.querySelector('#observed tr[data-ip="127.0.0.66"][data-status="refused"]') && document.querySelector('#entries .dns-state[data-state="resolved"]')`)
 	op.noProblems(t)
 	ctx, cancel := context.WithTimeout(op.ctx, 20*time.Second)
 	defer cancel()

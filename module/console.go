@@ -29,9 +29,10 @@ func init() {
 }
 
 // Console (http.handlers.ip_allowlist_console) serves a web console for a
-// token store: the token list, each token's entries, Add More, Add my IP,
-// suspend and resume, the decision tester, the observed addresses, the
-// recent refusals, and new tokens. It talks to the store in the process,
+// token store: the token list, each token's entries (and what each dns:
+// entry resolves to on this node), Add More, Add my IP, suspend and
+// resume, the decision tester, the observed addresses, the recent
+// refusals, and new tokens. It talks to the store in the process,
 // as the admin routes do, through the same fileStore methods, so a change
 // made here is checked, kept and published exactly as theirs are.
 //
@@ -350,6 +351,9 @@ type consoleToken struct {
 	Revoked   bool              `json:"revoked,omitempty"`
 	// The latest leak_alert alert of the token, on this node.
 	LeakAlert *leakEvent `json:"leak_alert,omitempty"`
+	// What each dns: entry admits on this node: the names of the token
+	// as in force, with their addresses and state.
+	Names []nameStatus `json:"names,omitempty"`
 }
 
 // listedToken is a row of the token list.
@@ -505,7 +509,26 @@ func (q *consoleRequest) token(label string) error {
 	if ev, ok := latestLeak(q.store, label); ok {
 		t.LeakAlert = &ev
 	}
+	return q.writeToken(t)
+}
+
+// writeToken answers t, with the state of its dns: names as in force.
+func (q *consoleRequest) writeToken(t consoleToken) error {
+	if _, tb, p := q.policyInForce(t.Label); p != nil {
+		t.Names = tb.names(p)
+	}
 	return writeJSON(q.w, http.StatusOK, t)
+}
+
+// policyInForce finds label's policy, and its table, as the first handler
+// using the store has it in force on this node; nil when none does.
+func (q *consoleRequest) policyInForce(label string) (*Handler, *table, *policy) {
+	for _, h := range q.store.users() {
+		if t, p := h.current.Load().byLabel(label); p != nil {
+			return h, t, p
+		}
+	}
+	return nil, nil, nil
 }
 
 // Bounds on what one console user can make the store keep, so that a
@@ -593,7 +616,7 @@ func (q *consoleRequest) change(label, action string) error {
 		}
 		return err
 	}
-	return writeJSON(q.w, http.StatusOK, storeToken(label, kept))
+	return q.writeToken(storeToken(label, kept))
 }
 
 // createBody is a new token's request.
@@ -669,16 +692,12 @@ func (q *consoleRequest) check(label string) error {
 	if !ok {
 		return apiErr(http.StatusBadRequest, fmt.Errorf("ip %q: not an IP address", ipText))
 	}
-	for _, h := range q.store.users() {
-		v := h.current.Load()
-		t, p := v.byLabel(label)
-		if p == nil {
-			continue
-		}
-		res, name := t.checkNamed(p, addr)
-		return writeJSON(q.w, http.StatusOK, newCheckResult(label, addr, res, name, h.modeName()))
+	h, t, p := q.policyInForce(label)
+	if p == nil {
+		return apiErr(http.StatusNotFound, fmt.Errorf("token %q is not in force on this node", label))
 	}
-	return apiErr(http.StatusNotFound, fmt.Errorf("token %q is not in force on this node", label))
+	res, name := t.checkNamed(p, addr)
+	return writeJSON(q.w, http.StatusOK, newCheckResult(label, addr, res, name, h.modeName()))
 }
 
 // consoleObserved is an observed address with what became of it.

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/miekg/dns"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
@@ -602,5 +606,93 @@ func TestConsoleRefusalsOfItsOwnStoreOnly(t *testing.T) {
 	}
 	if r := consoleCall(t, c, "acme", "GET", "/-/api/tokens/acme-1/observed", ""); r.status != http.StatusConflict || strings.Contains(string(r.body), "192.0.2.96") {
 		t.Errorf("acme, observed under a label another site lists: %d %s", r.status, r.body)
+	}
+}
+
+// A token's JSON says what each of its dns: entries admits on this node:
+// a store token's, a config token's and a tokens file's, to an owner as
+// to an operator, and in the answer to a change; the tester says which
+// name admitted an address.
+func TestConsoleDNSNames(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("office.test", 300, "192.0.2.10", "2001:db8::10")
+	srv.Set("cust.test", 300, "198.51.100.30")
+	srv.Set("file.test", 300, "203.0.113.40")
+	srv.Set("globex.test", 300, "198.51.100.99")
+	srv.SetRcode("broken.test", dns.RcodeServerFailure)
+	dir := t.TempDir()
+	file := testkit.WriteFile(t, filepath.Join(dir, "tokens.json"),
+		`{"file-a": {"token_sha256": "`+testkit.Digest(applyTok(3))+`", "allow": ["dns:file.test"]}}`)
+	h := &Handler{
+		Resolvers: []string{srv.Addr},
+		Tokens: map[string]*TokenPolicy{
+			"config-a": {Token: applyTok(0), Allow: []string{"192.0.2.1", "dns:office.test"}, Owner: "acme"},
+			"globex-a": {Token: applyTok(2), Allow: []string{"dns:globex.test"}, Owner: "globex"},
+		},
+		TokensFiles: []string{file},
+		Store:       &TokenStore{File: filepath.Join(dir, "tokens.db")},
+	}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	c := newConsole(t, &Console{Operators: []string{"root"}})
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+applyTok(1)+`", "allow": ["203.0.113.5"], "owner": "acme"}`)
+
+	// names is a token's names as "name state addresses ttl".
+	names := func(r reply) []string {
+		t.Helper()
+		var tk consoleToken
+		r.json(t, &tk)
+		var out []string
+		for _, n := range tk.Names {
+			out = append(out, strings.Join([]string{n.Name, n.State, strings.Join(n.Addresses, ","), n.TTL}, " "))
+		}
+		return out
+	}
+	if r := consoleCall(t, c, "acme", "GET", "/-/api/tokens/cust-1", ""); strings.Contains(string(r.body), `"names"`) {
+		t.Errorf("a token without dns: entries: %s, want no names", r.body)
+	}
+	r := consoleCall(t, c, "acme", "POST", "/-/api/tokens/cust-1/allow", `{"entries": ["dns:cust.test", "dns:broken.test"]}`)
+	if got := names(r); len(got) != 2 || !strings.HasPrefix(got[0], "cust.test ") || !strings.HasPrefix(got[1], "broken.test ") {
+		t.Errorf("the answer to the change has names %q, want cust.test and broken.test", got)
+	}
+	for _, name := range []string{"office.test", "cust.test", "file.test", "globex.test", "broken.test"} {
+		lookedUp(t, poolName(t, h, name), time.Time{})
+	}
+
+	for _, tc := range []struct {
+		user, label string
+		want        []string
+	}{
+		{"acme", "cust-1", []string{"cust.test resolved 198.51.100.30 5m0s", "broken.test failing  30s"}},
+		{"acme", "config-a", []string{"office.test resolved 192.0.2.10,2001:db8::10 5m0s"}},
+		{"root", "file-a", []string{"file.test resolved 203.0.113.40 5m0s"}},
+		{"globex", "globex-a", []string{"globex.test resolved 198.51.100.99 5m0s"}},
+	} {
+		r := consoleCall(t, c, tc.user, "GET", "/-/api/tokens/"+tc.label, "")
+		if got := names(r); !slices.Equal(got, tc.want) {
+			t.Errorf("%s's %s: names %q, want %q", tc.user, tc.label, got, tc.want)
+		}
+	}
+	var tk consoleToken
+	consoleCall(t, c, "acme", "GET", "/-/api/tokens/cust-1", "").json(t, &tk)
+	if len(tk.Names) != 2 || !strings.Contains(tk.Names[1].Failing, "SERVFAIL") || len(tk.Names[1].Addresses) != 0 {
+		t.Errorf("cust-1's names %+v, want broken.test failing with SERVFAIL and no address", tk.Names)
+	}
+	if r := consoleCall(t, c, "acme", "GET", "/-/api/tokens/globex-a", ""); r.status != http.StatusNotFound || strings.Contains(string(r.body), "198.51.100.99") {
+		t.Errorf("acme reads globex's names: %d %s", r.status, r.body)
+	}
+
+	for _, tc := range []struct{ label, ip, decision, name string }{
+		{"cust-1", "198.51.100.30", "allow", "cust.test"},
+		{"cust-1", "203.0.113.5", "allow", ""}, // a range admits it
+		{"cust-1", "198.51.100.31", "deny", ""},
+		{"config-a", "2001:db8::10", "allow", "office.test"},
+		{"file-a", "203.0.113.40", "allow", "file.test"},
+	} {
+		var res checkResult
+		r := consoleCall(t, c, "root", "GET", "/-/api/tokens/"+tc.label+"/check?ip="+tc.ip, "")
+		r.json(t, &res)
+		if res.Decision != tc.decision || res.DNSName != tc.name {
+			t.Errorf("check %s from %s: %s, want %s by %q", tc.label, tc.ip, r.body, tc.decision, tc.name)
+		}
 	}
 }

@@ -9,6 +9,11 @@
 (function () {
   const PAGE_SIZE = 50;       // tokens per page of the list
   const SEARCH_DELAY = 250;   // ms of quiet typing before a search runs
+  // A token page with a dns: name not resolved yet reads the token again
+  // after NAMES_FIRST ms, then every NAMES_EVERY ms, NAMES_TRIES times at
+  // most, until every name has been looked up.
+  const NAMES_FIRST = 250, NAMES_EVERY = 1000, NAMES_TRIES = 20;
+  const ADDRS_SHOWN = 8;      // a name's addresses shown before "N more"
 
   const main = document.getElementById('app');
   const pageError = document.getElementById('error');
@@ -100,6 +105,63 @@
       }
     });
     return textarea;
+  }
+
+  // "5m0s" (a Go duration) → "5m"; "1h0m0s" → "1h"; "30s" stays.
+  function shortDuration(d) {
+    return d.replace(/m0s$/, 'm').replace(/h0m$/, 'h');
+  }
+
+  // A name's addresses after a lead ("resolves to "), the first
+  // ADDRS_SHOWN of them, and the rest behind "N more".
+  function addressList(lead, addrs) {
+    const items = list => list.flatMap((a, i) => [i ? ', ' : null, el('span', {class: 'addr mono'}, a)]);
+    const line = el('span', {class: 'dns-addresses'}, lead, items(addrs.slice(0, ADDRS_SHOWN)));
+    if (addrs.length > ADDRS_SHOWN) {
+      line.append(el('details', {}, el('summary', {}, (addrs.length - ADDRS_SHOWN) + ' more'),
+        items(addrs.slice(ADDRS_SHOWN))));
+    }
+    return line;
+  }
+
+  // What a dns: entry admits on this node, from its status in the token's
+  // `names`; none when the token as in force lists no such name (an entry
+  // that expired, say).
+  function nameStateEl(st) {
+    const box = el('div', {class: 'dns-state', dataset: {state: st ? st.state : 'none'}});
+    if (!st) {
+      box.append(el('span', {class: 'dns-problem'}, 'not in force on this node'));
+      return box;
+    }
+    if (st.state === 'pending') {
+      box.append('not resolved yet');
+      return box;
+    }
+    const addrs = st.addresses || [];
+    const kept = addrs.length ? ' — last good addresses keep serving' : ' — it admits no address until it resolves';
+    switch (st.state) {
+      case 'failing':
+        box.append(el('span', {class: 'dns-problem'}, 'lookup failing',
+          st.resolved ? [' (last good answer ', timeEl(st.resolved), ')'] : null,
+          ': ' + (st.failing || '') + kept));
+        break;
+      case 'refused':
+        box.append(el('span', {class: 'dns-problem'}, 'refused: ' + (st.refused || '') + kept));
+        break;
+    }
+    // One line: the addresses (or none), then the TTL.
+    const line = el('span', {class: 'dns-line'});
+    if (addrs.length) line.append(addressList(st.state === 'resolved' ? 'resolves to ' : 'last good addresses: ', addrs));
+    else if (st.state === 'empty') line.append('resolves to no address');
+    if (st.ttl) {
+      // "· TTL 5m" wraps whole, after a space.
+      const after = line.childNodes.length > 0;
+      if (after) line.append(' ');
+      line.append(el('span', {class: 'dns-ttl'}, (after ? '· ' : '') +
+        (st.state === 'failing' ? 'tried again after ' : 'TTL ') + shortDuration(st.ttl)));
+    }
+    box.append(line);
+    return box;
   }
 
   function tokenHref(label) { return '#/token/' + encodeURIComponent(label); }
@@ -397,7 +459,7 @@
 
     const form = el('form', {id: 'new-form', autocomplete: 'off'},
       field('Label', label),
-      field('Allow entries', allow, 'Addresses or CIDR ranges, one per line or comma separated.'),
+      field('Allow entries', allow, 'Addresses, CIDR ranges or dns: names (dns:office.example.com), one per line or comma separated.'),
       field('Note', note),
       owner ? field('Owner', owner) : null,
       el('div', {class: 'actions'}, create),
@@ -498,26 +560,70 @@
       const allow = e.allow || [];
       const notes = e.notes || {}, expires = e.expires || {};
       const cols = config ? 3 : 4;
+      // A tokens file's token: its entries are not shown, but what its
+      // dns: names admit is.
+      const unlisted = (e.names || []).map(n => 'dns:' + n.name).filter(a => !allow.includes(a));
       entriesBody.replaceChildren();
       if (!allow.length) {
         entriesBody.append(emptyRow(cols, config && !e.allow
-          ? 'Its entries are in its tokens file; the console does not show them.' : 'No allow entries.'));
+          ? 'Its ' + (unlisted.length ? 'other ' : '') + 'entries are in its tokens file; the console does not show them.'
+          : 'No allow entries.'));
       }
       for (const a of allow) {
         const exp = expires[a];
         const expired = exp && new Date(exp) < new Date();
         entriesBody.append(el('tr', {dataset: {entry: a}},
-          el('td', {class: 'mono'}, a),
+          entryCell(a),
           el('td', {class: 'note'}, notes[a] || ''),
           el('td', {class: expired ? 'expired' : ''}, exp ? timeEl(exp) : 'never', expired ? ' (expired)' : ''),
           config ? null : el('td', {}, el('button', {type: 'button', class: 'remove danger',
             'aria-label': 'Remove ' + a, onclick: removeEntry(a)}, 'Remove'))));
       }
+      for (const a of unlisted) {
+        entriesBody.append(el('tr', {dataset: {entry: a}},
+          entryCell(a), el('td', {class: 'note'}), el('td', {}), config ? null : el('td', {})));
+      }
+      namesTries = 0;
+      renderNames();
       const deny = e.deny || [];
       denyWrap.hidden = !deny.length;
       denyWrap.replaceChildren(el('h3', {}, 'Deny entries'),
         el('ul', {id: 'deny', class: 'mono'}, deny.map(d => el('li', {}, d))));
       if (observed) renderObserved();
+    }
+
+    // An entry's cell; a dns: entry's holds its state, which renderNames
+    // fills.
+    function entryCell(a) {
+      return el('td', {class: 'mono'}, a, a.startsWith('dns:') ? el('div', {class: 'dns-state'}) : null);
+    }
+
+    // Shows each dns: entry's state from entry.names, and reads the token
+    // again while a name is not resolved yet.
+    let namesTimer = null, namesTries = 0;
+    cleanups.push(() => clearTimeout(namesTimer));
+    function renderNames() {
+      const byName = new Map((entry.names || []).map(n => [n.name, n]));
+      for (const box of entriesBody.querySelectorAll('.dns-state')) {
+        box.replaceWith(nameStateEl(byName.get(box.closest('tr').dataset.entry.slice('dns:'.length))));
+      }
+      clearTimeout(namesTimer);
+      namesTimer = null;
+      if (namesTries < NAMES_TRIES && (entry.names || []).some(n => n.state === 'pending')) {
+        namesTimer = setTimeout(() => track(rereadNames()), namesTries++ ? NAMES_EVERY : NAMES_FIRST);
+      }
+    }
+    async function rereadNames() {
+      namesTimer = null;
+      try {
+        const e = await api(path);
+        if (gen !== routeGen) return;
+        entry.names = e.names;
+        renderNames();
+      } catch (_) {
+        // Not read again: the next change, or opening the page again,
+        // shows the names as they are then.
+      }
     }
 
     function removeEntry(a) {
@@ -587,7 +693,7 @@
       const box = errBox('add-error');
       const done = statusBox('add-status');
       const form = el('form', {id: 'add-form'},
-        field('Entries', entries, 'Addresses or CIDR ranges, one per line or comma separated. Ctrl+Enter adds.'),
+        field('Entries', entries, 'Addresses, CIDR ranges or dns: names (dns:office.example.com), one per line or comma separated. Ctrl+Enter adds.'),
         el('div', {class: 'row'},
           field('Note', note),
           field('Expires after', ttl, 'Optional; empty: never.')),
@@ -595,7 +701,7 @@
       form.addEventListener('submit', change(submit, box, async () => {
         done.textContent = '';
         const list = splitEntries(entries.value);
-        if (!list.length) throw new Error('Type at least one address or range.');
+        if (!list.length) throw new Error('Type at least one address, range or name.');
         const body = {entries: list};
         if (note.value.trim()) body.note = note.value.trim();
         if (ttl.value.trim()) body.ttl = ttl.value.trim();
@@ -649,10 +755,13 @@
       form.addEventListener('submit', change(submit, box, async () => {
         result.textContent = '';
         delete result.dataset.decision;
+        delete result.dataset.dnsName;
         const r = await api(path + '/check?ip=' + encodeURIComponent(ip.value.trim()));
         result.dataset.decision = r.decision;
+        if (r.dns_name) result.dataset.dnsName = r.dns_name;
         result.append(el('strong', {class: 'decision-' + r.decision}, r.decision),
-          ' — ' + (r.reason || ''), r.mode ? ' (mode ' + r.mode + ')' : '');
+          ' — ' + (r.reason || ''), r.dns_name ? ' by dns:' + r.dns_name : '',
+          r.mode ? ' (mode ' + r.mode + ')' : '');
       }));
       return el('section', {'aria-labelledby': 'check-h'},
         el('h2', {id: 'check-h'}, 'Test an address'), form, box, result);
