@@ -185,6 +185,7 @@ type nameState struct {
 	ttl      time.Duration // until the next lookup, as clamped
 	tried    time.Time     // when the last lookup ended
 	failing  string        // why the last lookup failed, if it did
+	failedAt time.Time     // when the lookups began to fail, if they do
 	refusal  string        // why its answer was refused, if it was
 }
 
@@ -451,7 +452,9 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 	}
 	if len(failures) > 0 {
 		next.failing = strings.Join(failures, "; ")
+		next.failedAt = n.failed
 		if n.failed.IsZero() {
+			next.failedAt = now
 			n.failed = now
 			msg := "dns name lookup failed; its last good addresses keep serving"
 			if len(old.v4)+len(old.v6) == 0 && old.resolved.IsZero() {
@@ -789,7 +792,9 @@ type nameStatus struct {
 	Resolved  time.Time `json:"resolved,omitzero"`
 	TTL       string    `json:"ttl,omitempty"`
 	Failing   string    `json:"failing,omitempty"`
-	Refused   string    `json:"refused,omitempty"`
+	// When the lookups began to fail, while they do.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	Refused      string    `json:"refused,omitempty"`
 	// pending: not looked up yet; resolved; failing; refused; empty.
 	State string `json:"state"`
 }
@@ -801,7 +806,7 @@ func (n *dnsName) status() nameStatus {
 		return st
 	}
 	st.Addresses = addrStrings(s.v4, s.v6, maxNameAddrs)
-	st.Resolved, st.Failing, st.Refused = s.resolved, s.failing, s.refusal
+	st.Resolved, st.Failing, st.Refused, st.FailingSince = s.resolved, s.failing, s.refusal, s.failedAt
 	st.TTL = s.ttl.String()
 	switch {
 	case s.refusal != "":

@@ -285,6 +285,9 @@ func TestDNSServerStops(t *testing.T) {
 		t.Errorf("failing %q, want SERVFAIL", s.failing)
 	}
 	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+	if st := n.status(); st.State != "failing" || st.FailingSince.IsZero() || !st.FailingSince.After(s.resolved) || st.FailingSince.After(s.tried) {
+		t.Errorf("status %+v, want failing since the first failed lookup", st)
+	}
 	if got := logs.FilterMessage("dns name lookup failed; its last good addresses keep serving").Len(); got != 1 {
 		t.Errorf("%d failure lines over three failed lookups, want 1", got)
 	}

@@ -142,6 +142,7 @@
     switch (st.state) {
       case 'failing':
         box.append(el('span', {class: 'dns-problem'}, 'lookup failing',
+          st.failing_since ? [' since ', timeEl(st.failing_since)] : null,
           st.resolved ? [' (last good answer ', timeEl(st.resolved), ')'] : null,
           ': ' + (st.failing || '') + kept));
         break;
