@@ -948,7 +948,7 @@ func TestConsole(t *testing.T) {
 			state("dns:many.console.test")+`.dataset.state === 'refused'`)
 		for entry, want := range map[string][]string{
 			"dns:office.console.test": {"resolves to 127.0.0.61", "TTL 5m"},
-			"dns:broken.console.test": {"lookup failing: A: " + srv.Addr + ": SERVFAIL", "it admits no address until it resolves", "tried again after 30s"},
+			"dns:broken.console.test": {"lookup failing since ", ": A: " + srv.Addr + ": SERVFAIL", "it admits no address until it resolves", "tried again after 30s"},
 			"dns:none.console.test":   {"resolves to no address"},
 			"dns:many.console.test":   {"refused: resolves to 257 addresses, more than 256 — it admits no address until it resolves"},
 		} {

@@ -39,12 +39,25 @@ const (
 	// name is resolved again.
 	dnsMinTTL = 30 * time.Second
 	dnsMaxTTL = time.Hour
-	// dnsRetry is when a name whose lookup failed is tried again.
-	dnsRetry = dnsMinTTL
-	// dnsTimeout bounds one query to one server.
-	dnsTimeout = 2 * time.Second
-	// dnsLookups bounds the lookups a pool runs at once.
-	dnsLookups = 8
+	// dnsRetry is when a name whose lookup failed is tried again; each
+	// failure in a row doubles it, up to dnsMaxRetry, so that names whose
+	// zones never answer do not keep the lookups busy.
+	dnsRetry    = dnsMinTTL
+	dnsMaxRetry = 5 * time.Minute
+	// dnsTimeout bounds one query to one server, and dnsDeadline one
+	// family's lookup, every server and CNAME asked included.
+	dnsTimeout  = 2 * time.Second
+	dnsDeadline = 3 * dnsTimeout
+	// dnsLookups is how many lookups a pool runs at once. A name never
+	// looked up goes before those due again, the newest first, so that a
+	// name just added waits for one lookup at most, however many names
+	// of other zones are slow to answer.
+	dnsLookups = 64
+	// dnsMaxStale is how long a name's last good addresses are kept while
+	// its lookups fail, or its answers are refused: past that, it matches
+	// nothing until it resolves, so that an address its owner has let go
+	// of does not stay admitted for ever.
+	dnsMaxStale = 24 * time.Hour
 	// dnsMaxCNAMEs bounds the CNAME chain followed from a name.
 	dnsMaxCNAMEs = 8
 	// maxNameAddrs is the over-broad rule for a name: an answer of more
@@ -165,14 +178,20 @@ type dnsName struct {
 	// looked is closed when the first lookup ends.
 	looked chan struct{}
 
+	// firstWait bounds how long a request waits for the first lookup
+	// (awaitNames): a lookup's time on the pool's servers, plus a second.
+	firstWait time.Duration
+
 	// under the pool's mu
 	refs    int
 	due     time.Time
-	queued  bool // in the pool's due heap
+	queued  bool // in the pool's due heap or fresh list
 	gone    bool // released by every handler
 	failed  time.Time
+	fails   int // failed lookups in a row
 	refused bool
 	empty   bool
+	stale   bool
 }
 
 // nameState is a name's answer as requests read it, and what became of the
@@ -216,15 +235,20 @@ type dnsPool struct {
 	// the system's.
 	servers atomic.Pointer[resolverList]
 
-	mu      sync.Mutex
-	names   map[string]*dnsName
-	due     dueHeap
+	mu    sync.Mutex
+	names map[string]*dnsName
+	due   dueHeap
+	// fresh: names never looked up, looked up before any name of due,
+	// the newest first.
+	fresh   []*dnsName
 	users   int
 	started bool
-	logger  *zap.Logger
+	// loggers: the users' loggers; the newest logs the pool's lines, and
+	// a user that leaves (a refused load) takes its own with it.
+	loggers []*zap.Logger
 
 	wake   chan struct{}
-	sem    chan struct{}
+	work   chan *dnsName
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -243,30 +267,48 @@ func openDNSPool(resolvers []string, logger *zap.Logger) *dnsPool {
 	p := dnsPools.m[key]
 	if p == nil {
 		p = &dnsPool{key: key, names: map[string]*dnsName{},
-			wake: make(chan struct{}, 1), sem: make(chan struct{}, dnsLookups)}
+			wake: make(chan struct{}, 1), work: make(chan *dnsName)}
 		p.servers.Store(&resolverList{servers: resolvers})
 		p.ctx, p.cancel = context.WithCancel(context.Background())
 		dnsPools.m[key] = p
 	}
 	if len(resolvers) == 0 {
 		// The system's, as they are now: a reload picks up a changed
-		// resolv.conf.
+		// resolv.conf. One that cannot be read (being rewritten, say)
+		// leaves a pool that has servers with them.
 		servers, err := systemResolvers()
-		p.servers.Store(&resolverList{servers, err})
+		if old := p.servers.Load(); err == nil || old.err != nil || len(old.servers) == 0 {
+			p.servers.Store(&resolverList{servers, err})
+		} else {
+			logger.Warn("the system's resolvers could not be read; dns: names keep the ones read before",
+				zap.Strings("resolvers", old.servers), zap.Error(err))
+		}
 	}
 	p.mu.Lock()
 	p.users++
-	p.logger = logger // the newest config's
+	p.loggers = append(p.loggers, logger)
 	p.mu.Unlock()
 	return p
 }
 
-// close ends a handler's use of p; the last one stops it.
-func (p *dnsPool) close() {
+// logger is the newest user's logger. Callers hold p.mu.
+func (p *dnsPool) logger() *zap.Logger {
+	if len(p.loggers) == 0 {
+		return zap.NewNop()
+	}
+	return p.loggers[len(p.loggers)-1]
+}
+
+// close ends the use of p by the handler that logs to logger; the last
+// one stops it.
+func (p *dnsPool) close(logger *zap.Logger) {
 	dnsPools.Lock()
 	defer dnsPools.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if i := slices.Index(p.loggers, logger); i >= 0 {
+		p.loggers = slices.Delete(p.loggers, i, i+1)
+	}
 	if p.users--; p.users > 0 {
 		return
 	}
@@ -294,9 +336,12 @@ func (p *dnsPool) acquire(name string) *dnsName {
 	defer p.mu.Unlock()
 	n := p.names[name]
 	if n == nil {
-		n = &dnsName{name: name, boxed: name, fqdn: dns.Fqdn(name), due: time.Now(), looked: make(chan struct{})}
+		n = &dnsName{name: name, boxed: name, fqdn: dns.Fqdn(name), due: time.Now(), looked: make(chan struct{}),
+			firstWait: min(dnsTimeout*time.Duration(max(len(p.servers.Load().servers), 1)), dnsDeadline) + time.Second}
 		p.names[name] = n
-		p.queue(n)
+		p.fresh = append(p.fresh, n)
+		n.queued = true
+		p.poke()
 	}
 	n.refs++
 	return n
@@ -316,31 +361,36 @@ func (p *dnsPool) release(n *dnsName) {
 func (p *dnsPool) queue(n *dnsName) {
 	heap.Push(&p.due, n)
 	n.queued = true
+	p.poke()
+}
+
+func (p *dnsPool) poke() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
 }
 
-// run starts the lookup of each name as it falls due, until p stops.
+// run hands each name, as it falls due, to one of dnsLookups workers, a
+// name never looked up before any other, until p stops. However many
+// names there are, and however many never answer, the pool runs
+// dnsLookups + 1 goroutines (and two more per lookup).
 func (p *dnsPool) run() {
+	for range dnsLookups {
+		go p.worker()
+	}
 	t := time.NewTimer(dnsMaxTTL)
 	defer t.Stop()
 	for {
-		p.mu.Lock()
-		now := time.Now()
-		for len(p.due) > 0 && !p.due[0].due.After(now) {
-			n := heap.Pop(&p.due).(*dnsName)
-			n.queued = false
-			if !n.gone {
-				go p.refresh(n)
+		n, wait := p.next(time.Now())
+		if n != nil {
+			select {
+			case p.work <- n:
+			case <-p.ctx.Done():
+				return
 			}
+			continue
 		}
-		wait := dnsMaxTTL
-		if len(p.due) > 0 {
-			wait = p.due[0].due.Sub(now)
-		}
-		p.mu.Unlock()
 		t.Reset(wait)
 		select {
 		case <-t.C:
@@ -351,20 +401,52 @@ func (p *dnsPool) run() {
 	}
 }
 
+// next takes the name to look up now, if one is due, else says how long
+// until one is.
+func (p *dnsPool) next(now time.Time) (*dnsName, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.fresh) > 0 {
+		n := p.fresh[len(p.fresh)-1]
+		p.fresh[len(p.fresh)-1] = nil
+		p.fresh = p.fresh[:len(p.fresh)-1]
+		n.queued = false
+		if !n.gone {
+			return n, 0
+		}
+	}
+	for len(p.due) > 0 && !p.due[0].due.After(now) {
+		n := heap.Pop(&p.due).(*dnsName)
+		n.queued = false
+		if !n.gone {
+			return n, 0
+		}
+	}
+	if len(p.due) > 0 {
+		return nil, p.due[0].due.Sub(now)
+	}
+	return nil, dnsMaxTTL
+}
+
+func (p *dnsPool) worker() {
+	for {
+		select {
+		case n := <-p.work:
+			p.refresh(n)
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
 // refresh looks n up and takes its answer.
 func (p *dnsPool) refresh(n *dnsName) {
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
-		return
-	}
 	var a4, a6 answer
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); a4 = p.lookup(n.fqdn, dns.TypeA) }()
 	go func() { defer wg.Done(); a6 = p.lookup(n.fqdn, dns.TypeAAAA) }()
 	wg.Wait()
-	<-p.sem
 	if p.ctx.Err() != nil {
 		return
 	}
@@ -410,16 +492,16 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 	if a6.err == nil {
 		v6 = a6.addrs
 	}
-	ttl := dnsRetry
+	var ttl time.Duration
 	if len(failures) == 0 {
-		ttl = min(a4.ttl, a6.ttl)
+		n.fails = 0
+		ttl = min(max(min(a4.ttl, a6.ttl), dnsMinTTL), dnsMaxTTL)
+	} else {
+		n.fails++
+		ttl = min(dnsRetry<<min(n.fails-1, 8), dnsMaxRetry)
 	}
-	ttl = min(max(ttl, dnsMinTTL), dnsMaxTTL)
 	next.ttl = ttl
-	log := p.logger
-	if log == nil {
-		log = zap.NewNop()
-	}
+	log := p.logger()
 	if took && len(v4)+len(v6) > maxNameAddrs {
 		next.refusal = fmt.Sprintf("resolves to %d addresses, more than %d", len(v4)+len(v6), maxNameAddrs)
 		if !n.refused {
@@ -468,6 +550,18 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 			zap.Duration("failed_for", now.Sub(n.failed).Round(time.Second)))
 		n.failed = time.Time{}
 	}
+	// Past dnsMaxStale without a good answer, the last one is let go of.
+	if (len(failures) > 0 || next.refusal != "") && !next.resolved.IsZero() && now.Sub(next.resolved) > dnsMaxStale &&
+		len(next.v4)+len(next.v6) > 0 {
+		next.v4, next.v6 = nil, nil
+		if !n.stale {
+			n.stale = true
+			log.Warn("dns name has had no good answer for too long: its last good addresses no longer admit; it matches nothing until it resolves",
+				zap.String("dns_name", n.name), zap.Time("last_good", next.resolved), zap.Duration("max_stale", dnsMaxStale))
+		}
+	} else if len(failures) == 0 && next.refusal == "" {
+		n.stale = false
+	}
 	if n.state.Swap(next) == nil {
 		close(n.looked)
 	}
@@ -491,10 +585,12 @@ func (p *dnsPool) lookup(fqdn string, qtype uint16) answer {
 	if err := p.servers.Load().err; err != nil {
 		return answer{err: err}
 	}
+	ctx, cancel := context.WithTimeout(p.ctx, dnsDeadline)
+	defer cancel()
 	target := fqdn
 	ttl := dnsMaxTTL
 	for hop := 0; hop <= dnsMaxCNAMEs; hop++ {
-		r, err := p.exchange(target, qtype)
+		r, err := p.exchange(ctx, target, qtype)
 		if err != nil {
 			return answer{err: err}
 		}
@@ -515,15 +611,19 @@ func (p *dnsPool) lookup(fqdn string, qtype uint16) answer {
 }
 
 // exchange asks each server in turn until one answers NOERROR or NXDOMAIN.
-func (p *dnsPool) exchange(name string, qtype uint16) (*dns.Msg, error) {
+func (p *dnsPool) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	var last error
 	for _, server := range p.servers.Load().servers {
+		if ctx.Err() != nil {
+			last = fmt.Errorf("no answer within %v", dnsDeadline)
+			break
+		}
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
 		m.SetEdns0(1232, false)
-		r, err := exchangeWith(p.ctx, "udp", m, server)
+		r, err := exchangeWith(ctx, "udp", m, server)
 		if err == nil && r.Truncated {
-			r, err = exchangeWith(p.ctx, "tcp", m, server)
+			r, err = exchangeWith(ctx, "tcp", m, server)
 		}
 		switch {
 		case err != nil:
@@ -646,9 +746,10 @@ func (h *dueHeap) Pop() any {
 // tables have listed, until they list it no more (keep) or the handler is
 // cleaned up (close).
 type dnsHold struct {
-	pool  *dnsPool
-	mu    sync.Mutex
-	names map[string]*dnsName
+	pool   *dnsPool // nil once closed
+	logger *zap.Logger
+	mu     sync.Mutex
+	names  map[string]*dnsName
 }
 
 // dnsAppID is the app that starts the pools when the config starts.
@@ -669,7 +770,7 @@ func (h *Handler) openDNS(ctx caddy.Context) error {
 		servers = nil
 	}
 	p := openDNSPool(servers, h.logger)
-	h.dns = &dnsHold{pool: p, names: map[string]*dnsName{}}
+	h.dns = &dnsHold{pool: p, logger: h.logger, names: map[string]*dnsName{}}
 	if err := startWithConfig(ctx, dnsAppID, p); err != nil {
 		h.dns.close()
 		h.dns = nil
@@ -683,6 +784,14 @@ func (d *dnsHold) name(name string) *dnsName {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n, ok := d.names[name]; ok {
+		return n
+	}
+	if d.pool == nil {
+		// The handler is cleaned up, and a build that began before
+		// compiles still (a watched file, a merge): its table is never
+		// published, and its names never resolve.
+		n := &dnsName{name: name, boxed: name, looked: make(chan struct{})}
+		close(n.looked)
 		return n
 	}
 	n := d.pool.acquire(name)
@@ -705,6 +814,9 @@ func (d *dnsHold) keep(v *view) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.pool == nil {
+		return
+	}
 	for name, n := range d.names {
 		if !live[n] {
 			d.pool.release(n)
@@ -722,7 +834,7 @@ func (d *dnsHold) close() {
 		delete(d.names, name)
 	}
 	if d.pool != nil {
-		d.pool.close()
+		d.pool.close(d.logger)
 		d.pool = nil
 	}
 }
@@ -752,15 +864,12 @@ func (t *table) checkNames(p *policy, addr netip.Addr) (reason, *dnsName) {
 	return reasonIPNotAllowed, nil
 }
 
-// firstLookupWait bounds how long a request refused by a token's ranges
-// waits for the first lookup of its names: when Caddy starts, or a name
-// was just added, so that the token is not refused in the moment before
-// its names resolve. It is longer than a lookup that times out on one
-// server (both families ask at once).
-const firstLookupWait = dnsTimeout + time.Second
-
-// awaitNames waits, up to firstLookupWait, for the first lookup of each
-// of p's names that has had none, and reports whether there was one.
+// awaitNames waits for the first lookup of each of p's names that has had
+// none, and reports whether there was one: a request refused by a token's
+// ranges when Caddy starts, or a name was just added, so that the token is
+// not refused in the moment before its names resolve. The wait is bounded
+// by the first such name's firstWait: a lookup's time on the pool's
+// servers (both families ask at once), and a second.
 func (t *table) awaitNames(ctx context.Context, p *policy) bool {
 	var timer *time.Timer
 	waited := false
@@ -769,7 +878,7 @@ func (t *table) awaitNames(ctx context.Context, p *policy) bool {
 			continue
 		}
 		if timer == nil {
-			timer = time.NewTimer(firstLookupWait)
+			timer = time.NewTimer(n.firstWait)
 			defer timer.Stop()
 		}
 		waited = true

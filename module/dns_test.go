@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -502,4 +504,133 @@ func TestSystemResolvers(t *testing.T) {
 	if _, err := systemResolvers(); err == nil || !strings.Contains(err.Error(), "give resolvers") {
 		t.Errorf("without resolv.conf: %v, want an error saying to give resolvers", err)
 	}
+}
+
+const dnsTok2 = "dns-test-token-abcdefghij"
+
+// A build that began before the handler was cleaned up (a watched file, a
+// merge) and compiles names after it does not crash: its names are
+// detached, never resolved, and its table never published.
+func TestDNSBuildAfterCleanup(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 300, "192.0.2.10")
+	h, _ := dnsHandler(t, srv, []string{"dns:api.test", "dns:new.test"})
+	_ = h.Cleanup()
+	tb, err := h.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tb.dns[tb.policies[0].label].names[1]; n.state.Load() != nil || n.fqdn != "" {
+		t.Errorf("a name compiled after Cleanup is resolved: %+v", n)
+	}
+	_ = h.Cleanup() // twice, as Caddy may
+}
+
+// An expiring entry of a store token that lists a name is recompiled by
+// the expiry goroutine, into a copy of the overlay, without a crash.
+func TestDNSExpiryOfNamedStoreToken(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("a.test", 300, "192.0.2.30")
+	h := &Handler{Resolvers: []string{srv.Addr}, Store: &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	at := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	body := `{"token": "` + dnsTok + `", "allow": ["dns:a.test", "192.0.2.9"], "expires": {"192.0.2.9": "` + at + `"}}`
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", body); r.status >= 300 {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	wantDecision(t, h, "192.0.2.9", ReasonAllowed, "")
+	testkit.Wait(5*time.Second, func() bool { return dnsRequest(h, "192.0.2.9").placeholder(placeholderReason) != ReasonAllowed })
+	wantDecision(t, h, "192.0.2.9", ReasonIPNotAllowed, "")
+	wantDecision(t, h, "192.0.2.30", ReasonAllowed, "a.test")
+}
+
+// Names whose zone never answers do not hold up the others: a name never
+// looked up goes before any due again, and the pool's goroutines stay few
+// however many names there are.
+func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
+	good := testkit.DNS(t)
+	good.Set("office.good.test", 300, "192.0.2.10")
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		if len(q.Question) == 1 && strings.HasSuffix(q.Question[0].Name, ".broken.test.") {
+			return // dropped
+		}
+		good.ServeDNS(w, q)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	var broken []string
+	for i := range 200 {
+		broken = append(broken, fmt.Sprintf("dns:h%d.broken.test", i))
+	}
+	resolver := pc.LocalAddr().String()
+	goroutines := runtime.NumGoroutine()
+	old := &Handler{Resolvers: []string{resolver}, Tokens: map[string]*TokenPolicy{"a-other-tenant": {Token: dnsTok2, Allow: broken}}}
+	provisionLogging(t, old, zapcore.InfoLevel)
+	time.Sleep(100 * time.Millisecond) // every worker is waiting on a broken zone
+	if n := runtime.NumGoroutine() - goroutines; n > 3*dnsLookups+10 {
+		t.Errorf("%d goroutines for 200 names, want at most %d", n, 3*dnsLookups+10)
+	}
+	h := &Handler{Resolvers: []string{resolver}, Tokens: map[string]*TokenPolicy{
+		"a-other-tenant": {Token: dnsTok2, Allow: broken},
+		"b-office":       {Token: dnsTok, Allow: []string{"dns:office.good.test"}},
+	}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	_ = old.Cleanup()
+	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "office.good.test")
+}
+
+// A name with no good answer for dnsMaxStale lets go of its last good
+// addresses; a name that keeps failing is tried less and less often.
+func TestDNSMaxStaleAndBackoff(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 300, "192.0.2.10")
+	h, logs := dnsHandler(t, srv, []string{"dns:api.test"})
+	n := poolName(t, h, "api.test")
+	lookedUp(t, n, time.Time{})
+	srv.SetRcode("api.test", dns.RcodeServerFailure)
+	if s := lookedUp(t, n, resolveNow(h, n)); s.ttl != dnsRetry {
+		t.Errorf("retry after one failure: %v, want %v", s.ttl, dnsRetry)
+	}
+	if s := lookedUp(t, n, resolveNow(h, n)); s.ttl != 2*dnsRetry {
+		t.Errorf("retry after two failures: %v, want %v", s.ttl, 2*dnsRetry)
+	}
+	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+	// As if the last good answer were older than dnsMaxStale.
+	s := *n.state.Load()
+	s.resolved = time.Now().Add(-dnsMaxStale - time.Minute)
+	n.state.Store(&s)
+	lookedUp(t, n, resolveNow(h, n))
+	wantDecision(t, h, "192.0.2.10", ReasonIPNotAllowed, "")
+	if logs.FilterMessage("dns name has had no good answer for too long: its last good addresses no longer admit; it matches nothing until it resolves").Len() != 1 {
+		t.Error("no line saying the last good addresses were let go of")
+	}
+	srv.Set("api.test", 300, "192.0.2.10")
+	if s := lookedUp(t, n, resolveNow(h, n)); s.ttl != 300*time.Second {
+		t.Errorf("ttl after recovery %v, want the answer's", s.ttl)
+	}
+	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+}
+
+// A user that leaves the pool (a refused load) takes its logger with it:
+// the pool logs to the config still in force.
+func TestDNSPoolLoggerOfTheConfigInForce(t *testing.T) {
+	inForce, _ := testkit.Logs(zapcore.InfoLevel)
+	refused, _ := testkit.Logs(zapcore.InfoLevel)
+	p := openDNSPool([]string{"192.0.2.53:53"}, inForce)
+	q := openDNSPool([]string{"192.0.2.53:53"}, refused)
+	if p != q {
+		t.Fatal("two pools for the same resolvers")
+	}
+	q.close(refused)
+	p.mu.Lock()
+	got := p.logger()
+	p.mu.Unlock()
+	if got != inForce {
+		t.Error("the pool logs to the refused config's logger")
+	}
+	p.close(inForce)
 }
