@@ -73,6 +73,16 @@ func dnsHandler(t *testing.T, srv *testkit.DNSServer, allow []string, deny ...st
 	return h, logs
 }
 
+// resolvedName provisions a handler whose token partner-a may be used
+// from dns:name, and returns it once name is looked up.
+func resolvedName(t *testing.T, srv *testkit.DNSServer, name string) (*Handler, *observer.ObservedLogs, *dnsName) {
+	t.Helper()
+	h, logs := dnsHandler(t, srv, []string{"dns:" + name})
+	n := poolName(t, h, name)
+	lookedUp(t, n, time.Time{})
+	return h, logs, n
+}
+
 // poolName is the name h's pool resolves.
 func poolName(t testing.TB, h *Handler, name string) *dnsName {
 	t.Helper()
@@ -268,9 +278,7 @@ func TestDNSTTLClamp(t *testing.T) {
 func TestDNSServerStops(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 30, "192.0.2.10")
-	h, logs := dnsHandler(t, srv, []string{"dns:api.test"})
-	n := poolName(t, h, "api.test")
-	lookedUp(t, n, time.Time{})
+	h, logs, n := resolvedName(t, srv, "api.test")
 
 	srv.Silent(true)
 	for range 2 {
@@ -310,9 +318,7 @@ func TestDNSServerStops(t *testing.T) {
 func TestDNSOneFamilyFails(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 30, "192.0.2.10", "2001:db8::10")
-	h, _ := dnsHandler(t, srv, []string{"dns:api.test"})
-	n := poolName(t, h, "api.test")
-	lookedUp(t, n, time.Time{})
+	h, _, n := resolvedName(t, srv, "api.test")
 	srv.Set("api.test", 30, "192.0.2.20", "2001:db8::20")
 	srv.FailType("api.test", dns.TypeAAAA, dns.RcodeServerFailure)
 	s := lookedUp(t, n, resolveNow(h, n))
@@ -359,9 +365,7 @@ func TestDNSNeverResolves(t *testing.T) {
 func TestDNSRecordRemoved(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 30, "192.0.2.10")
-	h, _ := dnsHandler(t, srv, []string{"dns:api.test"})
-	n := poolName(t, h, "api.test")
-	lookedUp(t, n, time.Time{})
+	h, _, n := resolvedName(t, srv, "api.test")
 	srv.Set("api.test", 30) // exists, no address
 	lookedUp(t, n, resolveNow(h, n))
 	wantDecision(t, h, "192.0.2.10", ReasonIPNotAllowed, "")
@@ -372,9 +376,7 @@ func TestDNSRecordRemoved(t *testing.T) {
 func TestDNSTooManyAddresses(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 30, "192.0.2.10")
-	h, logs := dnsHandler(t, srv, []string{"dns:api.test"})
-	n := poolName(t, h, "api.test")
-	lookedUp(t, n, time.Time{})
+	h, logs, n := resolvedName(t, srv, "api.test")
 	var many []string
 	for i := range maxNameAddrs + 1 {
 		many = append(many, fmt.Sprintf("10.1.%d.%d", i/250, i%250+1))
@@ -588,9 +590,7 @@ func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
 func TestDNSMaxStaleAndBackoff(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 300, "192.0.2.10")
-	h, logs := dnsHandler(t, srv, []string{"dns:api.test"})
-	n := poolName(t, h, "api.test")
-	lookedUp(t, n, time.Time{})
+	h, logs, n := resolvedName(t, srv, "api.test")
 	srv.SetRcode("api.test", dns.RcodeServerFailure)
 	if s := lookedUp(t, n, resolveNow(h, n)); s.ttl != dnsRetry {
 		t.Errorf("retry after one failure: %v, want %v", s.ttl, dnsRetry)
