@@ -91,6 +91,14 @@ func TestDNSExample(t *testing.T) {
 	if strings.Contains(c.Output(), tok) {
 		t.Error("the output holds the token")
 	}
+	// Lookups are counted by result: office, store and gone answered,
+	// broken failed.
+	if n, _ := c.Metric("caddy_http_ip_allowlist_dns_lookups_total", `result="answered"`); n < 3 {
+		t.Errorf("dns_lookups_total answered %v, want at least 3", n)
+	}
+	if n, _ := c.Metric("caddy_http_ip_allowlist_dns_lookups_total", `result="failed"`); n < 1 {
+		t.Errorf("dns_lookups_total failed %v, want at least 1", n)
+	}
 }
 
 // readmeSection is the README from heading to the next heading of its

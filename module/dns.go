@@ -241,11 +241,11 @@ type dnsPool struct {
 	// fresh: names never looked up, looked up before any name of due,
 	// the newest first.
 	fresh   []*dnsName
-	users   int
 	started bool
-	// loggers: the users' loggers; the newest logs the pool's lines, and
-	// a user that leaves (a refused load) takes its own with it.
-	loggers []*zap.Logger
+	// users: the handlers' holds on the pool. The newest logs the pool's
+	// lines and counts its lookups; one that leaves (a refused load)
+	// takes its logger and metrics with it.
+	users []*dnsHold
 
 	wake   chan struct{}
 	work   chan *dnsName
@@ -260,7 +260,8 @@ var dnsPools = struct {
 
 // openDNSPool returns the pool of resolvers (host:port; nil for the
 // system's), making it if no handler uses it yet.
-func openDNSPool(resolvers []string, logger *zap.Logger) *dnsPool {
+func openDNSPool(resolvers []string, d *dnsHold) *dnsPool {
+	logger := d.logger
 	key := strings.Join(resolvers, " ")
 	dnsPools.Lock()
 	defer dnsPools.Unlock()
@@ -285,31 +286,41 @@ func openDNSPool(resolvers []string, logger *zap.Logger) *dnsPool {
 		}
 	}
 	p.mu.Lock()
-	p.users++
-	p.loggers = append(p.loggers, logger)
+	p.users = append(p.users, d)
 	p.mu.Unlock()
+	d.pool = p
 	return p
 }
 
 // logger is the newest user's logger. Callers hold p.mu.
 func (p *dnsPool) logger() *zap.Logger {
-	if len(p.loggers) == 0 {
+	if len(p.users) == 0 || p.users[len(p.users)-1].logger == nil {
 		return zap.NewNop()
 	}
-	return p.loggers[len(p.loggers)-1]
+	return p.users[len(p.users)-1].logger
 }
 
-// close ends the use of p by the handler that logs to logger; the last
-// one stops it.
-func (p *dnsPool) close(logger *zap.Logger) {
+// counted counts a lookup's result in the newest user's metrics. Callers
+// hold p.mu.
+func (p *dnsPool) counted(result dnsResult) {
+	if len(p.users) == 0 {
+		return
+	}
+	if m := p.users[len(p.users)-1].metrics.Load(); m != nil {
+		m.dnsLookups[result].Inc()
+	}
+}
+
+// close ends d's use of p; the last user stops it.
+func (p *dnsPool) close(d *dnsHold) {
 	dnsPools.Lock()
 	defer dnsPools.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.Index(p.loggers, logger); i >= 0 {
-		p.loggers = slices.Delete(p.loggers, i, i+1)
+	if i := slices.Index(p.users, d); i >= 0 {
+		p.users = slices.Delete(p.users, i, i+1)
 	}
-	if p.users--; p.users > 0 {
+	if len(p.users) > 0 {
 		return
 	}
 	p.cancel()
@@ -459,6 +470,18 @@ func (p *dnsPool) refresh(n *dnsName) {
 	}
 }
 
+// dnsResult is what became of a lookup, as counted in
+// caddy_http_ip_allowlist_dns_lookups_total.
+type dnsResult uint8
+
+const (
+	dnsAnswered dnsResult = iota // an answer taken (no address included)
+	dnsFailed                    // a family's lookup failed
+	dnsRefused                   // the answer was refused (too many addresses)
+)
+
+var dnsResultNames = [...]string{dnsAnswered: "answered", dnsFailed: "failed", dnsRefused: "refused"}
+
 // answer is one family's lookup: addresses and how long they may be kept,
 // or err when there was no answer to take.
 type answer struct {
@@ -549,6 +572,14 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 		log.Info("dns name lookup recovered", zap.String("dns_name", n.name),
 			zap.Duration("failed_for", now.Sub(n.failed).Round(time.Second)))
 		n.failed = time.Time{}
+	}
+	switch {
+	case next.refusal != "":
+		p.counted(dnsRefused)
+	case len(failures) > 0:
+		p.counted(dnsFailed)
+	default:
+		p.counted(dnsAnswered)
 	}
 	// Past dnsMaxStale without a good answer, the last one is let go of.
 	if (len(failures) > 0 || next.refusal != "") && !next.resolved.IsZero() && now.Sub(next.resolved) > dnsMaxStale &&
@@ -746,8 +777,9 @@ func (h *dueHeap) Pop() any {
 // tables have listed, until they list it no more (keep) or the handler is
 // cleaned up (close).
 type dnsHold struct {
-	pool   *dnsPool // nil once closed
-	logger *zap.Logger
+	pool    *dnsPool // nil once closed
+	logger  *zap.Logger
+	metrics atomic.Pointer[metrics] // set once the handler has them
 	mu     sync.Mutex
 	names  map[string]*dnsName
 }
@@ -769,8 +801,8 @@ func (h *Handler) openDNS(ctx caddy.Context) error {
 	if len(servers) == 0 {
 		servers = nil
 	}
-	p := openDNSPool(servers, h.logger)
-	h.dns = &dnsHold{pool: p, logger: h.logger, names: map[string]*dnsName{}}
+	h.dns = &dnsHold{logger: h.logger, names: map[string]*dnsName{}}
+	p := openDNSPool(servers, h.dns)
 	if err := startWithConfig(ctx, dnsAppID, p); err != nil {
 		h.dns.close()
 		h.dns = nil
@@ -834,7 +866,7 @@ func (d *dnsHold) close() {
 		delete(d.names, name)
 	}
 	if d.pool != nil {
-		d.pool.close(d.logger)
+		d.pool.close(d)
 		d.pool = nil
 	}
 }

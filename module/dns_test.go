@@ -620,17 +620,18 @@ func TestDNSMaxStaleAndBackoff(t *testing.T) {
 func TestDNSPoolLoggerOfTheConfigInForce(t *testing.T) {
 	inForce, _ := testkit.Logs(zapcore.InfoLevel)
 	refused, _ := testkit.Logs(zapcore.InfoLevel)
-	p := openDNSPool([]string{"192.0.2.53:53"}, inForce)
-	q := openDNSPool([]string{"192.0.2.53:53"}, refused)
+	a, b := &dnsHold{logger: inForce}, &dnsHold{logger: refused}
+	p := openDNSPool([]string{"192.0.2.53:53"}, a)
+	q := openDNSPool([]string{"192.0.2.53:53"}, b)
 	if p != q {
 		t.Fatal("two pools for the same resolvers")
 	}
-	q.close(refused)
+	q.close(b)
 	p.mu.Lock()
 	got := p.logger()
 	p.mu.Unlock()
 	if got != inForce {
 		t.Error("the pool logs to the refused config's logger")
 	}
-	p.close(inForce)
+	p.close(a)
 }

@@ -298,6 +298,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	if h.metrics, err = newMetrics(ctx.GetMetricsRegistry(), h.MetricsPerToken); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
+	h.dns.metrics.Store(h.metrics)
 	if h.observed, err = loadObservedAddrs(); err != nil {
 		return err
 	}

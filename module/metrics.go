@@ -19,6 +19,8 @@ type metrics struct {
 	perToken *prometheus.CounterVec
 	// leaks counts leak_alert's alerts.
 	leaks prometheus.Counter
+	// dnsLookups counts the lookups of dns: names, by result.
+	dnsLookups [len(dnsResultNames)]prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, perToken bool) (*metrics, error) {
@@ -45,6 +47,18 @@ func newMetrics(reg *prometheus.Registry, perToken bool) (*metrics, error) {
 		return nil, err
 	}
 	m.leaks = leaks.WithLabelValues()
+	lookups, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "http_ip_allowlist",
+		Name:      "dns_lookups_total",
+		Help:      "Lookups of the names of dns: allow entries, by result: answered (an answer taken), failed (no resolver answered one family), refused (more addresses than a name may admit).",
+	}, []string{"result"}))
+	if err != nil {
+		return nil, err
+	}
+	for r, name := range dnsResultNames {
+		m.dnsLookups[r] = lookups.WithLabelValues(name)
+	}
 	for r := range m.byReason {
 		decision := decisionDeny
 		if reason(r) == reasonAllowed {
