@@ -780,8 +780,8 @@ type dnsHold struct {
 	pool    *dnsPool // nil once closed
 	logger  *zap.Logger
 	metrics atomic.Pointer[metrics] // set once the handler has them
-	mu     sync.Mutex
-	names  map[string]*dnsName
+	mu      sync.Mutex
+	names   map[string]*dnsName
 }
 
 // dnsAppID is the app that starts the pools when the config starts.
