@@ -107,6 +107,9 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	}
 	h.overlay = changes
 	h.current.Store(next)
+	if h.dns != nil && !h.merging {
+		h.dns.released(v, next, label)
+	}
 	h.wakeExpiry()
 	var digest [32]byte
 	if tp != nil {

@@ -831,6 +831,55 @@ func (d *dnsHold) name(name string) *dnsName {
 	return n
 }
 
+// maxReleaseScan bounds the named tokens a change looks through to let
+// go of the names it removed; past it, the next full build does.
+const maxReleaseScan = 100_000
+
+// released lets go of the names label's policy in old listed that no table
+// of v lists: a change removed them. Callers hold h.rebuild, and no merge
+// compiles meanwhile (its table would list names let go of).
+func (d *dnsHold) released(old, v *view, label string) {
+	t, p := old.byLabel(label)
+	if p == nil || !p.named {
+		return
+	}
+	var gone []*dnsName
+	for _, n := range t.dns[p.label].names {
+		if !v.lists(n) {
+			gone = append(gone, n)
+		}
+	}
+	if len(gone) == 0 || len(v.base.dns) > maxReleaseScan {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pool == nil {
+		return
+	}
+	for _, n := range gone {
+		if d.names[n.name] == n {
+			d.pool.release(n)
+			delete(d.names, n.name)
+		}
+	}
+}
+
+// lists reports whether a table of v lists n (a masked policy counts).
+func (v *view) lists(n *dnsName) bool {
+	for _, t := range []*table{v.base, v.over} {
+		if t == nil {
+			continue
+		}
+		for _, rule := range t.dns {
+			if slices.Contains(rule.names, n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // keep releases the names that no table of v lists.
 func (d *dnsHold) keep(v *view) {
 	live := map[*dnsName]bool{}

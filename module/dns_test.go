@@ -398,8 +398,7 @@ func TestDNSTooManyAddresses(t *testing.T) {
 }
 
 // A store token's dns: entry is resolved as a config token's is, at once;
-// removing it takes effect at once; a later full build lets the pool
-// forget the name.
+// removing it takes effect at once, and the pool forgets the name.
 func TestDNSStoreToken(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("cust.test", 300, "192.0.2.30")
@@ -415,12 +414,11 @@ func TestDNSStoreToken(t *testing.T) {
 		t.Fatalf("DELETE: %d %s", r.status, r.body)
 	}
 	wantDecision(t, h, "192.0.2.30", ReasonIPNotAllowed, "")
-	h.merge()
 	h.dns.pool.mu.Lock()
 	_, still := h.dns.pool.names["cust.test"]
 	h.dns.pool.mu.Unlock()
 	if still || !n.gone {
-		t.Error("the pool still resolves a name no token lists after a full build")
+		t.Error("the pool still resolves a name no token lists once the change removed it")
 	}
 }
 
@@ -634,4 +632,29 @@ func TestDNSPoolLoggerOfTheConfigInForce(t *testing.T) {
 		t.Error("the pool logs to the refused config's logger")
 	}
 	p.close(a)
+}
+
+// A change that removes a name one token lists keeps it for the others
+// that list it: it is still resolved, and its changes still apply.
+func TestDNSNameKeptWhileListed(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("shared.test", 300, "192.0.2.50")
+	h := &Handler{Resolvers: []string{srv.Addr}, Store: &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	for i, tok := range []string{dnsTok, dnsTok2} {
+		body := `{"token": "` + tok + `", "allow": ["dns:shared.test", "198.51.100.1"]}`
+		if r := routeCall(t, "PUT", fmt.Sprintf("/ip-allowlist/tokens/cust-%d", i), body); r.status != http.StatusCreated {
+			t.Fatalf("PUT: %d %s", r.status, r.body)
+		}
+	}
+	if r := routeCall(t, "DELETE", "/ip-allowlist/tokens/cust-0/allow/dns:shared.test", ""); r.status >= 300 {
+		t.Fatalf("DELETE: %d %s", r.status, r.body)
+	}
+	n := poolName(t, h, "shared.test")
+	srv.Set("shared.test", 300, "192.0.2.51")
+	lookedUp(t, n, resolveNow(h, n))
+	r := serve(h, newRequest("192.0.2.51:1234", "/", "Authorization", "Bearer "+dnsTok2))
+	if got := r.placeholder(placeholderDNSName); got != "shared.test" {
+		t.Errorf("cust-1 from the name's new address: dns_name %q, want shared.test", got)
+	}
 }
