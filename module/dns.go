@@ -205,7 +205,10 @@ type nameState struct {
 	tried    time.Time     // when the last lookup ended
 	failing  string        // why the last lookup failed, if it did
 	failedAt time.Time     // when the lookups began to fail, if they do
-	refusal  string        // why its answer was refused, if it was
+	// good4 and good6: when each family's addresses were last taken from
+	// an answer (dnsMaxStale).
+	good4, good6 time.Time
+	refusal      string // why its answer was refused, if it was
 }
 
 // contains reports whether a is among the addresses name admits.
@@ -539,7 +542,7 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 			n.refused = false
 			log.Info("dns name no longer refused", zap.String("dns_name", n.name), zap.Int("addresses", len(v4)+len(v6)))
 		}
-		changed := old.resolved.IsZero() || !slices.Equal(v4, old.v4) || !slices.Equal(v6, old.v6)
+		changed := old.tried.IsZero() || !slices.Equal(v4, old.v4) || !slices.Equal(v6, old.v6)
 		next.v4, next.v6 = v4, v6
 		if len(failures) == 0 {
 			next.resolved = now
@@ -581,16 +584,30 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 	default:
 		p.counted(dnsAnswered)
 	}
-	// Past dnsMaxStale without a good answer, the last one is let go of.
-	if (len(failures) > 0 || next.refusal != "") && !next.resolved.IsZero() && now.Sub(next.resolved) > dnsMaxStale &&
-		len(next.v4)+len(next.v6) > 0 {
-		next.v4, next.v6 = nil, nil
-		if !n.stale {
-			n.stale = true
-			log.Warn("dns name has had no good answer for too long: its last good addresses no longer admit; it matches nothing until it resolves",
-				zap.String("dns_name", n.name), zap.Time("last_good", next.resolved), zap.Duration("max_stale", dnsMaxStale))
+	// Past dnsMaxStale without a good answer, a family's last good
+	// addresses are let go of; one that answers keeps its own.
+	next.good4, next.good6 = old.good4, old.good6
+	if took {
+		if a4.err == nil {
+			next.good4 = now
 		}
-	} else if len(failures) == 0 && next.refusal == "" {
+		if a6.err == nil {
+			next.good6 = now
+		}
+	}
+	var stale []string
+	if len(next.v4) > 0 && now.Sub(next.good4) > dnsMaxStale {
+		next.v4, stale = nil, append(stale, "A")
+	}
+	if len(next.v6) > 0 && now.Sub(next.good6) > dnsMaxStale {
+		next.v6, stale = nil, append(stale, "AAAA")
+	}
+	switch {
+	case len(stale) > 0 && !n.stale:
+		n.stale = true
+		log.Warn("dns name has had no good answer for too long: its last good addresses no longer admit; it matches nothing until it resolves",
+			zap.String("dns_name", n.name), zap.Strings("families", stale), zap.Duration("max_stale", dnsMaxStale))
+	case len(failures) == 0 && next.refusal == "":
 		n.stale = false
 	}
 	if n.state.Swap(next) == nil {

@@ -584,7 +584,8 @@ func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
 }
 
 // A name with no good answer for dnsMaxStale lets go of its last good
-// addresses; a name that keeps failing is tried less and less often.
+// addresses, family by family; a name that keeps failing is tried less and
+// less often.
 func TestDNSMaxStaleAndBackoff(t *testing.T) {
 	srv := testkit.DNS(t)
 	srv.Set("api.test", 300, "192.0.2.10")
@@ -599,7 +600,7 @@ func TestDNSMaxStaleAndBackoff(t *testing.T) {
 	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
 	// As if the last good answer were older than dnsMaxStale.
 	s := *n.state.Load()
-	s.resolved = time.Now().Add(-dnsMaxStale - time.Minute)
+	s.good4 = time.Now().Add(-dnsMaxStale - time.Minute)
 	n.state.Store(&s)
 	lookedUp(t, n, resolveNow(h, n))
 	wantDecision(t, h, "192.0.2.10", ReasonIPNotAllowed, "")
@@ -611,6 +612,22 @@ func TestDNSMaxStaleAndBackoff(t *testing.T) {
 		t.Errorf("ttl after recovery %v, want the answer's", s.ttl)
 	}
 	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+}
+
+// One family failing for ever does not make the other stale: A answers,
+// AAAA fails, and past dnsMaxStale the A addresses still admit.
+func TestDNSStaleFamilyByFamily(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 300, "192.0.2.10", "2001:db8::10")
+	h, _, n := resolvedName(t, srv, "api.test")
+	srv.FailType("api.test", dns.TypeAAAA, dns.RcodeServerFailure)
+	s := *n.state.Load()
+	s.good4 = time.Now().Add(-dnsMaxStale - time.Minute)
+	s.good6 = s.good4
+	n.state.Store(&s)
+	lookedUp(t, n, resolveNow(h, n))
+	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "api.test")
+	wantDecision(t, h, "[2001:db8::10]", ReasonIPNotAllowed, "")
 }
 
 // A user that leaves the pool (a refused load) takes its logger with it:
