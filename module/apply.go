@@ -97,13 +97,15 @@ func (h *Handler) apply(label string, tp *TokenPolicy, origin entryOrigin, write
 	h.changeSeq++
 	changes[label] = change{tp, h.changeSeq}
 	next, err := h.overlayWith(v, label, tp, origin)
-	if err != nil {
-		return err
+	if err == nil && write != nil {
+		err = write(tp)
 	}
-	if write != nil {
-		if err := write(tp); err != nil {
-			return err
+	if err != nil {
+		// The names the refused change acquired, no table lists.
+		if h.dns != nil && !h.merging {
+			h.dns.letGo(v, h.dns.entryNames(tp))
 		}
+		return err
 	}
 	h.overlay = changes
 	h.current.Store(next)

@@ -244,6 +244,7 @@ type dnsPool struct {
 	// fresh: names never looked up, looked up before any name of due,
 	// the newest first.
 	fresh   []*dnsName
+	dueTurn bool // next gives a due name before a fresh one this time
 	started bool
 	// users: the handlers' holds on the pool. The newest logs the pool's
 	// lines and counts its lookups; one that leaves (a refused load)
@@ -420,6 +421,15 @@ func (p *dnsPool) run() {
 func (p *dnsPool) next(now time.Time) (*dnsName, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A name due again goes before a fresh one every other time, so that
+	// a stream of new names cannot hold back the names due again (whose
+	// answers would then never be renewed, nor let go of).
+	p.dueTurn = !p.dueTurn
+	if p.dueTurn {
+		if n := p.takeDue(now); n != nil {
+			return n, 0
+		}
+	}
 	for len(p.fresh) > 0 {
 		n := p.fresh[len(p.fresh)-1]
 		p.fresh[len(p.fresh)-1] = nil
@@ -429,17 +439,26 @@ func (p *dnsPool) next(now time.Time) (*dnsName, time.Duration) {
 			return n, 0
 		}
 	}
-	for len(p.due) > 0 && !p.due[0].due.After(now) {
-		n := heap.Pop(&p.due).(*dnsName)
-		n.queued = false
-		if !n.gone {
-			return n, 0
-		}
+	if n := p.takeDue(now); n != nil {
+		return n, 0
 	}
 	if len(p.due) > 0 {
 		return nil, p.due[0].due.Sub(now)
 	}
 	return nil, dnsMaxTTL
+}
+
+// takeDue pops the first name of due that is due by now. Callers hold
+// p.mu.
+func (p *dnsPool) takeDue(now time.Time) *dnsName {
+	for len(p.due) > 0 && !p.due[0].due.After(now) {
+		n := heap.Pop(&p.due).(*dnsName)
+		n.queued = false
+		if !n.gone {
+			return n
+		}
+	}
+	return nil
 }
 
 func (p *dnsPool) worker() {
@@ -525,6 +544,13 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 	} else {
 		n.fails++
 		ttl = min(dnsRetry<<min(n.fails-1, 8), dnsMaxRetry)
+		// A family that answered is asked again at its own TTL: a server
+		// that fails AAAA questions does not slow the A records' changes.
+		for _, a := range []answer{a4, a6} {
+			if a.err == nil {
+				ttl = min(ttl, max(a.ttl, dnsMinTTL))
+			}
+		}
 	}
 	next.ttl = ttl
 	log := p.logger()
@@ -856,45 +882,68 @@ const maxReleaseScan = 100_000
 // of v lists: a change removed them. Callers hold h.rebuild, and no merge
 // compiles meanwhile (its table would list names let go of).
 func (d *dnsHold) released(old, v *view, label string) {
-	t, p := old.byLabel(label)
-	if p == nil || !p.named {
+	if t, p := old.byLabel(label); p != nil && p.named {
+		d.letGo(v, t.dns[p.label].names)
+	}
+}
+
+// letGo lets go of those of names that no table of v lists (a masked base
+// policy, which no request reaches, does not count), unless v's base has
+// more than maxReleaseScan named tokens to look through: the next full
+// build lets go of them then. Callers hold h.rebuild, and no merge
+// compiles meanwhile.
+func (d *dnsHold) letGo(v *view, names []*dnsName) {
+	if len(names) == 0 || len(v.base.dns) > maxReleaseScan {
 		return
 	}
-	var gone []*dnsName
-	for _, n := range t.dns[p.label].names {
-		if !v.lists(n) {
-			gone = append(gone, n)
+	masked := make(map[uint32]bool, len(v.masked))
+	for i := range v.masked {
+		masked[v.base.policies[i].label] = true
+	}
+	live := map[*dnsName]bool{}
+	for _, t := range []*table{v.base, v.over} {
+		if t == nil {
+			continue
 		}
-	}
-	if len(gone) == 0 || len(v.base.dns) > maxReleaseScan {
-		return
+		for label, rule := range t.dns {
+			if t == v.base && masked[label] {
+				continue
+			}
+			for _, n := range rule.names {
+				live[n] = true
+			}
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pool == nil {
 		return
 	}
-	for _, n := range gone {
-		if d.names[n.name] == n {
+	for _, n := range names {
+		if !live[n] && d.names[n.name] == n {
 			d.pool.release(n)
 			delete(d.names, n.name)
 		}
 	}
 }
 
-// lists reports whether a table of v lists n (a masked policy counts).
-func (v *view) lists(n *dnsName) bool {
-	for _, t := range []*table{v.base, v.over} {
-		if t == nil {
-			continue
-		}
-		for _, rule := range t.dns {
-			if slices.Contains(rule.names, n) {
-				return true
+// entryNames are those of tp's dns: entries that d holds: the names a
+// change to tp acquired, for letGo when the change is refused.
+func (d *dnsHold) entryNames(tp *TokenPolicy) []*dnsName {
+	if tp == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*dnsName
+	for _, e := range tp.Allow {
+		if name, ok := strings.CutPrefix(e, DNSPrefix); ok {
+			if n := d.names[name]; n != nil {
+				out = append(out, n)
 			}
 		}
 	}
-	return false
+	return out
 }
 
 // keep releases the names that no table of v lists.

@@ -675,3 +675,73 @@ func TestDNSNameKeptWhileListed(t *testing.T) {
 		t.Errorf("cust-1 from the name's new address: dns_name %q, want shared.test", got)
 	}
 }
+
+// A name whose AAAA lookups keep failing is asked again at its A TTL, not
+// on the failure backoff: a removed A record goes as soon as its TTL says.
+func TestDNSHalfFailingNameKeepsTTL(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("api.test", 30, "192.0.2.10", "2001:db8::10")
+	h, _, n := resolvedName(t, srv, "api.test")
+	srv.FailType("api.test", dns.TypeAAAA, dns.RcodeServerFailure)
+	var s *nameState
+	for range 5 {
+		s = lookedUp(t, n, resolveNow(h, n))
+	}
+	if s.ttl > 30*time.Second {
+		t.Errorf("A TTL 30 s, AAAA failing: next lookup in %v", s.ttl)
+	}
+}
+
+// A refused change leaves no name in the pool; a change to a token of the
+// base that removes its name lets go of it, though the masked base policy
+// still lists it.
+func TestDNSRefusedAndBaseChangesLetGo(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("leak.test", 300, "192.0.2.77")
+	srv.Set("base.test", 300, "192.0.2.30")
+	h := &Handler{Resolvers: []string{srv.Addr}, Store: &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	held := func(name string) bool {
+		h.dns.pool.mu.Lock()
+		defer h.dns.pool.mu.Unlock()
+		_, ok := h.dns.pool.names[name]
+		return ok
+	}
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+dnsTok+`", "allow": ["dns:leak.test", "no_such_set"]}`); r.status < 400 {
+		t.Fatalf("PUT accepted: %d", r.status)
+	}
+	if held("leak.test") {
+		t.Error("a refused change left leak.test in the pool")
+	}
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-2", `{"token": "`+dnsTok2+`", "allow": ["dns:base.test", "198.51.100.1"]}`)
+	h.merge() // now in the base
+	if !held("base.test") {
+		t.Fatal("base.test not held after the merge")
+	}
+	routeCall(t, "DELETE", "/ip-allowlist/tokens/cust-2/allow/dns:base.test", "")
+	if held("base.test") {
+		t.Error("base.test still resolved; only a masked base policy lists it")
+	}
+}
+
+// A stream of new names does not hold back the names due again: next
+// gives them turn about.
+func TestDNSDueNamesTakeTurns(t *testing.T) {
+	p := &dnsPool{names: map[string]*dnsName{}, wake: make(chan struct{}, 1)}
+	now := time.Now()
+	for i := range 4 {
+		p.fresh = append(p.fresh, &dnsName{name: fmt.Sprintf("fresh%d.test", i), queued: true})
+		p.queue(&dnsName{name: fmt.Sprintf("due%d.test", i), due: now.Add(-time.Minute)})
+	}
+	var order []string
+	for range 8 {
+		n, _ := p.next(now)
+		order = append(order, strings.TrimSuffix(n.name, ".test")[:3])
+	}
+	if got := strings.Join(order, " "); got != "due fre due fre due fre due fre" {
+		t.Errorf("order %s, want due and fresh names in turn", got)
+	}
+	if n, wait := p.next(now); n != nil || wait != dnsMaxTTL {
+		t.Errorf("next on an empty pool: %v, %v", n, wait)
+	}
+}
