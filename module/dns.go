@@ -896,24 +896,7 @@ func (d *dnsHold) letGo(v *view, names []*dnsName) {
 	if len(names) == 0 || len(v.base.dns) > maxReleaseScan {
 		return
 	}
-	masked := make(map[uint32]bool, len(v.masked))
-	for i := range v.masked {
-		masked[v.base.policies[i].label] = true
-	}
-	live := map[*dnsName]bool{}
-	for _, t := range []*table{v.base, v.over} {
-		if t == nil {
-			continue
-		}
-		for label, rule := range t.dns {
-			if t == v.base && masked[label] {
-				continue
-			}
-			for _, n := range rule.names {
-				live[n] = true
-			}
-		}
-	}
+	live := v.liveNames()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pool == nil {
@@ -946,19 +929,33 @@ func (d *dnsHold) entryNames(tp *TokenPolicy) []*dnsName {
 	return out
 }
 
-// keep releases the names that no table of v lists.
-func (d *dnsHold) keep(v *view) {
+// liveNames are the names a request may read in v: those of its tables'
+// policies, less a masked base policy's, which no request reaches.
+func (v *view) liveNames() map[*dnsName]bool {
+	masked := make(map[uint32]bool, len(v.masked))
+	for i := range v.masked {
+		masked[v.base.policies[i].label] = true
+	}
 	live := map[*dnsName]bool{}
 	for _, t := range []*table{v.base, v.over} {
 		if t == nil {
 			continue
 		}
-		for _, rule := range t.dns {
+		for label, rule := range t.dns {
+			if t == v.base && masked[label] {
+				continue
+			}
 			for _, n := range rule.names {
 				live[n] = true
 			}
 		}
 	}
+	return live
+}
+
+// keep releases the names that no table of v lists.
+func (d *dnsHold) keep(v *view) {
+	live := v.liveNames()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pool == nil {
