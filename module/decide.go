@@ -132,14 +132,8 @@ func (h *Handler) decide(r *http.Request, v *view) decision {
 	return d
 }
 
-// check applies a listed token's policy to addr.
-func (t *table) check(p *policy, addr netip.Addr) reason {
-	r, _ := t.checkNamed(p, addr)
-	return r
-}
-
-// checkNamed is check, which also returns the dns: name that admitted
-// addr, when its ranges did not.
+// checkNamed applies a listed token's policy to addr, and returns the
+// dns: name that admitted it, when its ranges did not.
 func (t *table) checkNamed(p *policy, addr netip.Addr) (reason, *dnsName) {
 	switch {
 	case p.state == stateRevoked:

@@ -89,20 +89,10 @@ func parseDNSEntry(entry string) (string, error) {
 		return "", fmt.Errorf("%s is a prefix, not a name: write it without dns:", name)
 	}
 	// The characters first: the messages below may then show the name.
-	upper, wildcard := false, false
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-		case c >= 'A' && c <= 'Z':
-			upper = true
-		case c == '*':
-			wildcard = true
-		default:
-			return "", errors.New("a DNS name has letters, digits, - and _ only, in labels separated by dots")
-		}
-	}
+	ok, upper, wildcard := nameChars(name)
 	switch {
+	case !ok:
+		return "", errors.New("a DNS name has letters, digits, - and _ only, in labels separated by dots")
 	case wildcard:
 		return "", errors.New("a wildcard names no address: write the name itself")
 	case strings.HasSuffix(name, "."):
@@ -123,6 +113,25 @@ func parseDNSEntry(entry string) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// nameChars reports whether s is made of what DNS names are made of
+// (letters, digits, - _ . and the wildcard *), and whether it has upper
+// case letters or a wildcard.
+func nameChars(s string) (ok, upper, wildcard bool) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		case c >= 'A' && c <= 'Z':
+			upper = true
+		case c == '*':
+			wildcard = true
+		default:
+			return false, false, false
+		}
+	}
+	return true, upper, wildcard
 }
 
 // isDNSEntry reports whether an entry is meant as a DNS name.
@@ -937,18 +946,9 @@ func (v *view) liveNames() map[*dnsName]bool {
 		masked[v.base.policies[i].label] = true
 	}
 	live := map[*dnsName]bool{}
-	for _, t := range []*table{v.base, v.over} {
-		if t == nil {
-			continue
-		}
-		for label, rule := range t.dns {
-			if t == v.base && masked[label] {
-				continue
-			}
-			for _, n := range rule.names {
-				live[n] = true
-			}
-		}
+	v.base.addNamesTo(live, masked)
+	if v.over != nil {
+		v.over.addNamesTo(live, nil)
 	}
 	return live
 }

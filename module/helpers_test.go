@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -45,6 +46,12 @@ func provisionLogging(t testing.TB, h *Handler, level zapcore.Level) *observer.O
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
 	return logs
+}
+
+// check is checkNamed's reason alone.
+func (t *table) check(p *policy, addr netip.Addr) reason {
+	r, _ := t.checkNamed(p, addr)
+	return r
 }
 
 // result is what one request through the handler produced.

@@ -54,7 +54,7 @@ func (b *tableBuilder) drop(label string) {
 		}
 	}
 	b.t.expiring = slices.DeleteFunc(b.t.expiring, func(e expiry) bool { return e.policy == i })
-	delete(b.t.dns, b.t.policies[i].label) // its names are let go of at the next full build
+	delete(b.t.dns, b.t.policies[i].label) // apply lets go of the names no other token lists
 }
 
 // overlayWith is v with label's change (tp; nil: unlisted) applied: the

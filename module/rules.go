@@ -383,8 +383,10 @@ func thousands(n uint64) string {
 // entry that is not shaped like an address, and a set name as long as a
 // token, are shown by their length only.
 func quoteEntry(s string) string {
-	if isDNSEntry(s) && len(s) <= len(DNSPrefix)+253 && nameShaped(s[len(DNSPrefix):]) {
-		return fmt.Sprintf("%q", s)
+	if isDNSEntry(s) && len(s) <= len(DNSPrefix)+253 {
+		if ok, _, _ := nameChars(s[len(DNSPrefix):]); ok {
+			return fmt.Sprintf("%q", s)
+		}
 	}
 	if isSetName(s) {
 		if len(s) < minTokenLen {
@@ -396,17 +398,6 @@ func quoteEntry(s string) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("(an entry of %d characters that is no address, not shown in case it is a token)", len(s))
-}
-
-// nameShaped reports whether s is made of what DNS names are made of.
-func nameShaped(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i] | 0x20
-		if !(c >= 'a' && c <= 'z' || s[i] >= '0' && s[i] <= '9' || strings.IndexByte(".-_*", s[i]) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // addressShaped reports whether s is made of what addresses, prefixes and

@@ -282,13 +282,22 @@ func (b *tableBuilder) addNames(p policy, names []*dnsName, deny *spanLists) {
 
 // dnsNames counts the distinct names the table's tokens list.
 func (t *table) dnsNames() int {
-	seen := map[*dnsName]struct{}{}
-	for _, rule := range t.dns {
+	seen := map[*dnsName]bool{}
+	t.addNamesTo(seen, nil)
+	return len(seen)
+}
+
+// addNamesTo adds to names those of the table's tokens, less those of the
+// policies whose labels skip holds.
+func (t *table) addNamesTo(names map[*dnsName]bool, skip map[uint32]bool) {
+	for label, rule := range t.dns {
+		if skip[label] {
+			continue
+		}
 		for _, n := range rule.names {
-			seen[n] = struct{}{}
+			names[n] = true
 		}
 	}
-	return len(seen)
 }
 
 // addToken appends a listed token's policy under its digest and returns
