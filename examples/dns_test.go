@@ -101,27 +101,6 @@ func TestDNSExample(t *testing.T) {
 	}
 }
 
-// readmeSection is the README from heading to the next heading of its
-// level or above.
-func readmeSection(t *testing.T, heading string) string {
-	t.Helper()
-	raw, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(raw), "\n"+heading+"\n")
-	if !ok {
-		t.Fatalf("README has no %q section", heading)
-	}
-	if i := strings.Index(after, "\n## "); i >= 0 {
-		after = after[:i]
-	}
-	if i := strings.Index(after, "\n### "); i >= 0 {
-		after = after[:i]
-	}
-	return after
-}
-
 // caddy validate provisions the config but resolves nothing: the DNS
 // server is not asked.
 func TestDNSValidateResolvesNothing(t *testing.T) {

@@ -295,10 +295,10 @@ func TestExampleAdminAPIReadmeSequence(t *testing.T) {
 	}
 }
 
-// readmeCurls returns the curl lines of the first sh block after heading
-// in ../README.md, continuation lines joined, with each key of subst
-// replaced by its value.
-func readmeCurls(t *testing.T, heading string, subst map[string]string) []string {
+// readmeSection is ../README.md from the heading that begins with heading
+// (such as "## Add More") to the next heading of its level or above,
+// outside code blocks (where a "# " line is a shell comment).
+func readmeSection(t *testing.T, heading string) string {
 	t.Helper()
 	raw, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -308,7 +308,27 @@ func readmeCurls(t *testing.T, heading string, subst map[string]string) []string
 	if !ok {
 		t.Fatalf("README has no %q section", heading)
 	}
-	_, after, ok = strings.Cut(after, "```sh\n")
+	level := len(heading) - len(strings.TrimLeft(heading, "#"))
+	var b strings.Builder
+	code := false
+	for i, line := range strings.SplitAfter(after, "\n") {
+		if strings.HasPrefix(line, "```") {
+			code = !code
+		}
+		if n := len(line) - len(strings.TrimLeft(line, "#")); i > 0 && !code && n > 0 && n <= level && strings.HasPrefix(line[n:], " ") {
+			break
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// readmeCurls returns the curl lines of the first sh block of heading's
+// section in ../README.md, continuation lines joined, with each key of
+// subst replaced by its value.
+func readmeCurls(t *testing.T, heading string, subst map[string]string) []string {
+	t.Helper()
+	_, after, ok := strings.Cut(readmeSection(t, heading), "```sh\n")
 	block, _, closed := strings.Cut(after, "```")
 	if !ok || !closed {
 		t.Fatalf("no sh block after %q", heading)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -24,11 +23,7 @@ func TestStoreReadmeSequence(t *testing.T) {
 		apiVar  = "API=http://127.0.0.1:2019/ip-allowlist\n"
 		tok     = "demo-partner-c-token"
 	)
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, section, _ := strings.Cut(string(readme), "\n"+heading); !strings.Contains(section, apiVar) {
+	if section := readmeSection(t, heading); !strings.Contains(section, apiVar) {
 		t.Fatalf("the README's %q block no longer sets %q", heading, apiVar)
 	}
 	cmds := readmeCurls(t, heading, nil)

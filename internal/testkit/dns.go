@@ -86,14 +86,14 @@ func (s *DNSServer) Set(name string, ttl uint32, addrs ...string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.names[dns.Fqdn(strings.ToLower(name))] = r
+	s.names[key(name)] = r
 }
 
 // SetCNAME makes name an alias of target.
 func (s *DNSServer) SetCNAME(name, target string, ttl uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.names[dns.Fqdn(strings.ToLower(name))] = &dnsRecord{cname: dns.Fqdn(target), ttl: ttl}
+	s.names[key(name)] = &dnsRecord{cname: dns.Fqdn(target), ttl: ttl}
 }
 
 // SetRcode makes every question about name answered with rcode, such as
@@ -101,7 +101,7 @@ func (s *DNSServer) SetCNAME(name, target string, ttl uint32) {
 func (s *DNSServer) SetRcode(name string, rcode int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.names[dns.Fqdn(strings.ToLower(name))] = &dnsRecord{rcode: rcode}
+	s.names[key(name)] = &dnsRecord{rcode: rcode}
 }
 
 // FailType makes questions of qtype (dns.TypeAAAA, say) about name, set
@@ -109,7 +109,7 @@ func (s *DNSServer) SetRcode(name string, rcode int) {
 func (s *DNSServer) FailType(name string, qtype uint16, rcode int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.names[dns.Fqdn(strings.ToLower(name))]
+	r := s.names[key(name)]
 	if r.failing == nil {
 		r.failing = map[uint16]int{}
 	}
@@ -136,8 +136,11 @@ func (s *DNSServer) Delay(d time.Duration) {
 func (s *DNSServer) Queries(name string) []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]time.Time(nil), s.queries[dns.Fqdn(strings.ToLower(name))]...)
+	return append([]time.Time(nil), s.queries[key(name)]...)
 }
+
+// key is name as the server keeps it: lower case, fully qualified.
+func key(name string) string { return dns.Fqdn(strings.ToLower(name)) }
 
 func soa(ttl uint32) *dns.SOA {
 	return &dns.SOA{Hdr: dns.RR_Header{Name: "test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
