@@ -50,6 +50,8 @@ func appendRange(dst []netipx.IPRange, s string) ([]netipx.IPRange, error) {
 		return append(dst, allIPv4, allIPv6), nil
 	case s == KeywordPrivateRanges:
 		return append(dst, privateRanges...), nil
+	case strings.ContainsAny(s, ", \t"):
+		return nil, listedTogether(s)
 	case strings.Contains(s, "/"):
 		p, err := parsePrefix(s)
 		if err != nil {
@@ -108,6 +110,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 func parseStartEnd(s string) (netipx.IPRange, error) {
 	from, to, _ := strings.Cut(s, "-")
+	if from == "" || to == "" {
+		return netipx.IPRange{}, errors.New("a range needs both ends, written without spaces, such as 192.0.2.10-192.0.2.20")
+	}
 	a, err := parseAddr(from)
 	if err != nil {
 		return netipx.IPRange{}, fmt.Errorf("start of range %q: %w", s, err)
@@ -176,4 +181,17 @@ func unquoteNetipErr(err error) error {
 		return errors.New(msg[i+2:])
 	}
 	return err
+}
+
+// listedTogether explains an entry with commas or white space in it: two
+// entries written as one, or a range written with spaces.
+func listedTogether(s string) error {
+	if !strings.Contains(s, ",") {
+		joined := strings.Join(strings.Fields(s), "")
+		if _, err := parseStartEnd(joined); err == nil && strings.Contains(joined, "-") {
+			return fmt.Errorf("a range is written without spaces: %s", joined)
+		}
+		return errors.New("an entry holds no white space: write each address, prefix or range as an entry of its own")
+	}
+	return errors.New("an entry holds one address, prefix or range: write each as an entry of its own, separated by spaces in the Caddyfile and as separate strings in JSON, not by commas")
 }

@@ -121,3 +121,73 @@ func FuzzParseRange(f *testing.F) {
 		}
 	})
 }
+
+// TestMistypedEntryErrors pins the whole text of the errors for entries
+// written the way people mistype lists and ranges: the error says what to
+// write, and an entry hidden in case it is a token shows in no part.
+func TestMistypedEntryErrors(t *testing.T) {
+	const hiddenComma = "k7Qz9.Xw2,Lp4Rt8.Vn6Bm"
+	tests := []struct {
+		name  string
+		allow []string
+		want  string
+	}{
+		{"range with spaces, split into three entries",
+			[]string{"203.0.113.0", "-", "203.0.113.50"},
+			`token "partner-a": allow[1] "-": a range is written without spaces: 203.0.113.0-203.0.113.50`},
+		{"range with a space after the dash",
+			[]string{"203.0.113.0-", "203.0.113.50"},
+			`token "partner-a": allow[0] "203.0.113.0-": a range is written without spaces: 203.0.113.0-203.0.113.50`},
+		{"range with spaces in one entry",
+			[]string{"203.0.113.0 - 203.0.113.50"},
+			`token "partner-a": allow[0] "203.0.113.0 - 203.0.113.50": a range is written without spaces: 203.0.113.0-203.0.113.50`},
+		{"a lone dash",
+			[]string{"-"},
+			`token "partner-a": allow[0] "-": a range needs both ends, written without spaces, such as 192.0.2.10-192.0.2.20`},
+		{"two addresses with a comma",
+			[]string{"203.0.113.7,198.51.100.9"},
+			`token "partner-a": allow[0] "203.0.113.7,198.51.100.9": an entry holds one address, prefix or range: write each as an entry of its own, separated by spaces in the Caddyfile and as separate strings in JSON, not by commas`},
+		{"a token-like entry with a comma is not shown, not even in part",
+			[]string{hiddenComma},
+			`token "partner-a": allow[0] (an entry of 22 characters that is no address, not shown in case it is a token): an entry holds one address, prefix or range: write each as an entry of its own, separated by spaces in the Caddyfile and as separate strings in JSON, not by commas`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := provisionErr(&Handler{Tokens: tok(tc.allow...)})
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("error:\n  %v\nwant:\n  %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestHiddenEntryShowsNoPart: whatever the parser's words, an entry that
+// is not shown appears in the error in no part of four bytes or more.
+func TestHiddenEntryShowsNoPart(t *testing.T) {
+	for _, entry := range []string{
+		"k7Qz9.Xw2,Lp4Rt8.Vn6Bm",
+		"1.2.3.4xsk_live_abc123XYZ",
+		"203.0.113.7,sk_live_abc123XYZ",
+		"2001:db8::1g_s3cr3tQ_ABCDEFGH",
+		"sk_live.51HqLq2e:Zx9",
+		"abcd.ef01.2345.6789x",
+		"ghp_AbCdEfGhIjKl-MnOpQrStUv",
+		"1.2.3.4.5.6.7.8.9.10.11.12/xyz",
+		"a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8/24",
+	} {
+		err := provisionErr(&Handler{Tokens: tok(entry)})
+		if err == nil {
+			t.Fatalf("%q accepted", entry)
+		}
+		msg := strings.TrimPrefix(err.Error(), `token "partner-a": `)
+		if !strings.Contains(msg, "not shown in case it is a token") {
+			t.Fatalf("%q is shown: %s", entry, msg)
+		}
+		for n := 0; n+4 <= len(entry); n++ {
+			if part := entry[n : n+4]; strings.Contains(msg, part) {
+				t.Errorf("%q: the error shows %q of it: %s", entry, part, msg)
+				break
+			}
+		}
+	}
+}

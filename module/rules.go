@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"go4.org/netipx"
 )
@@ -286,6 +288,9 @@ func (c *compiler) collect(dst *spanLists, field string, entries []string, broad
 		} else {
 			var err error
 			if rs, err = appendRange(one[:0], entry); err != nil {
+				if joined := spacedRange(entries, i); joined != "" {
+					err = fmt.Errorf("a range is written without spaces: %s", joined)
+				}
 				if hint := noneHint(entry); hint != "" {
 					err = fmt.Errorf("%w%s", err, hint)
 				}
@@ -305,6 +310,28 @@ func (c *compiler) collect(dst *spanLists, field string, entries []string, broad
 	}
 	dst.normalize()
 	return nil
+}
+
+// spacedRange returns the range that entries[i] and its neighbours make
+// when joined, as a range written with spaces around its '-' is split into
+// entries ("192.0.2.10", "-", "192.0.2.20"), or "" if they make none.
+func spacedRange(entries []string, i int) string {
+	e := entries[i]
+	var joined string
+	switch {
+	case e == "-" && i > 0 && i+1 < len(entries):
+		joined = entries[i-1] + e + entries[i+1]
+	case strings.HasSuffix(e, "-") && i+1 < len(entries):
+		joined = e + entries[i+1]
+	case strings.HasPrefix(e, "-") && i > 0:
+		joined = entries[i-1] + e
+	default:
+		return ""
+	}
+	if _, err := parseStartEnd(joined); err != nil {
+		return ""
+	}
+	return joined
 }
 
 // collectName applies the rules of a dns: entry and, where names are
@@ -383,15 +410,16 @@ func thousands(n uint64) string {
 // entry that is not shaped like an address, and a set name as long as a
 // token, are shown by their length only.
 func quoteEntry(s string) string {
+	if len(s) < minTokenLen && !strings.ContainsFunc(s, unicode.IsControl) {
+		// Too short to be a literal token: the config refuses those.
+		return fmt.Sprintf("%q", s)
+	}
 	if isDNSEntry(s) && len(s) <= len(DNSPrefix)+253 {
 		if ok, _, _ := nameChars(s[len(DNSPrefix):]); ok {
 			return fmt.Sprintf("%q", s)
 		}
 	}
 	if isSetName(s) {
-		if len(s) < minTokenLen {
-			return fmt.Sprintf("%q", s)
-		}
 		return fmt.Sprintf("(an entry of %d characters, not shown in case it is a token)", len(s))
 	}
 	if len(s) <= maxRangeLen && addressShaped(s) {
@@ -401,7 +429,8 @@ func quoteEntry(s string) string {
 }
 
 // addressShaped reports whether s is made of what addresses, prefixes and
-// ranges are made of (hex digits, . : / -, and a %zone), with a . or a :.
+// ranges are made of (hex digits, . : / -, and a %zone), with a . or a :;
+// spaces and commas too, as a list or a range mistyped has them.
 func addressShaped(s string) bool {
 	addr, _, _ := strings.Cut(s, "%")
 	if !strings.ContainsAny(addr, ".:") {
@@ -409,7 +438,7 @@ func addressShaped(s string) bool {
 	}
 	for i := 0; i < len(addr); i++ {
 		c := addr[i]
-		if !(c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f' || strings.IndexByte(".:/-", c) >= 0) {
+		if !(c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f' || strings.IndexByte(".:/-, ", c) >= 0) {
 			return false
 		}
 	}
@@ -452,10 +481,40 @@ func (e *EntryError) Error() string {
 	q := quoteEntry(e.Entry)
 	msg := e.Err.Error()
 	if !strings.HasPrefix(q, `"`) {
-		// The parser's own words may repeat the entry.
-		msg = strings.ReplaceAll(msg, e.Entry, "(the entry)")
+		msg = redactEntry(msg, e.Entry)
 	}
 	return fmt.Sprintf("%s[%d] %s: %s", e.Field, e.Index, q, msg)
+}
+
+// redactEntry takes out of msg, a parser's words about an entry that is
+// not shown, every quoted string made of the entry or a part of it (the
+// parsers quote what they repeat: netip's `(at "…")`, our `range %q`), and
+// the entry itself wherever it stands unquoted. A hidden entry is at least
+// minTokenLen long, so no word of the message is taken for it.
+func redactEntry(msg, entry string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(msg, '"')
+		if i < 0 {
+			break
+		}
+		q, err := strconv.QuotedPrefix(msg[i:])
+		if err != nil {
+			break
+		}
+		b.WriteString(msg[:i])
+		switch u, _ := strconv.Unquote(q); {
+		case u == entry:
+			b.WriteString("(the entry)")
+		case u != "" && strings.Contains(entry, u):
+			b.WriteString("(part of the entry)")
+		default:
+			b.WriteString(q)
+		}
+		msg = msg[i+len(q):]
+	}
+	b.WriteString(msg)
+	return strings.ReplaceAll(b.String(), entry, "(the entry)")
 }
 
 func (e *EntryError) Unwrap() error { return e.Err }

@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -112,6 +113,45 @@ func TestDebugLoggingWarnsAboutClearTokenSources(t *testing.T) {
 				if strings.Contains(w.Message, tok) {
 					t.Error("the warning holds a token")
 				}
+			}
+		})
+	}
+}
+
+// TestUnlistedWarningOnlyWhenRestricted: the WARN that unlisted_tokens is
+// restricted while missing_token is allow is given only when it is, with
+// or without a token store (a store once made the default any read as
+// restricted).
+func TestUnlistedWarningOnlyWhenRestricted(t *testing.T) {
+	tests := []struct {
+		name     string
+		store    bool
+		unlisted *Policy
+		missing  string
+		warns    bool
+	}{
+		{"defaults", false, nil, "", false},
+		{"defaults, store file", true, nil, "", false},
+		{"unlisted any written out, store file", true, &Policy{Allow: []string{KeywordAny}}, "", false},
+		{"unlisted restricted", false, &Policy{Allow: []string{"10.0.0.0/8"}}, "", true},
+		{"unlisted restricted, store file", true, &Policy{Allow: []string{"10.0.0.0/8"}}, "", true},
+		{"unlisted restricted, missing deny, store file", true, &Policy{Allow: []string{"10.0.0.0/8"}}, MissingDeny, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Handler{Unlisted: tc.unlisted, MissingToken: tc.missing}
+			if tc.store {
+				h.Store = &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}
+			}
+			logs := provisionLogging(t, h, zapcore.WarnLevel)
+			n := 0
+			for _, w := range logs.All() {
+				if strings.Contains(w.Message, "missing_token is allow") {
+					n++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.warns]; n != want {
+				t.Errorf("%d warnings that unlisted_tokens is restricted, want %d: %+v", n, want, logs.All())
 			}
 		})
 	}
