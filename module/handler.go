@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -289,7 +290,7 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 	}
 	h.config = ctx.Context
 	h.warnUnlisted(h.previousView(), h.current.Load())
-	if t.missingAllow && t.unlistedSummary() != KeywordAny {
+	if t.missingAllow && !h.unlistedAny(t) {
 		// A token sent in a form no source reads (Basic credentials, a
 		// cookie, a body) is no token here: it passes as missing, and the
 		// unlisted policy never sees it.
@@ -510,6 +511,17 @@ func (h *Handler) previousView() *view {
 		return nil
 	}
 	return prev
+}
+
+// unlistedAny reports whether the config lets unlisted tokens in from
+// anywhere. Until a store has loaded, t refuses every unlisted token for
+// the while (compileAll), so the config itself says.
+func (h *Handler) unlistedAny(t *table) bool {
+	if (h.storeEntries != nil || h.store != nil) && !h.builtLoaded {
+		u := h.Unlisted
+		return u == nil || len(u.Deny) == 0 && slices.Equal(u.Allow, []string{KeywordAny})
+	}
+	return t.unlistedSummary() == KeywordAny
 }
 
 // maxUnlistedWarnings bounds the WARN lines of one change; the rest are

@@ -139,7 +139,8 @@ func TestUnlistedWarningOnlyWhenRestricted(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &Handler{Unlisted: tc.unlisted, MissingToken: tc.missing}
+			h := &Handler{Unlisted: tc.unlisted, MissingToken: tc.missing,
+				Tokens: map[string]*TokenPolicy{"config-a": {Token: applyTok(0), Allow: []string{"127.0.0.5"}}}}
 			if tc.store {
 				h.Store = &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}
 			}
@@ -154,5 +155,24 @@ func TestUnlistedWarningOnlyWhenRestricted(t *testing.T) {
 				t.Errorf("%d warnings that unlisted_tokens is restricted, want %d: %+v", n, want, logs.All())
 			}
 		})
+	}
+}
+
+// TestUnlistedWarningNotGivenForAStoreWithEntries: a store that holds
+// entries leaves the default unlisted_tokens any as it is, and no WARN says
+// it is restricted.
+func TestUnlistedWarningNotGivenForAStoreWithEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	h, _ := storeHandler(t, path)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+applyTok(1)+`", "allow": ["198.51.100.7"]}`)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-2", `{"token": "`+applyTok(2)+`", "allow": ["any"], "deny": ["198.51.100.0/24"]}`)
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	_, logs := storeHandler(t, path)
+	for _, w := range logs.FilterLevelExact(zapcore.WarnLevel).All() {
+		if strings.Contains(w.Message, "missing_token is allow") {
+			t.Errorf("warned with unlisted_tokens any: %s %v", w.Message, w.ContextMap())
+		}
 	}
 }
