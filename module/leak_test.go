@@ -123,7 +123,20 @@ func TestLeakAlertSuspendsStoreTokens(t *testing.T) {
 			t.Fatalf("from outside: %d", r.status)
 		}
 	}
-	testkit.Wait(5*time.Second, func() bool { return decided(h, tok, "198.51.100.7") == "token_suspended cust-1" })
+	// The suspension is in force before its record and audit line are
+	// written: wait for all three.
+	audited := func() bool {
+		for _, l := range logs.FilterMessage("token changed").All() {
+			if l.ContextMap()["source"] == "leak_alert" && l.ContextMap()["action"] == "suspend" {
+				return true
+			}
+		}
+		return false
+	}
+	testkit.Wait(5*time.Second, func() bool {
+		ev, ok := latestLeak(h.fileStore, "cust-1")
+		return decided(h, tok, "198.51.100.7") == "token_suspended cust-1" && ok && ev.Suspended && audited()
+	})
 	if got := decided(h, tok, "198.51.100.7"); got != "token_suspended cust-1" {
 		t.Fatalf("from its own address after the alert: %s", got)
 	}
@@ -137,13 +150,7 @@ func TestLeakAlertSuspendsStoreTokens(t *testing.T) {
 	if ev, ok := latestLeak(h.fileStore, "cust-1"); !ok || !ev.Suspended || ev.Distinct != 4 {
 		t.Errorf("the console's record: %+v %v", ev, ok)
 	}
-	found := false
-	for _, l := range logs.FilterMessage("token changed").All() {
-		if l.ContextMap()["source"] == "leak_alert" && l.ContextMap()["action"] == "suspend" {
-			found = true
-		}
-	}
-	if !found {
+	if !audited() {
 		t.Error("no audit line for the suspension")
 	}
 	routeCall(t, "POST", "/ip-allowlist/tokens/cust-1/resume", "")
