@@ -272,3 +272,19 @@ func TestConsoleOwnerBoundsConfigRules(t *testing.T) {
 		}
 	}
 }
+
+// suspended_by is a field of the stored entry: an entry with it decodes,
+// on the fast path's fallback, and one written before it decodes as no
+// one's suspension, which no owner may resume.
+func TestSuspendedByDecodes(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	for _, tc := range []struct{ raw, by string }{
+		{`{"token_sha256": "` + digest + `", "allow": ["192.0.2.1"], "suspended": true, "suspended_by": "leak_alert"}`, "leak_alert"},
+		{`{"token_sha256": "` + digest + `", "allow": ["192.0.2.1"], "suspended": true}`, ""},
+	} {
+		e := decodeEntry(tc.raw)
+		if e.err != nil || !e.tp.Suspended || e.tp.SuspendedBy != tc.by {
+			t.Errorf("%s: %v, suspended by %q", tc.raw, e.err, e.tp.SuspendedBy)
+		}
+	}
+}
