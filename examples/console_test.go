@@ -865,27 +865,12 @@ func TestConsole(t *testing.T) {
 		if loc := resp.Header.Get("Location"); loc != "./https:evil.example/" {
 			t.Errorf("redirect to %q: a last segment that reads as a scheme must stay a path", loc)
 		}
-		post := func(user, pass, path, body string) (int, string) {
-			t.Helper()
-			req, _ := http.NewRequest("POST", c.Site+path, strings.NewReader(body))
-			req.SetBasicAuth(user, pass)
-			req.Header.Set("Origin", c.Site)
-			req.Header.Set("Sec-Fetch-Site", "same-origin")
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b)
-		}
 		// An owner is told a config label is taken, not where it is listed.
-		if status, body := post(consoleOwner, consoleOwnerPW, "/console/-/api/tokens", `{"label": "partner-a", "allow": ["127.0.0.50"]}`); status != 409 || !strings.Contains(body, "label is taken") || strings.Contains(body, "listed in") {
+		if status, body := consolePost(t, c, consoleOwner, consoleOwnerPW, "tokens", `{"label": "partner-a", "allow": ["127.0.0.50"]}`); status != 409 || !strings.Contains(body, "label is taken") || strings.Contains(body, "listed in") {
 			t.Errorf("acme creates partner-a: %d %s", status, body)
 		}
 		// A note larger than the console keeps is refused.
-		if status, body := post(consoleOwner, consoleOwnerPW, "/console/-/api/tokens", `{"label": "acme-big", "allow": ["127.0.0.50"], "note": "`+strings.Repeat("n", 2000)+`"}`); status != 400 || !strings.Contains(body, "longer than 1024") {
+		if status, body := consolePost(t, c, consoleOwner, consoleOwnerPW, "tokens", `{"label": "acme-big", "allow": ["127.0.0.50"], "note": "`+strings.Repeat("n", 2000)+`"}`); status != 400 || !strings.Contains(body, "longer than 1024") {
 			t.Errorf("acme's 2,000-byte note: %d %s", status, body)
 		}
 	})
@@ -1128,4 +1113,93 @@ func TestConsoleScreenshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s (%d bytes)", path, len(png))
+}
+
+// consolePost sends a change to the console as its own page does: the
+// login, same origin, a JSON body. It returns the status, and the body,
+// or the error's text when the body is an error.
+func consolePost(t *testing.T, c *testkit.Caddy, user, pass, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", c.Site+"/console/-/api/"+path, strings.NewReader(body))
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Origin", c.Site)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return resp.StatusCode, e.Error
+	}
+	return resp.StatusCode, string(b)
+}
+
+// The owner bounds hold in the binary, with examples/Caddyfile's console
+// (operators admin, the default bounds): the owner acme cannot lift its
+// token's restriction, add a /23, a 51st entry or a dns: name, nor resume
+// what the leak signal suspended; the operator can. No browser needed.
+func TestConsoleOwnerBoundsInTheBinary(t *testing.T) {
+	testkit.CaddyBin(t)
+	c := startConsoleExample(t, "\t\tunlisted_tokens none\n", "\t\tunlisted_tokens none\n\t\tleak_alert 3 1m suspend\n")
+	if !strings.Contains(c.Output(), "console: operators see and change every token") || !strings.Contains(c.Output(), "IPv4 ranges up to a /24, IPv6 ranges up to a /48; 50 entries a token; no dns: entries") {
+		t.Errorf("the console's start-up line does not state the bounds:\n%s", c.Output())
+	}
+	var fortyNine []string
+	for i := range 49 {
+		fortyNine = append(fortyNine, fmt.Sprintf("198.51.100.%d", i+1))
+	}
+	putEntry(t, c, "acme-bounded", map[string]any{"allow": []string{"127.0.0.90"}, "owner": consoleOwner})
+	putEntry(t, c, "acme-many", map[string]any{"allow": fortyNine, "owner": consoleOwner})
+	for _, tc := range []struct {
+		name, user, pass, label, entry string
+		want                           int
+		says                           string
+	}{
+		{"an owner adding any is refused", consoleOwner, consoleOwnerPW, "acme-bounded", "any", 403, `owners may add at most an IPv4 /24 ("any" is wider): an operator can add it, or widen owner_max_prefix in the console's config`},
+		{"an owner adding a /23 is refused", consoleOwner, consoleOwnerPW, "acme-bounded", "203.0.112.0/23", 403, "owners may add at most an IPv4 /24"},
+		{"an owner adding a /24 is accepted", consoleOwner, consoleOwnerPW, "acme-bounded", "203.0.113.0/24", 200, ""},
+		{"an owner adding a dns: entry is refused", consoleOwner, consoleOwnerPW, "acme-bounded", "dns:office.example.com", 403, "owners may not add dns: entries"},
+		{"an owner adding the 50th entry is accepted", consoleOwner, consoleOwnerPW, "acme-many", "203.0.113.50", 200, ""},
+		{"an owner adding the 51st entry is refused", consoleOwner, consoleOwnerPW, "acme-many", "203.0.113.51", 403, "owners may keep at most 50 allow entries on a token (this change makes 51)"},
+		{"an operator adds the 51st", consoleOperator, consoleOperatorPW, "acme-many", "203.0.113.51", 200, ""},
+		{"an operator adds any", consoleOperator, consoleOperatorPW, "acme-bounded", "any", 200, ""},
+	} {
+		status, body := consolePost(t, c, tc.user, tc.pass, "tokens/"+tc.label+"/allow", `{"entries": ["`+tc.entry+`"]}`)
+		if status != tc.want || !strings.Contains(body, tc.says) {
+			t.Errorf("%s: %d %s", tc.name, status, body)
+		}
+	}
+	if status, body := consolePost(t, c, consoleOwner, consoleOwnerPW, "tokens", `{"label": "acme-new", "allow": ["any"]}`); status != 403 {
+		t.Errorf("acme creates a token allowed from any: %d %s", status, body)
+	}
+	wantAnswer(t, c, "127.0.0.91", consoleTok("acme-bounded"), "200 acme-bounded", "after the operator's any")
+
+	// The leak signal suspends a token; its owner cannot resume it.
+	putEntry(t, c, "acme-leaky", map[string]any{"allow": []string{"127.0.0.92"}, "owner": consoleOwner})
+	for i := range 3 {
+		// 127.0.0.1 is the example's trusted proxy.
+		if r := c.Do(testkit.Request{Header: append(testkit.Bearer(consoleTok("acme-leaky")), "X-Forwarded-For", fmt.Sprintf("192.0.2.%d", 60+i))}); r.Status != 401 {
+			t.Fatalf("from outside: %v", r)
+		}
+	}
+	// Suspended once refused from its own address: the store's entry is
+	// kept a moment before the handler has it.
+	if _, ok := testkit.Wait(10*time.Second, func() bool { return answer(c, "127.0.0.92", consoleTok("acme-leaky")) == "401" }); !ok || !getEntry(t, c, "acme-leaky").Suspended {
+		t.Fatal("the leak signal did not suspend acme-leaky")
+	}
+	status, body := consolePost(t, c, consoleOwner, consoleOwnerPW, "tokens/acme-leaky/resume", `{}`)
+	if status != 403 || !strings.Contains(body, "suspended by the leak signal (leak_alert): owners resume only their own suspensions; an operator can resume it") {
+		t.Errorf("acme resumes the leak signal's suspension: %d %s", status, body)
+	}
+	wantAnswer(t, c, "127.0.0.92", consoleTok("acme-leaky"), "401", "after acme's resume")
+	if status, body := consolePost(t, c, consoleOperator, consoleOperatorPW, "tokens/acme-leaky/resume", `{}`); status != 200 {
+		t.Errorf("the operator resumes it: %d %s", status, body)
+	}
+	wantAnswer(t, c, "127.0.0.92", consoleTok("acme-leaky"), "200 acme-leaky", "after the operator's resume")
 }

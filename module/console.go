@@ -48,14 +48,34 @@ type Console struct {
 	// The name of the token store (store file { name }) to serve.
 	// Default: the store named default, or the only one open.
 	Store string `json:"store,omitempty"`
-	// The user ids ({http.auth.user.id}) who see and change every token.
-	// Every other authenticated user sees and changes only the tokens
-	// whose owner is their user id. Default: none given, and every
-	// authenticated user is an operator.
+	// The user ids ({http.auth.user.id}) who see and change every token,
+	// unbounded by the owner_* fields. Every other authenticated user
+	// sees and changes only the tokens whose owner is their user id,
+	// within those bounds. Default: none given, and every authenticated
+	// user sees every token, but every one is bounded as an owner is:
+	// naming operators is what lifts the bounds.
 	Operators []string `json:"operators,omitempty"`
+	// The widest IPv4 range an owner may add, as a prefix length: an
+	// address, prefix or start-end range holding more addresses than
+	// such a prefix is refused, and so are any and private_ranges, which
+	// hold more. 0 lets owners add any IPv4 range. Default: 24.
+	OwnerMaxPrefixIPv4 *int `json:"owner_max_prefix_ipv4,omitempty"`
+	// The widest IPv6 range an owner may add, as owner_max_prefix_ipv4
+	// is for IPv4. Default: 48.
+	OwnerMaxPrefixIPv6 *int `json:"owner_max_prefix_ipv6,omitempty"`
+	// The most allow entries an owner's change may leave on a token (one
+	// an operator gave more keeps them, but takes no more from its owner).
+	// At most 1000. Default: 50.
+	OwnerMaxEntries int `json:"owner_max_entries,omitempty"`
+	// Let owners add dns: entries. Default: false, since one name gives
+	// its owner up to 256 addresses of their choosing, wherever they are.
+	OwnerDNS bool `json:"owner_dns,omitempty"`
+	// The ip_set names an owner may add. Default: none.
+	OwnerIPSets []string `json:"owner_ip_sets,omitempty"`
 
 	logger    *zap.Logger
 	operators map[string]struct{}
+	owners    *ownerBounds
 	cfg       *configLabelCache
 	// loginWarned: the WARN for a request without a login was logged.
 	loginWarned *atomic.Bool
@@ -69,9 +89,20 @@ func (Console) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// CheckOwnerBounds applies the rules of the owner_* fields.
+func (c *Console) CheckOwnerBounds() error {
+	_, err := newOwnerBounds(c)
+	return err
+}
+
 // Provision checks the config.
 func (c *Console) Provision(ctx caddy.Context) error {
-	c.logger = ctx.Logger()
+	return c.provisionWithLogger(ctx.Logger())
+}
+
+// provisionWithLogger is Provision, logging to logger.
+func (c *Console) provisionWithLogger(logger *zap.Logger) error {
+	c.logger = logger
 	c.cfg = new(configLabelCache)
 	c.loginWarned = new(atomic.Bool)
 	if c.Store != "" {
@@ -86,8 +117,17 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		}
 		c.operators[op] = struct{}{}
 	}
+	b, err := newOwnerBounds(c)
+	if err != nil {
+		return fmt.Errorf("ip_allowlist_console: %w", err)
+	}
+	c.owners = b
 	if len(c.operators) == 0 {
-		c.logger.Info("console: no operators given, so every authenticated user is an operator and sees every token; list the operators (operators <user id>...) to give other users their own tokens only")
+		c.logger.Info("console: no operators given, so every authenticated user sees every token, and every one is bounded as an owner is; list the operators (operators <user id>...) to lift the bounds for them and give other users their own tokens only",
+			zap.Stringer("owner_bounds", b))
+	} else {
+		c.logger.Info("console: operators see and change every token; every other user, their own tokens only, within the owner bounds",
+			zap.Strings("operators", c.Operators), zap.Stringer("owner_bounds", b))
 	}
 	return nil
 }
@@ -148,8 +188,9 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return writeConsoleError(w, http.StatusNotFound, fmt.Errorf("no console page %s", r.URL.Path))
 	}
 	req := &consoleRequest{c: c, w: w, r: r, user: user}
-	_, req.operator = c.operators[user]
-	req.operator = req.operator || len(c.operators) == 0
+	_, named := c.operators[user]
+	req.operator = named || len(c.operators) == 0
+	req.bounded = !named
 	err := req.serve(api)
 	if err != nil {
 		status := http.StatusInternalServerError
@@ -212,7 +253,8 @@ type consoleRequest struct {
 	w        http.ResponseWriter
 	r        *http.Request
 	user     string
-	operator bool
+	operator bool // sees and changes every token
+	bounded  bool // held to the owner bounds: not a named operator
 	store    *fileStore
 }
 
@@ -330,7 +372,7 @@ func (q *consoleRequest) me() error {
 		ip = a.String()
 	}
 	return writeJSON(q.w, http.StatusOK, map[string]any{
-		"user": q.user, "operator": q.operator, "client_ip": ip, "store": q.store.Name(),
+		"user": q.user, "operator": q.operator, "bounded": q.bounded, "client_ip": ip, "store": q.store.Name(),
 	})
 }
 
@@ -354,6 +396,8 @@ type consoleToken struct {
 	// What each dns: entry admits on this node: the names of the token
 	// as in force, with their addresses and state.
 	Names []nameStatus `json:"names,omitempty"`
+
+	suspendedBy string // a store entry's suspended_by
 }
 
 // listedToken is a row of the token list.
@@ -375,6 +419,7 @@ func storeToken(label string, s stored) consoleToken {
 		Label: label, Source: "store", Rev: s.rev,
 		Allow: tp.Allow, Deny: tp.Deny, Expires: tp.Expires, Notes: tp.Notes,
 		Note: tp.Note, Owner: tp.Owner, Mode: tp.Mode, Suspended: tp.Suspended, Revoked: tp.Revoked,
+		suspendedBy: tp.SuspendedBy,
 	}
 }
 
@@ -587,6 +632,14 @@ func (q *consoleRequest) change(label, action string) error {
 		if n := len(body.Entries); n > consoleMaxAdd || len(t.Allow)+n > consoleMaxEntries {
 			return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %d entries and %d more: the console adds at most %d at a time, up to %d a token; the admin routes take more", label, len(t.Allow), n, consoleMaxAdd, consoleMaxEntries))
 		}
+		if q.bounded {
+			// Every entry, those present too: adding one again
+			// changes its expiry, and can make an operator's
+			// temporary entry permanent.
+			if err := q.c.owners.checkAdd(label, t.Allow, body.Entries); err != nil {
+				return err
+			}
+		}
 		kept, err = q.store.allowEntries(label, body.allowBody, cond, a)
 	case "remove":
 		if body.Entry == "" {
@@ -594,7 +647,16 @@ func (q *consoleRequest) change(label, action string) error {
 		}
 		kept, err = q.store.removeEntry(label, body.Entry, cond, a)
 	case "suspend", "resume":
-		kept, err = q.store.setSuspended(label, action == "suspend", cond, a)
+		by := "operator:" + q.user
+		if q.bounded {
+			if action == "resume" {
+				if err := q.c.owners.checkResume(label, q.user, t); err != nil {
+					return err
+				}
+			}
+			by = ownerSuspensionPrefix + q.user
+		}
+		kept, err = q.store.suspendAs(label, action == "suspend", by, cond, a)
 	case "owner":
 		if !q.operator {
 			return apiErr(http.StatusForbidden, fmt.Errorf("token %q: only an operator can change a token's owner", label))
@@ -645,6 +707,11 @@ func (q *consoleRequest) create() error {
 	}
 	if len(body.Allow) > consoleMaxAdd {
 		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: %d allow entries: a new token has at most %d; add more later", body.Label, len(body.Allow), consoleMaxAdd))
+	}
+	if q.bounded {
+		if err := q.c.owners.checkAdd(body.Label, nil, body.Allow); err != nil {
+			return err
+		}
 	}
 	if !q.operator {
 		owned, _, err := q.store.owners.labels(q.store, q.user, "", "", consoleMaxOwned)

@@ -633,7 +633,7 @@ func TestConsoleDNSNames(t *testing.T) {
 		Store:       &TokenStore{File: filepath.Join(dir, "tokens.db")},
 	}
 	provisionLogging(t, h, zapcore.InfoLevel)
-	c := newConsole(t, &Console{Operators: []string{"root"}})
+	c := newConsole(t, &Console{Operators: []string{"root"}, OwnerDNS: true}) // acme adds names
 	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+applyTok(1)+`", "allow": ["203.0.113.5"], "owner": "acme"}`)
 
 	// names is a token's names as "name state addresses ttl".

@@ -192,6 +192,12 @@ type TokenPolicy struct {
 	// Refuse the token on every request (reason token_suspended) until
 	// it is resumed; unlike revoked, meant to be undone. Default: false.
 	Suspended bool `json:"suspended,omitempty"`
+	// Who suspended the token, kept by the token store while it is
+	// suspended: owner:<user id> or operator:<user id> through the
+	// console, leak_alert, admin (the admin routes) or cli. The console
+	// lets an owner resume only a suspension of their own. Default:
+	// empty, which no owner may resume.
+	SuspendedBy string `json:"suspended_by,omitempty"`
 }
 
 // Policy is where unlisted tokens may be used from.

@@ -544,17 +544,32 @@ func suspend(w http.ResponseWriter, r *http.Request, s *fileStore, label string,
 	})
 }
 
-// setSuspended suspends (on) or resumes label's token.
+// setSuspended suspends (on) or resumes label's token; a suspension is
+// recorded as made by a's source (admin, cli, leak_alert).
 func (s *fileStore) setSuspended(label string, on bool, cond tokenstore.Cond, a audit) (stored, error) {
+	return s.suspendAs(label, on, a.source, cond, a)
+}
+
+// suspendAs is setSuspended, the suspension recorded as made by by
+// (suspended_by). An owner's suspension gives way to anyone else's, so
+// that the owner cannot resume what the leak signal or an operator
+// suspended after them; any other stays as first made.
+func (s *fileStore) suspendAs(label string, on bool, by string, cond tokenstore.Cond, a audit) (stored, error) {
 	a.action = "resume"
 	if on {
 		a.action = "suspend"
 	}
 	kept, err := s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
-		if tp.Suspended == on {
+		switch {
+		case !on && !tp.Suspended:
+			return errUnchanged
+		case on && tp.Suspended && !(isOwnerSuspension(tp.SuspendedBy) && !isOwnerSuspension(by)):
 			return errUnchanged
 		}
-		tp.Suspended = on
+		tp.Suspended, tp.SuspendedBy = on, ""
+		if on {
+			tp.SuspendedBy = by
+		}
 		return nil
 	})
 	if err == nil && !on {

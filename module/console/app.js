@@ -911,7 +911,10 @@
       if (e.status !== 401) showPageError(e.message);
       return;
     }
-    whoami.textContent = (me.user || '?') + (me.operator ? ' · operator' : '') + (me.store ? ' · store ' + me.store : '');
+    // bounded: held to the owner bounds; an operator is so only when the
+    // console names no operators.
+    const role = me.operator ? (me.bounded ? ' · operator within the owner bounds' : ' · operator') : '';
+    whoami.textContent = (me.user || '?') + role + (me.store ? ' · store ' + me.store : '');
     window.addEventListener('hashchange', () => route(true));
     route(false);
   }
