@@ -104,7 +104,7 @@ const (
 	// 32 words, 2,048 bits, 256 bytes per label.
 	refusedWords = 32
 	// refusedHashes is how many bits an address sets. With 2,048 bits, a
-	// false "refused" has odds of about 1 in 400,000 with 16 addresses in
+	// false "refused" has odds of about 1 in a million with 16 addresses in
 	// the record, 1 in 1,000 with 100, 1 in 25 with 300.
 	refusedHashes = 4
 )

@@ -516,7 +516,7 @@ func flood(t *testing.T, h *Handler, tok string, n, times int) {
 // of the 16-address summary), after a flood of addresses used often (which
 // does), or after a DELETE of the summary; promote says which addresses it
 // left out, and why. A legitimate address seen 10 times keeps its place
-// through a flood of addresses used once and is promoted.
+// through a flood of 300 addresses used once and is promoted.
 func TestPromoteNeverAddsAnAddressRefusedInEnforce(t *testing.T) {
 	const attacker, legit = "192.0.2.66", "203.0.113.10"
 	// Each case runs, in this order: the attacker refused 5 times in
@@ -540,8 +540,8 @@ func TestPromoteNeverAddsAnAddressRefusedInEnforce(t *testing.T) {
 			true, 0, 0, 0, true, true, "", attacker + " refused_earlier"},
 		{"refused and still in the summary: left out by its counts",
 			true, 0, 0, 0, false, true, "", attacker + " refused"},
-		{"seen 10 times in report mode, then a flood of 120 addresses used once: promoted",
-			false, 10, 120, 1, false, false, legit, ""},
+		{"seen 10 times in report mode, then a flood of 300 addresses used once: promoted",
+			false, 10, 300, 1, false, false, legit, ""},
 		{"both: the legitimate address is promoted, the refused one left out",
 			true, 10, 120, 1, false, true, legit, attacker + " refused"},
 	}
@@ -663,6 +663,9 @@ func TestObservedRefusedRecordOutlivesTheSummary(t *testing.T) {
 		if a := back(netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})); !a.RefusedEarlier && a.Denied == 0 {
 			t.Fatalf("%s was refused and is reported as never refused", a.IP)
 		}
+	}
+	if allocs := testing.AllocsPerRun(1000, func() { o.record(label, first, outcomeDenied, 4_000_000) }); allocs != 0 {
+		t.Errorf("recording a refusal allocates %.0f times", allocs)
 	}
 	o.forget("cust-1")
 	if a := back(first); a.RefusedEarlier || a.Denied != 0 {
