@@ -744,3 +744,31 @@ func TestObservedMemoryPerToken(t *testing.T) {
 	}
 	runtime.KeepAlive(o)
 }
+
+// TestConsoleObservedRefusedEarlier: the console marks an address refused
+// before its counts began as refused, as it marks one the counts show
+// refused, so that its "Add all" leaves it out and adding it asks first.
+func TestConsoleObservedRefusedEarlier(t *testing.T) {
+	const attacker = "192.0.2.66"
+	h, _ := storeHandler(t, "")
+	h.observed.forget("cust-1")
+	c := newConsole(t, &Console{})
+	tok := applyTok(1)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`)
+	send(t, h, tok, attacker, 2, false)
+	toReport(t, tok)
+	if status, body := adminCall(t, http.MethodDelete, "/ip-allowlist/observed/cust-1"); status != 200 {
+		t.Fatalf("DELETE: %d %s", status, body)
+	}
+	send(t, h, tok, attacker, 1, true)
+	send(t, h, tok, "203.0.113.10", 1, true)
+	var seen struct{ Addresses []consoleObserved }
+	consoleCall(t, c, "alice", "GET", "/-/api/tokens/cust-1/observed", "").json(t, &seen)
+	status := map[string]string{}
+	for _, a := range seen.Addresses {
+		status[a.IP] = a.Status
+	}
+	if status[attacker] != "refused" || status["203.0.113.10"] != "learned" {
+		t.Errorf("observed: %v, want %s refused and 203.0.113.10 learned", status, attacker)
+	}
+}
