@@ -484,7 +484,8 @@ func (o *observedAddrs) drop(label string) map[string][]observedAddress {
 }
 
 // forget drops all that is kept of label: its counts and its record of
-// refused addresses, for a new token that takes the label.
+// refused addresses, for a new token that takes the label. A lost mark
+// stays: a Bloom filter cannot take one label out.
 func (o *observedAddrs) forget(label string) {
 	o.collect(label, forgetAll)
 }
