@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -167,4 +168,64 @@ func TestObservedDeleteResets(t *testing.T) {
 		body != "# no address to allow: every observed address was refused in enforce mode\n# refused in enforce mode, not listed above: 127.0.0.2 (1 request refused)\n" {
 		t.Errorf("after the reset, one refused request: %d %q", status, body)
 	}
+}
+
+// TestPromoteLeavesOutAddressRefusedBeforeFlood is finding 6 against the
+// real binary: a store token in enforce mode is refused 5 times from
+// 127.0.5.66; the operator switches it to report mode; a legitimate
+// client uses it 10 times from 127.0.7.10; one request comes from each of
+// 120 other addresses, more than the 16 the summary keeps; 127.0.5.66
+// comes back 3 times. Promote adds 127.0.7.10 and not 127.0.5.66, and says
+// why it left that one out.
+func TestPromoteLeavesOutAddressRefusedBeforeFlood(t *testing.T) {
+	const attacker, legit = "127.0.5.66", "127.0.7.10"
+	c := startStore(t)
+	tok := storeTok("promoted")
+	putToken(t, c, "cust-1", tok, "127.0.1.1")
+	send := func(local string, n, status int) {
+		t.Helper()
+		for range n {
+			if r := c.Do(testkit.Request{Local: local, Header: testkit.Bearer(tok)}); r.Status != status {
+				t.Fatalf("from %s: %v, want %d", local, r, status)
+			}
+		}
+	}
+	send(attacker, 5, 401)
+	body, _ := json.Marshal(map[string]any{"token": tok, "allow": []string{"127.0.1.1"}, "mode": "report"})
+	mustRoute(t, c, 200, "PUT", "/ip-allowlist/tokens/cust-1", string(body))
+	send(legit, 10, 200)
+	for i := range 120 {
+		send(fmt.Sprintf("127.0.6.%d", 1+i), 1, 200)
+	}
+	send(attacker, 3, 200)
+
+	r := mustRoute(t, c, 200, "POST", "/ip-allowlist/tokens/cust-1/promote", `{"min_requests": 3}`)
+	var p struct {
+		Entry struct {
+			Allow []string
+			Mode  string
+		}
+		Promoted []string
+		LeftOut  []struct{ IP, Reason, Detail string } `json:"left_out"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &p); err != nil {
+		t.Fatalf("promote: %v: %s", err, r.Body)
+	}
+	if strings.Join(p.Promoted, ",") != legit || p.Entry.Mode != "enforce" {
+		t.Errorf("promoted %v, mode %q, want %s alone and enforce", p.Promoted, p.Entry.Mode, legit)
+	}
+	if slices.Contains(p.Entry.Allow, attacker) {
+		t.Errorf("the allow list %v holds %s, refused in enforce mode", p.Entry.Allow, attacker)
+	}
+	var why string
+	for _, l := range p.LeftOut {
+		if l.IP == attacker {
+			why = l.Reason + ": " + l.Detail
+		}
+	}
+	if !strings.HasPrefix(why, "refused: refused in enforce mode (5 requests refused, 3 would have been refused)") {
+		t.Errorf("left out %+v, want %s as refused, with its counts", p.LeftOut, attacker)
+	}
+	send(attacker, 1, 401)
+	send(legit, 1, 200)
 }

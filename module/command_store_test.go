@@ -351,7 +351,7 @@ func TestTokensCLITargetFlags(t *testing.T) {
 }
 
 // promote, through the routes, allows what the node learned in report
-// mode and says so.
+// mode and says so, and says which addresses it left out, and why.
 func TestTokensCLIPromote(t *testing.T) {
 	h, _ := storeHandler(t, "")
 	srv := adminServer(t, nil)
@@ -363,8 +363,10 @@ func TestTokensCLIPromote(t *testing.T) {
 	for range 3 {
 		serve(h, newRequest("192.0.2.60:1", "/", testkit.Bearer(tok)...))
 	}
+	serve(h, newRequest("192.0.2.61:1", "/", testkit.Bearer(tok)...))
 	r := runTokens(t, nil, "", append([]string{"promote", "cust-1", "--min-requests", "3"}, admin...)...)
-	want := "cust-1: allow + 192.0.2.60\ncust-1: mode enforce (was report)\n"
+	want := "cust-1: allow + 192.0.2.60\ncust-1: mode enforce (was report)\n" +
+		"cust-1: left out 192.0.2.61: seen 1 time, fewer than min_requests 3\n"
 	if r.err != nil || r.out != want {
 		t.Errorf("promote: %v\n%s\nwant:\n%s", r.err, r.out, want)
 	}

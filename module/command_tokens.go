@@ -392,7 +392,8 @@ and is refused everywhere: it never becomes unlisted.
 		Long: `
 Adds to the allow list of <label> the addresses the Caddy at --admin saw
 the token used from in report mode at least --min-requests times (and never
-refused in enforce mode), then switches the token to enforce.
+refused in enforce mode), then switches the token to enforce. It prints
+each address it left out, and why.
 
 Promote is node-local: it uses what that one Caddy learned. It needs a
 running Caddy, so it takes --admin only.
@@ -401,11 +402,17 @@ running Caddy, so it takes --admin only.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return f.runNew(cmd, "promote", func(t tokensTarget) error {
 				var promoted []string
+				var leftOut []promoteLeftOut
 				err := changeEntry(t, cmd.OutOrStdout(), args[0], func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
 					p, err := t.promote(args[0], minRequests, cond)
-					promoted = p.Promoted
+					promoted, leftOut = p.Promoted, p.LeftOut
 					return &p.Entry, err
 				})
+				if err == nil {
+					for _, l := range leftOut {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: left out %s: %s\n", args[0], l.IP, l.Detail)
+					}
+				}
 				if err == nil && len(promoted) == 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: no address it was used from in report mode was seen at least %s by %s; promote is node-local\n", args[0], plural(minRequests, "time"), t.where())
 				}

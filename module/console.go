@@ -790,7 +790,7 @@ func (q *consoleRequest) observed(label string) error {
 	for _, a := range seen {
 		status := "allowed"
 		switch {
-		case a.Denied > 0:
+		case a.refused():
 			status = "refused"
 		case a.WouldDeny > 0:
 			status = "learned"

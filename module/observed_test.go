@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -300,6 +301,9 @@ func TestObservedCaddyfileNeverAllowsRefused(t *testing.T) {
 		{"an address report mode would refuse is listed",
 			[]observedAddress{addr("198.51.100.9", 0, 0, 5), addr("127.0.0.1", 3, 0, 0)},
 			"allow 198.51.100.9 127.0.0.1\n# would have been refused in report mode, listed above: 198.51.100.9 (5 requests would have been refused)\n"},
+		{"an address refused before its counts began is left out and reported",
+			[]observedAddress{{IP: "192.0.2.66", WouldDeny: 3, RefusedEarlier: true}, addr("127.0.0.1", 3, 0, 0)},
+			"allow 127.0.0.1\n# refused in enforce mode before these counts, not listed above: 192.0.2.66 (3 requests would have been refused)\n"},
 		{"every address refused: no allow line",
 			[]observedAddress{addr("198.51.100.9", 0, 2, 0)},
 			"# no address to allow: every observed address was refused in enforce mode\n# refused in enforce mode, not listed above: 198.51.100.9 (2 requests refused)\n"},
@@ -454,5 +458,317 @@ func TestObservedOneBusyTokenCountsExactly(t *testing.T) {
 	}
 	if want := time.Unix(0, 39_999); !last.Equal(want) {
 		t.Errorf("last seen %v, want %v", last, want)
+	}
+}
+
+// promoteAfter runs the steps of finding 6 against a store token: it is
+// created in enforce mode, allowed from 198.51.100.7 only, and then steps
+// run; promote with min_requests 3 answers last.
+func promoteAfter(t *testing.T, steps func(h *Handler, tok string)) promoteResult {
+	t.Helper()
+	h, _ := storeHandler(t, "")
+	h.observed.forget("cust-1")
+	tok := applyTok(1)
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	steps(h, tok)
+	r := routeCall(t, "POST", "/ip-allowlist/tokens/cust-1/promote", `{"min_requests": 3}`)
+	var p promoteResult
+	r.json(t, &p)
+	if r.status != 200 {
+		t.Fatalf("promote: %d %s", r.status, r.body)
+	}
+	return p
+}
+
+// send serves n requests of tok from addr, which must be answered as the
+// token's mode says: refused (enforce) or let through (report).
+func send(t *testing.T, h *Handler, tok, addr string, n int, through bool) {
+	t.Helper()
+	for range n {
+		if res := serve(h, newRequest(addr+":1", "/", testkit.Bearer(tok)...)); res.next != through {
+			t.Fatalf("a request from %s: let through %v, want %v", addr, res.next, through)
+		}
+	}
+}
+
+// toReport switches cust-1 to report mode, as an operator does to learn.
+func toReport(t *testing.T, tok string) {
+	t.Helper()
+	if r := routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"], "mode": "report"}`); r.status != 200 {
+		t.Fatalf("switching to report mode: %d %s", r.status, r.body)
+	}
+}
+
+// flood sends each request from n addresses of 10.77.0.0/16 times
+// times, in report mode.
+func flood(t *testing.T, h *Handler, tok string, n, times int) {
+	t.Helper()
+	for i := range n {
+		send(t, h, tok, fmt.Sprintf("10.77.%d.%d", i/250, 1+i%250), times, true)
+	}
+}
+
+// TestPromoteNeverAddsAnAddressRefusedInEnforce is finding 6: an address
+// refused in enforce mode must not be promoted when it comes back in report
+// mode, after a flood of addresses used once (which no longer pushes it out
+// of the 16-address summary), after a flood of addresses used often (which
+// does), or after a DELETE of the summary; promote says which addresses it
+// left out, and why. A legitimate address seen 10 times keeps its place
+// through a flood of 300 addresses used once and is promoted.
+func TestPromoteNeverAddsAnAddressRefusedInEnforce(t *testing.T) {
+	const attacker, legit = "192.0.2.66", "203.0.113.10"
+	// Each case runs, in this order: the attacker refused 5 times in
+	// enforce mode; the switch to report mode; the legitimate address seen
+	// legitUses times; one address in turn of floodN, each floodTimes; the
+	// summary reset; the attacker back 3 times.
+	tests := []struct {
+		name                string
+		refused             bool
+		legitUses           int
+		floodN, floodTimes  int
+		reset, attackerBack bool
+		promoted            string
+		leftOut             string // ip reason, ...
+	}{
+		{"refused 5 times, 120 addresses once each, back 3 times: left out",
+			true, 0, 120, 1, false, true, "", attacker + " refused"},
+		{"refused 5 times, flooded out of the summary by 120 addresses twice each, back 3 times: left out",
+			true, 0, 120, 2, false, true, "", attacker + " refused_earlier"},
+		{"refused, then the summary reset by DELETE, back 3 times: left out",
+			true, 0, 0, 0, true, true, "", attacker + " refused_earlier"},
+		{"refused and still in the summary: left out by its counts",
+			true, 0, 0, 0, false, true, "", attacker + " refused"},
+		{"seen 10 times in report mode, then a flood of 300 addresses used once: promoted",
+			false, 10, 300, 1, false, false, legit, ""},
+		{"both: the legitimate address is promoted, the refused one left out",
+			true, 10, 120, 1, false, true, legit, attacker + " refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := promoteAfter(t, func(h *Handler, tok string) {
+				if tc.refused {
+					send(t, h, tok, attacker, 5, false)
+				}
+				toReport(t, tok)
+				send(t, h, tok, legit, tc.legitUses, true)
+				flood(t, h, tok, tc.floodN, tc.floodTimes)
+				if tc.reset {
+					if status, body := adminCall(t, http.MethodDelete, "/ip-allowlist/observed/cust-1"); status != 200 {
+						t.Fatalf("DELETE: %d %s", status, body)
+					}
+				}
+				if tc.attackerBack {
+					send(t, h, tok, attacker, 3, true)
+				}
+			})
+			var left []string
+			for _, l := range p.LeftOut {
+				if l.Reason != leftOutTooFew {
+					left = append(left, l.IP+" "+l.Reason)
+				}
+			}
+			if got := strings.Join(p.Promoted, ","); got != tc.promoted {
+				t.Errorf("promoted %q, want %q", got, tc.promoted)
+			}
+			if got := strings.Join(left, ","); got != tc.leftOut {
+				t.Errorf("left out %q, want %q (all: %+v)", got, tc.leftOut, p.LeftOut)
+			}
+			if slices.Contains(p.Entry.Allow, attacker) {
+				t.Errorf("the allow list %v holds %s, which enforce mode refused", p.Entry.Allow, attacker)
+			}
+		})
+	}
+}
+
+// TestObservedRepeatedAddressOutlastsOneShotFlood: a flood of addresses
+// used once takes turns in one entry of the summary, so addresses seen
+// again, however few times, keep their places and their exact counts,
+// whatever the flood's length.
+func TestObservedRepeatedAddressOutlastsOneShotFlood(t *testing.T) {
+	tests := []struct {
+		name        string
+		uses, flood int
+	}{
+		{"seen 10 times, 120 addresses once each", 10, 120},
+		{"seen twice, 120 addresses once each", 2, 120},
+		{"seen 10 times, 100,000 addresses once each", 10, 100_000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newObservedAddrs()
+			label := labelOf(t, "cust-1")
+			var kept []netip.Addr
+			for i := range observedPerLabel - 1 {
+				kept = append(kept, netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}))
+			}
+			for range tc.uses {
+				for _, a := range kept {
+					o.record(label, a, outcomeWouldDeny, 1)
+				}
+			}
+			for i := range tc.flood {
+				o.record(label, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), outcomeWouldDeny, int64(2+i))
+			}
+			got := map[string]uint64{}
+			for _, a := range o.snapshot("cust-1")["cust-1"] {
+				got[a.IP] = a.WouldDeny
+			}
+			for _, a := range kept {
+				if got[a.String()] != uint64(tc.uses) {
+					t.Errorf("%s: %d requests kept, want %d", a, got[a.String()], tc.uses)
+				}
+			}
+		})
+	}
+}
+
+// TestObservedRefusedRecordOutlivesTheSummary: the record of refused
+// addresses is kept apart from the 16 entries: a refused address pushed
+// out by a million others, or reset by DELETE, is still known refused when
+// it comes back; it never says "not refused" of one that was (no false
+// negatives, checked over 20,000 refused addresses). Forgetting the label,
+// for a new token, drops it.
+func TestObservedRefusedRecordOutlivesTheSummary(t *testing.T) {
+	o := newObservedAddrs()
+	label := labelOf(t, "cust-1")
+	first := netip.MustParseAddr("192.0.2.66")
+	o.record(label, first, outcomeDenied, 1)
+	for i := range 1_000_000 {
+		o.record(label, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), outcomeWouldDeny, int64(2+i))
+	}
+	back := func(addr netip.Addr) observedAddress {
+		t.Helper()
+		o.record(label, addr, outcomeWouldDeny, 2_000_000)
+		for _, a := range o.snapshot("cust-1")["cust-1"] {
+			if a.IP == addr.String() {
+				return a
+			}
+		}
+		t.Fatalf("%s, just seen, is not in the summary", addr)
+		return observedAddress{}
+	}
+	if a := back(first); a.Denied != 0 || !a.RefusedEarlier {
+		t.Errorf("after a million addresses: %+v, want denied 0 and refused_earlier", a)
+	}
+	o.drop("cust-1")
+	if a := back(first); !a.RefusedEarlier {
+		t.Errorf("after DELETE: %+v, want refused_earlier", a)
+	}
+	for i := range 20_000 {
+		o.record(label, netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}), outcomeDenied, 3_000_000)
+	}
+	for i := range 20_000 {
+		if a := back(netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})); !a.RefusedEarlier && a.Denied == 0 {
+			t.Fatalf("%s was refused and is reported as never refused", a.IP)
+		}
+	}
+	if allocs := testing.AllocsPerRun(1000, func() { o.record(label, first, outcomeDenied, 4_000_000) }); allocs != 0 {
+		t.Errorf("recording a refusal allocates %.0f times", allocs)
+	}
+	o.forget("cust-1")
+	if a := back(first); a.RefusedEarlier || a.Denied != 0 {
+		t.Errorf("after the label was forgotten: %+v, want nothing refused", a)
+	}
+	if got := o.snapshot(""); len(got) != 1 {
+		t.Errorf("snapshot of every label: %v", got)
+	}
+	o.drop("")
+	if got := o.snapshot(""); len(got) != 0 {
+		t.Errorf("after DELETE of every label, a label with a record of refusals but no address shows: %v", got)
+	}
+}
+
+// TestObservedLostRefusalsErrTowardsRefused: when a label's summary, and
+// with it its record of refused addresses, makes room for new labels, its
+// shard remembers that it was lost, and every address of that label is
+// then taken as maybe refused: promote adds none of them, and says why.
+func TestObservedLostRefusalsErrTowardsRefused(t *testing.T) {
+	o := newObservedAddrs()
+	victim, quiet := labelOf(t, "victim"), labelOf(t, "quiet")
+	addr := netip.MustParseAddr("192.0.2.66")
+	o.record(victim, addr, outcomeDenied, 0)
+	o.record(quiet, addr, outcomeAllowed, 0) // never refused: nothing to lose
+	for i := range 3 * observedLabels {
+		o.record(labelOf(t, fmt.Sprint("other-", i)), addr, outcomeAllowed, int64(1+i))
+	}
+	if o.refusalsLost("quiet") {
+		t.Error("a label never refused is marked as having lost its refusals")
+	}
+	for range 3 {
+		o.record(victim, addr, outcomeWouldDeny, 4*observedLabels)
+	}
+	if !o.refusalsLost("victim") {
+		t.Fatal("the label whose record of refusals was dropped is not marked")
+	}
+	seen := o.snapshot("victim")["victim"]
+	if len(seen) != 1 || !seen[0].RefusedEarlier {
+		t.Fatalf("after its record was lost: %+v, want the address refused_earlier", seen)
+	}
+	learned, leftOut := promotable(seen, true, 3)
+	if len(learned) != 0 || len(leftOut) != 1 || leftOut[0].Reason != leftOutRefusalsLost {
+		t.Errorf("promotable: %v, %+v, want nothing learned and %s left out as %s", learned, leftOut, addr, leftOutRefusalsLost)
+	}
+}
+
+// TestObservedMemoryPerToken: a label's summary, its 16 addresses and its
+// record of refused addresses included, costs a bounded amount of heap:
+// measured with every label full and refused from many addresses, after
+// GC. The figure is in docs/operations.md.
+func TestObservedMemoryPerToken(t *testing.T) {
+	// Half the bound, so that no shard is full and no summary is reused.
+	const labels = observedLabels / 2
+	names := make([]*labelRef, labels)
+	for i := range names {
+		names[i] = labelOf(t, fmt.Sprintf("customer-%05d", i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	o := newObservedAddrs()
+	for i, l := range names {
+		for j := range 2 * observedPerLabel {
+			o.record(l, netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), byte(j)}), outcomeDenied, int64(j))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if n := o.labelCount(); n != labels {
+		t.Fatalf("%d labels kept, want %d", n, labels)
+	}
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / labels
+	t.Logf("%d bytes per token, %d tokens", per, labels)
+	if per > 1700 {
+		t.Errorf("%d bytes of heap per token, want at most 1,700", per)
+	}
+	runtime.KeepAlive(o)
+}
+
+// TestConsoleObservedRefusedEarlier: the console marks an address refused
+// before its counts began as refused, as it marks one the counts show
+// refused, so that its "Add all" leaves it out and adding it asks first.
+func TestConsoleObservedRefusedEarlier(t *testing.T) {
+	const attacker = "192.0.2.66"
+	h, _ := storeHandler(t, "")
+	h.observed.forget("cust-1")
+	c := newConsole(t, &Console{})
+	tok := applyTok(1)
+	routeCall(t, "PUT", "/ip-allowlist/tokens/cust-1", `{"token": "`+tok+`", "allow": ["198.51.100.7"]}`)
+	send(t, h, tok, attacker, 2, false)
+	toReport(t, tok)
+	if status, body := adminCall(t, http.MethodDelete, "/ip-allowlist/observed/cust-1"); status != 200 {
+		t.Fatalf("DELETE: %d %s", status, body)
+	}
+	send(t, h, tok, attacker, 1, true)
+	send(t, h, tok, "203.0.113.10", 1, true)
+	var seen struct{ Addresses []consoleObserved }
+	consoleCall(t, c, "alice", "GET", "/-/api/tokens/cust-1/observed", "").json(t, &seen)
+	status := map[string]string{}
+	for _, a := range seen.Addresses {
+		status[a.IP] = a.Status
+	}
+	if status[attacker] != "refused" || status["203.0.113.10"] != "learned" {
+		t.Errorf("observed: %v, want %s refused and 203.0.113.10 learned", status, attacker)
 	}
 }

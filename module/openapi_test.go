@@ -370,7 +370,7 @@ func TestOpenAPIValidatorCatchesDrift(t *testing.T) {
 			exchange: exchange{method: "GET", target: "/ip-allowlist/tokens/partner-a/nothing", status: 404, header: jsonOnly, body: `{"error":"not found"}`}},
 		{name: "a promote passes",
 			exchange: exchange{method: "POST", target: "/ip-allowlist/tokens/partner-a/promote", reqHeader: jsonOnly, reqBody: `{"min_requests":3}`,
-				status: 200, header: jsonOnly, body: `{"entry":` + entry + `,"promoted":["198.51.100.9"]}`}},
+				status: 200, header: jsonOnly, body: `{"entry":` + entry + `,"promoted":["198.51.100.9"],"left_out":[{"ip":"198.51.100.10","reason":"refused_earlier","detail":"refused in enforce mode before its counts began"}]}`}},
 		{name: "a create with a literal token passes",
 			exchange: exchange{method: "PUT", target: "/ip-allowlist/tokens/partner-a", reqHeader: http.Header{"Content-Type": {"application/json"}, "If-None-Match": {"*"}},
 				reqBody: `{"token":"0123456789abcdef","allow":["192.0.2.1"],"expires":{"192.0.2.1":"2030-01-01T00:00:00Z"},"mode":"report","owner":"ops"}`,

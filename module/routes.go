@@ -584,6 +584,58 @@ func (s *fileStore) suspendAs(label string, on bool, by string, cond tokenstore.
 type promoteResult struct {
 	Entry    entryOut `json:"entry"`
 	Promoted []string `json:"promoted"`
+	// LeftOut is the addresses report mode learned that promote did not
+	// add, each with why.
+	LeftOut []promoteLeftOut `json:"left_out"`
+}
+
+// promoteLeftOut is an address promote did not add, and why.
+type promoteLeftOut struct {
+	IP string `json:"ip"`
+	// Reason is refused (the counts show refusals in enforce mode),
+	// refused_earlier (the token's record of refused addresses holds it),
+	// refusals_lost (this node dropped that record, so it cannot tell),
+	// or too_few_requests.
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
+}
+
+// Why promote leaves out an address report mode learned.
+const (
+	leftOutRefused        = "refused"
+	leftOutRefusedEarlier = "refused_earlier"
+	leftOutRefusalsLost   = "refusals_lost"
+	leftOutTooFew         = "too_few_requests"
+)
+
+// promotable splits the addresses report mode learned for a token (those
+// with would_deny) into those promote adds and those it leaves out, and
+// why. An address that was, or may have been, refused in enforce mode is
+// never added: when in doubt, promote leaves it out.
+func promotable(seen []observedAddress, lost bool, minRequests int) (learned []string, leftOut []promoteLeftOut) {
+	leftOut = []promoteLeftOut{}
+	for _, addr := range seen {
+		if addr.WouldDeny == 0 {
+			continue
+		}
+		switch {
+		case addr.Denied > 0:
+			leftOut = append(leftOut, promoteLeftOut{addr.IP, leftOutRefused,
+				fmt.Sprintf("refused in enforce mode (%s): add it by its value if you mean it", countsText(addr))})
+		case addr.RefusedEarlier && lost:
+			leftOut = append(leftOut, promoteLeftOut{addr.IP, leftOutRefusalsLost,
+				fmt.Sprintf("this node dropped the token's record of refused addresses when more than %d tokens were observed, so it cannot tell whether enforce mode refused it: add it by its value if you mean it", observedLabels)})
+		case addr.RefusedEarlier:
+			leftOut = append(leftOut, promoteLeftOut{addr.IP, leftOutRefusedEarlier,
+				"refused in enforce mode before its counts began, as this node's record of refused addresses says (it can err only this way): add it by its value if you mean it"})
+		case addr.uses() < uint64(minRequests):
+			leftOut = append(leftOut, promoteLeftOut{addr.IP, leftOutTooFew,
+				fmt.Sprintf("seen %s, fewer than min_requests %d", plural(int(addr.uses()), "time"), minRequests)})
+		default:
+			learned = append(learned, addr.IP)
+		}
+	}
+	return learned, leftOut
 }
 
 // promote adds the addresses this node saw the token used from in report
@@ -598,12 +650,9 @@ func promote(w http.ResponseWriter, r *http.Request, s *fileStore, label string,
 		return apiErr(http.StatusBadRequest, fmt.Errorf("token %q: min_requests %d: want 1 or more", label, body.MinRequests))
 	}
 	var learned []string
+	leftOut := []promoteLeftOut{}
 	if o, err := loadObservedAddrs(); err == nil {
-		for _, addr := range o.snapshot(label)[label] {
-			if addr.WouldDeny > 0 && addr.Denied == 0 && addr.uses() >= uint64(body.MinRequests) {
-				learned = append(learned, addr.IP)
-			}
-		}
+		learned, leftOut = promotable(o.snapshot(label)[label], o.refusalsLost(label), body.MinRequests)
 		_, _ = observedPool.Delete(observedPoolKey)
 	}
 	a.action = "promote"
@@ -635,7 +684,7 @@ func promote(w http.ResponseWriter, r *http.Request, s *fileStore, label string,
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, promoteResult{Entry: newEntryOut(label, kept), Promoted: promoted})
+	return writeJSON(w, http.StatusOK, promoteResult{Entry: newEntryOut(label, kept), Promoted: promoted, LeftOut: leftOut})
 }
 
 // importResult is an import's answer.

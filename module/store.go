@@ -802,7 +802,7 @@ func (s *fileStore) forgetLabel(label string) {
 	leakAlerts.Delete(leakKey{s, label})
 	s.forgetLeaks(label)
 	observedPool.Range(func(_, v any) bool {
-		v.(*observedAddrs).drop(label)
+		v.(*observedAddrs).forget(label)
 		return false
 	})
 }
