@@ -54,12 +54,12 @@ const (
 	// that no tenant's names, however many or slow, hold back another's
 	// (dnsPool.take).
 	dnsLookups = 64
-	// DNSNamesPerToken and DNSNamesPerOwner are how many dns: entries a
-	// token may list, and all the tokens of one owner together: they
-	// bound how long a name waits behind its own tenant's in the turns,
-	// and what one tenant makes the pool hold.
-	DNSNamesPerToken = 64
-	DNSNamesPerOwner = 256
+	// dnsNamesPerToken and dnsNamesPerOwner are how many dns: entries a
+	// token may list, and all the tokens of one owner together
+	// (checkNameQuota): they bound how long a name waits behind its own
+	// token's in the turns, and what one tenant makes the pool hold.
+	dnsNamesPerToken = 64
+	dnsNamesPerOwner = 256
 	// dnsMaxStale is how long a name's last good addresses are kept while
 	// its lookups fail, or its answers are refused: past that, it matches
 	// nothing until it resolves, so that an address its owner has let go
@@ -242,7 +242,8 @@ type nameState struct {
 	refusal      string // why its answer was refused, if it was
 }
 
-// contains reports whether a is among the addresses name admits.
+// contains reports whether a is among the addresses name admits: those
+// of its last good answer of a's family, until dnsMaxStale after it.
 func (n *dnsName) contains(a netip.Addr) bool {
 	s := n.state.Load()
 	if s == nil {
@@ -414,8 +415,6 @@ type dnsQueue struct {
 	names  int // names that count it among their tenants
 	ready  []readyName
 	inTurn bool // in its owner's turns
-	// granted counts the lookups granted in its turns.
-	granted uint64
 }
 
 // readyName is a name in a queue, for the turn epoch says: a name is in
@@ -531,9 +530,7 @@ func (p *dnsPool) take() *dnsName {
 			o.turns[0] = nil
 			o.turns = o.turns[1:]
 			q.inTurn = false
-			if n = q.pop(); n != nil {
-				q.granted++
-			}
+			n = q.pop()
 			if len(q.ready) > 0 {
 				q.inTurn = true
 				o.turns = append(o.turns, q)
@@ -1194,16 +1191,16 @@ type dnsRule struct {
 }
 
 // checkNameQuota counts one more dns: entry of the token being compiled,
-// and applies the quotas: DNSNamesPerToken for the token,
-// DNSNamesPerOwner for all its owner's tokens together, counted where
+// and applies the quotas: dnsNamesPerToken for the token,
+// dnsNamesPerOwner for all its owner's tokens together, counted where
 // names are resolved (a handler's tables, not a writer's check).
 func (c *compiler) checkNameQuota() error {
 	c.nameCount++
-	if c.nameCount > DNSNamesPerToken {
-		return fmt.Errorf("more than %d dns: entries in one token; list the addresses as ranges, or split the names among tokens", DNSNamesPerToken)
+	if c.nameCount > dnsNamesPerToken {
+		return fmt.Errorf("more than %d dns: entries in one token; list the addresses as ranges, or split the names among tokens", dnsNamesPerToken)
 	}
-	if owner := c.tenant.owner; owner != "" && c.dns != nil && c.ownerNames[owner]+c.nameCount > DNSNamesPerOwner {
-		return fmt.Errorf("owner %q: more than %d dns: entries in its tokens together", owner, DNSNamesPerOwner)
+	if owner := c.tenant.owner; owner != "" && c.dns != nil && c.ownerNames[owner]+c.nameCount > dnsNamesPerOwner {
+		return fmt.Errorf("owner %q: more than %d dns: entries in its tokens together", owner, dnsNamesPerOwner)
 	}
 	return nil
 }

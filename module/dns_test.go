@@ -567,7 +567,7 @@ func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
 	})}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
-	// 200 names: the other tenant's 4 tokens of 50 (DNSNamesPerToken).
+	// 200 names: the other tenant's 4 tokens of 50 (dnsNamesPerToken).
 	tokens := func() map[string]*TokenPolicy {
 		m := map[string]*TokenPolicy{}
 		for k := range 4 {
@@ -948,8 +948,8 @@ func quotaNames(prefix string, k int) []string {
 	return out
 }
 
-// A token lists at most DNSNamesPerToken dns: entries, and the tokens of
-// one owner DNSNamesPerOwner together; tokens with no owner are bounded
+// A token lists at most dnsNamesPerToken dns: entries, and the tokens of
+// one owner dnsNamesPerOwner together; tokens with no owner are bounded
 // one by one. The error names the token and the entry past the quota.
 func TestDNSNameQuotas(t *testing.T) {
 	srv := testkit.DNS(t)
@@ -966,9 +966,9 @@ func TestDNSNameQuotas(t *testing.T) {
 		tokens map[string]*TokenPolicy
 		want   string // "" for none
 	}{
-		{"a token at its quota", tokens("", DNSNamesPerToken), ""},
-		{"a token past its quota", tokens("", DNSNamesPerToken+1),
-			fmt.Sprintf(`token "t0": allow[%d] "dns:t0-%d.test": more than %d dns: entries in one token`, DNSNamesPerToken, DNSNamesPerToken, DNSNamesPerToken)},
+		{"a token at its quota", tokens("", dnsNamesPerToken), ""},
+		{"a token past its quota", tokens("", dnsNamesPerToken+1),
+			fmt.Sprintf(`token "t0": allow[%d] "dns:t0-%d.test": more than %d dns: entries in one token`, dnsNamesPerToken, dnsNamesPerToken, dnsNamesPerToken)},
 		{"an owner at its quota", tokens("acme", 64, 64, 64, 64), ""},
 		{"an owner past its quota", tokens("acme", 64, 64, 64, 64, 1),
 			`token "t4": allow[0] "dns:t4-0.test": owner "acme": more than 256 dns: entries in its tokens together`},
