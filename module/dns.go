@@ -60,6 +60,12 @@ const (
 	// token's in the turns, and what one tenant makes the pool hold.
 	dnsNamesPerToken = 64
 	dnsNamesPerOwner = 256
+	// dnsMaxTenants is how many tokens' queues a name is in: the first
+	// that list it. One name that a million tokens list costs no more
+	// than one that eight do; a token past the eighth has the name
+	// looked up in the others' turns, each behind at most
+	// dnsNamesPerToken names of its own.
+	dnsMaxTenants = 8
 	// dnsMaxStale is how long a name's last good addresses are kept while
 	// its lookups fail, or its answers are refused: past that, it matches
 	// nothing until it resolves, so that an address its owner has let go
@@ -445,8 +451,12 @@ func (p *dnsPool) queueOf(tenant dnsTenant) *dnsQueue {
 	return q
 }
 
-// attach counts tenant among n's tenants. Callers hold p.mu.
+// attach counts tenant among n's tenants, up to dnsMaxTenants. Callers
+// hold p.mu.
 func (p *dnsPool) attach(n *dnsName, tenant dnsTenant) {
+	if len(n.tenants) >= dnsMaxTenants {
+		return
+	}
 	q := p.queueOf(tenant)
 	if slices.Contains(n.tenants, q) {
 		return

@@ -827,6 +827,23 @@ func TestDNSSharedNameLookedUpOnceATurn(t *testing.T) {
 	}
 }
 
+// A name that many tokens list is in the queues of dnsMaxTenants of them,
+// so that listing it costs a token no more, however many do.
+func TestDNSNameListedByManyTokensBounded(t *testing.T) {
+	p := newDNSPool("")
+	p.servers.Store(&resolverList{})
+	var n *dnsName
+	for i := range 1000 {
+		n = acquireFor(p, "office.test", "", fmt.Sprintf("t%d", i))
+	}
+	if len(n.tenants) != dnsMaxTenants || len(p.owners) != dnsMaxTenants {
+		t.Errorf("%d tenants, %d owners, want %d", len(n.tenants), len(p.owners), dnsMaxTenants)
+	}
+	if got, _ := p.next(time.Now()); got != n {
+		t.Errorf("granted %v, want office.test", got)
+	}
+}
+
 // lookupSim runs p's turns against a controllable clock: dnsLookups
 // lookups at most at once, each taking took(n), each name due again ttl
 // after its lookup ends, and add called every step to acquire names. It
