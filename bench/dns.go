@@ -27,7 +27,13 @@ import (
 // part until the answer is in force is told by Caddy's log. Clients are
 // bound to 127.0.0.x (Linux routes all of 127.0.0.0/8 to loopback), so
 // each request comes from the address chosen, with no proxy header.
-var dnsSamples = flag.Int("dns-samples", 3, "record changes timed in the dns part, each up to the TTL (30 s)")
+var (
+	dnsSamples = flag.Int("dns-samples", 3, "record changes timed in the dns part, each up to the TTL (30 s)")
+	// The hostile tenant: -dns-hostile tokens of DNSNamesPerToken names
+	// each, every name a chain of 8 slow CNAMEs (0.64 s a query), more
+	// than the lookups can keep up with at a 30 s TTL.
+	dnsHostile = flag.Int("dns-hostile", 16, "tokens of 64 slow names each beside the timed one in the dns part's second run (0: no second run)")
+)
 
 const (
 	dnsBenchName  = "api.bench.test"
@@ -72,9 +78,7 @@ func dnsPart(dir string) error {
 
 	// Every answer says the reason and the name that admitted, if any.
 	route := "\tip_allowlist {\n\t\tresolvers " + srv.Addr + "\n\t\tunlisted_tokens none\n" +
-		"\t\ttoken " + dnsBenchToken + " {\n\t\t\tlabel dns-bench\n\t\t\tallow dns:" + dnsBenchName + "\n\t\t}\n\t}\n" +
-		"\trespond \"{http.ip_allowlist.reason} {http.ip_allowlist.dns_name}\"\n" +
-		"\thandle_errors {\n\t\trespond \"{http.ip_allowlist.reason}\" {err.status_code}\n\t}\n"
+		"\t\ttoken " + dnsBenchToken + " {\n\t\t\tlabel dns-bench\n\t\t\tallow dns:" + dnsBenchName + "\n\t\t}\n\t}\n" + dnsRespond
 	began := time.Now()
 	s, err := start(dir, "dns", route)
 	if err != nil {
@@ -82,15 +86,7 @@ func dnsPart(dir string) error {
 	}
 	defer s.stop()
 
-	clients := map[string]*http.Client{}
-	from := func(addr string) string {
-		c := clients[addr]
-		if c == nil {
-			c = boundClient(addr)
-			clients[addr] = c
-		}
-		return strings.TrimSpace(reasonVia(c, s.url, dnsBenchToken))
-	}
+	from := reasonFrom(s.url, dnsBenchToken)
 	const admitted = "allowed " + dnsBenchName
 	if _, ok := testkit.Wait(30*time.Second, func() bool { return from(dnsAddr(0)) == admitted }); !ok {
 		return fmt.Errorf("%s not admitted by dns:%s within 30 s of the start (%q)", dnsAddr(0), dnsBenchName, from(dnsAddr(0)))
@@ -184,6 +180,89 @@ func dnsPart(dir string) error {
 	fmt.Printf("dns:   the plugin's own, from the first query after the change to the first admitted answer (polled every %s): median %s ms, max %s ms; of it to the answer taken (Caddy's log line \"dns name resolved\"): median %s ms, max %s ms\n",
 		dnsPoll, ms(quantile(own, 0.5)), ms(slices.Max(own)), ms(quantile(taken, 0.5)), ms(slices.Max(taken)))
 	fmt.Printf("dns: load average at the end %s\n", loadAverage())
+	if *dnsHostile > 0 {
+		return dnsHostilePart(dir)
+	}
+	return nil
+}
+
+// dnsHostilePart times a record change of the victim token's name while
+// -dns-hostile other tokens hold 64 names each whose lookups take 5.76 s
+// (9 queries of 0.64 s), and times how often the victim's name is looked
+// up: the TTL and at most one lookup's time (6 s), whatever the others
+// hold.
+func dnsHostilePart(dir string) error {
+	const (
+		victim   = "victim.bench.test"
+		victimTk = "dns-victim-token-0123456789"
+		perToken = 64
+		perQuery = 640 * time.Millisecond
+		hops     = 8
+	)
+	srv, err := testkit.StartDNS()
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	srv.Set(victim, dnsBenchTTL, dnsAddr(0))
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tip_allowlist {\n\t\tresolvers %s\n\t\tunlisted_tokens none\n", srv.Addr)
+	fmt.Fprintf(&b, "\t\ttoken %s {\n\t\t\tlabel victim\n\t\t\tallow dns:%s\n\t\t}\n", victimTk, victim)
+	for i := range *dnsHostile {
+		fmt.Fprintf(&b, "\t\ttoken dns-hostile-token-%04d-0123456789 {\n\t\t\tlabel hostile-%04d\n\t\t\tallow", i, i)
+		for j := range perToken {
+			name := fmt.Sprintf("h%04d-%02d.hostile.test", i, j)
+			srv.SetSlowChain(name, hops, perQuery, dnsBenchTTL, "192.0.2.1")
+			b.WriteString(" dns:" + name)
+		}
+		b.WriteString("\n\t\t}\n")
+	}
+	b.WriteString("\t}\n" + dnsRespond)
+	began := time.Now()
+	s, err := start(dir, "dns-hostile", b.String())
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	from := reasonFrom(s.url, victimTk)
+	admitted := "allowed " + victim
+	if _, ok := testkit.Wait(60*time.Second, func() bool { return from(dnsAddr(0)) == admitted }); !ok {
+		return fmt.Errorf("hostile: %s not admitted by dns:%s within 60 s of the start (%q)", dnsAddr(0), victim, from(dnsAddr(0)))
+	}
+	fmt.Printf("dns: hostile tenant: %d tokens of %d names each (%d), every lookup of theirs %d queries of %s in a row (%s), TTL %d s, beside one token of one name; same server, same resolvers\n",
+		*dnsHostile, perToken, *dnsHostile*perToken, hops+1, perQuery, time.Duration(hops+1)*perQuery, dnsBenchTTL)
+	fmt.Printf("dns:   the victim's name admitted %.2fs after Caddy was started; load average %s\n", time.Since(began).Seconds(), loadAverage())
+	var admits []time.Duration
+	for i := 1; i <= *dnsSamples; i++ {
+		old, addr := dnsAddr(i-1), dnsAddr(i)
+		time.Sleep(time.Duration(rand.Int64N(int64(dnsBenchTTL * time.Second))))
+		changed := time.Now()
+		srv.Set(victim, dnsBenchTTL, addr)
+		if _, ok := testkit.Wait(3*dnsBenchTTL*time.Second, func() bool { return from(addr) == admitted }); !ok {
+			return fmt.Errorf("hostile: change %d: %s not admitted within %d s", i, addr, 3*dnsBenchTTL)
+		}
+		admits = append(admits, time.Since(changed))
+		fmt.Printf("dns:   change %d: to %s admitted after %6.3fs (bound: the TTL, %d s, + one lookup, 6 s, + one lookup's wait, 6 s); %s %s after\n",
+			i, addr, admits[len(admits)-1].Seconds(), dnsBenchTTL, old, from(old))
+	}
+	q := srv.Queries(victim)
+	var gaps []time.Duration
+	for i := 2; i+1 < len(q); i += 2 { // A and AAAA: one lookup
+		gaps = append(gaps, q[i].Sub(q[i-2]))
+	}
+	hostile := 0 // queries of the names themselves: two a lookup
+	for i := range *dnsHostile {
+		for j := range perToken {
+			hostile += len(srv.Queries(fmt.Sprintf("h%04d-%02d.hostile.test", i, j)))
+		}
+	}
+	elapsed := time.Since(began)
+	fmt.Printf("dns:   change → admitted over %d changes: median %.3fs, max %.3fs\n", len(admits), quantile(admits, 0.5).Seconds(), slices.Max(admits).Seconds())
+	if len(gaps) > 0 {
+		fmt.Printf("dns:   the victim's name looked up every: median %.3fs, max %.3fs, over %d lookups (TTL %d s)\n", quantile(gaps, 0.5).Seconds(), slices.Max(gaps).Seconds(), len(gaps)+1, dnsBenchTTL)
+	}
+	fmt.Printf("dns:   the hostile names looked up %.1f times a second, of the %.1f needed to keep up; load average at the end %s\n",
+		float64(hostile)/2/elapsed.Seconds(), float64(*dnsHostile*perToken)/dnsBenchTTL, loadAverage())
 	return nil
 }
 
@@ -233,6 +312,25 @@ func resolvedAt(path, addr string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("no \"dns name resolved\" line for %s in Caddy's log", addr)
+}
+
+// dnsRespond answers every request with its reason and the name that
+// admitted it, if any.
+const dnsRespond = "\trespond \"{http.ip_allowlist.reason} {http.ip_allowlist.dns_name}\"\n" +
+	"\thandle_errors {\n\t\trespond \"{http.ip_allowlist.reason}\" {err.status_code}\n\t}\n"
+
+// reasonFrom returns a function that sends a request with token to url
+// from an address (one keep-alive client each) and returns the answer.
+func reasonFrom(url, token string) func(addr string) string {
+	clients := map[string]*http.Client{}
+	return func(addr string) string {
+		c := clients[addr]
+		if c == nil {
+			c = boundClient(addr)
+			clients[addr] = c
+		}
+		return strings.TrimSpace(reasonVia(c, url, token))
+	}
 }
 
 // boundClient sends its requests from addr (a loopback address), on one

@@ -38,9 +38,16 @@ type compiler struct {
 	// names are checked, not resolved (Checker, the store's writers).
 	dns *dnsHold
 	// names: the dns: entries of the policy being compiled; namesOK says
-	// it is a listed token's, the only policy that may have them.
-	names   []*dnsName
-	namesOK bool
+	// it is a listed token's, the only policy that may have them, and
+	// tenant whose. nameCount counts its dns: entries, and ownerNames
+	// those of each owner's tokens compiled so far, and, for a change,
+	// those of the owner's other tokens in the view changed
+	// (checkNameQuota).
+	names      []*dnsName
+	namesOK    bool
+	tenant     dnsTenant
+	nameCount  int
+	ownerNames map[string]int
 
 	// scratch, reused for every policy
 	allow, deny, allowed, denied spanLists
@@ -171,7 +178,7 @@ func (c *compiler) refuse(e labeledEntry) {
 // policy compiles allow and deny: the table keeps allow minus deny, and the
 // part of deny inside allow, which tells ip_denied from ip_not_allowed.
 func (c *compiler) policy(label string, allow, deny []string, broad bool) (policy, error) {
-	c.names = c.names[:0]
+	c.names, c.nameCount = c.names[:0], 0
 	if err := c.collect(&c.allow, "allow", allow, broad); err != nil {
 		return policy{}, err
 	}
@@ -187,7 +194,7 @@ func (c *compiler) policy(label string, allow, deny []string, broad bool) (polic
 		return p, err
 	}
 	p.named = true
-	c.b.addNames(p, c.names, &c.deny)
+	c.b.addNames(p, c.tenant, c.names, &c.deny)
 	return p, nil
 }
 
@@ -230,12 +237,13 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
-	c.namesOK = true
+	c.namesOK, c.tenant = true, dnsTenant{owner: tp.Owner, label: label}
 	p, err := c.policy(label, allow, tp.Deny, tp.AllowBroad)
-	c.namesOK = false
+	c.namesOK, c.tenant = false, dnsTenant{}
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
+	c.countNames(tp.Owner)
 	p.mode = mode
 	switch {
 	case tp.Revoked:

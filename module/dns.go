@@ -48,11 +48,24 @@ const (
 	// family's lookup, every server and CNAME asked included.
 	dnsTimeout  = 2 * time.Second
 	dnsDeadline = 3 * dnsTimeout
-	// dnsLookups is how many lookups a pool runs at once. A name never
-	// looked up goes before those due again, the newest first, so that a
-	// name just added waits for one lookup at most, however many names
-	// of other zones are slow to answer.
+	// dnsLookups is how many lookups a pool runs at once. They are
+	// shared out in turn: each owner with names waiting gets the next
+	// free lookup in turn, and within an owner each of its tokens, so
+	// that no tenant's names, however many or slow, hold back another's
+	// (dnsPool.take).
 	dnsLookups = 64
+	// dnsNamesPerToken and dnsNamesPerOwner are how many dns: entries a
+	// token may list, and all the tokens of one owner together
+	// (checkNameQuota): they bound how long a name waits behind its own
+	// token's in the turns, and what one tenant makes the pool hold.
+	dnsNamesPerToken = 64
+	dnsNamesPerOwner = 256
+	// dnsMaxTenants is how many tokens' queues a name is in: the first
+	// that list it. One name that a million tokens list costs no more
+	// than one that eight do; a token past the eighth has the name
+	// looked up in the others' turns, each behind at most
+	// dnsNamesPerToken names of its own.
+	dnsMaxTenants = 8
 	// dnsMaxStale is how long a name's last good addresses are kept while
 	// its lookups fail, or its answers are refused: past that, it matches
 	// nothing until it resolves, so that an address its owner has let go
@@ -191,11 +204,22 @@ type dnsName struct {
 	// (awaitNames): a lookup's time on the pool's servers, plus a second.
 	firstWait time.Duration
 
+	// clock is the pool's coarse clock (dnsPool.clock), which contains
+	// reads to let go of addresses past dnsMaxStale; nil for a name of
+	// no pool, which never resolves.
+	clock *atomic.Int64
+
 	// under the pool's mu
-	refs    int
-	due     time.Time
-	queued  bool // in the pool's due heap or fresh list
-	gone    bool // released by every handler
+	refs   int
+	due    time.Time
+	queued bool // in the pool's due heap, or ready
+	// ready: due, in the queues of its tenants until one of them is
+	// granted a lookup of it; epoch tells the queues' entries of this
+	// turn from those of earlier ones.
+	ready   bool
+	epoch   uint32
+	tenants []*dnsQueue // the tokens that listed it since it was acquired
+	gone    bool        // released by every handler
 	failed  time.Time
 	fails   int // failed lookups in a row
 	refused bool
@@ -217,18 +241,26 @@ type nameState struct {
 	// good4 and good6: when each family's addresses were last taken from
 	// an answer (dnsMaxStale).
 	good4, good6 time.Time
+	// keep4 and keep6: the Unix second past which each family's
+	// addresses match no more (good + dnsMaxStale), checked as requests
+	// read them, so that a name whose lookups wait does not outlive it.
+	keep4, keep6 int64
 	refusal      string // why its answer was refused, if it was
 }
 
-// contains reports whether a is among the addresses name admits.
+// contains reports whether a is among the addresses name admits: those
+// of its last good answer of a's family, until dnsMaxStale after it.
 func (n *dnsName) contains(a netip.Addr) bool {
 	s := n.state.Load()
 	if s == nil {
 		return false
 	}
-	l := s.v6
+	l, keep := s.v6, s.keep6
 	if a.Is4() {
-		l = s.v4
+		l, keep = s.v4, s.keep4
+	}
+	if len(l) == 0 || n.clock == nil || n.clock.Load() > keep {
+		return false
 	}
 	_, ok := slices.BinarySearchFunc(l, a, netip.Addr.Compare)
 	return ok
@@ -247,21 +279,29 @@ type dnsPool struct {
 	// the system's.
 	servers atomic.Pointer[resolverList]
 
+	// clock is the Unix second, set by the pool every second: what
+	// dnsName.contains compares a family's keep with, at the cost of
+	// one atomic load.
+	clock atomic.Int64
+
 	mu    sync.Mutex
 	names map[string]*dnsName
-	due   dueHeap
-	// fresh: names never looked up, looked up before any name of due,
-	// the newest first.
-	fresh   []*dnsName
-	dueTurn bool // next gives a due name before a fresh one this time
+	due   dueHeap // names not ready, by when they fall due
+	// owners: the tenants' queues, by owner; turns: the owners with
+	// names ready, each granted the next lookup in turn.
+	owners  map[string]*dnsOwner
+	turns   []*dnsOwner
 	started bool
 	// users: the handlers' holds on the pool. The newest logs the pool's
 	// lines and counts its lookups; one that leaves (a refused load)
 	// takes its logger and metrics with it.
 	users []*dnsHold
 
-	wake   chan struct{}
-	work   chan *dnsName
+	wake chan struct{}
+	// free holds a slot for each lookup running: a name is taken only
+	// once a lookup can start, so the turn it was given is the one it
+	// runs in.
+	free   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -280,8 +320,7 @@ func openDNSPool(resolvers []string, d *dnsHold) *dnsPool {
 	defer dnsPools.Unlock()
 	p := dnsPools.m[key]
 	if p == nil {
-		p = &dnsPool{key: key, names: map[string]*dnsName{},
-			wake: make(chan struct{}, 1), work: make(chan *dnsName)}
+		p = newDNSPool(key)
 		p.servers.Store(&resolverList{servers: resolvers})
 		p.ctx, p.cancel = context.WithCancel(context.Background())
 		dnsPools.m[key] = p
@@ -302,6 +341,13 @@ func openDNSPool(resolvers []string, d *dnsHold) *dnsPool {
 	p.users = append(p.users, d)
 	p.mu.Unlock()
 	d.pool = p
+	return p
+}
+
+func newDNSPool(key string) *dnsPool {
+	p := &dnsPool{key: key, names: map[string]*dnsName{}, owners: map[string]*dnsOwner{},
+		wake: make(chan struct{}, 1), free: make(chan struct{}, dnsLookups)}
+	p.clock.Store(time.Now().Unix())
 	return p
 }
 
@@ -353,22 +399,196 @@ func (p *dnsPool) start() error {
 	return nil
 }
 
-// acquire returns the pool's name, counting one more holder; a new name is
-// resolved at once, once the pool has started.
-func (p *dnsPool) acquire(name string) *dnsName {
+// dnsTenant says whose a name is: the token that lists it, by label, and
+// the token's owner ("" for none: the token is an owner of its own).
+type dnsTenant struct{ owner, label string }
+
+// dnsOwner is one owner's tokens in the turns, or a token with no owner.
+type dnsOwner struct {
+	key    string
+	tokens map[string]*dnsQueue
+	// turns: its tokens with names ready, each granted its owner's next
+	// lookup in turn.
+	turns  []*dnsQueue
+	inTurn bool // in the pool's turns
+}
+
+// dnsQueue is one token's names ready to be looked up, in the order they
+// fell due (a new name falls due when it is acquired).
+type dnsQueue struct {
+	owner  *dnsOwner
+	label  string
+	names  int // names that count it among their tenants
+	ready  []readyName
+	inTurn bool // in its owner's turns
+}
+
+// readyName is a name in a queue, for the turn epoch says: a name is in
+// the queue of each of its tenants, and the first granted a lookup of it
+// ends that turn for all.
+type readyName struct {
+	n     *dnsName
+	epoch uint32
+}
+
+// queueOf returns the queue of tenant, made if it has none. Callers hold
+// p.mu.
+func (p *dnsPool) queueOf(tenant dnsTenant) *dnsQueue {
+	key := tenant.owner
+	if key == "" {
+		key = "\x00" + tenant.label // an owner of its own, apart from every owner's
+	}
+	o := p.owners[key]
+	if o == nil {
+		o = &dnsOwner{key: key, tokens: map[string]*dnsQueue{}}
+		p.owners[key] = o
+	}
+	q := o.tokens[tenant.label]
+	if q == nil {
+		q = &dnsQueue{owner: o, label: tenant.label}
+		o.tokens[tenant.label] = q
+	}
+	return q
+}
+
+// attach counts tenant among n's tenants, up to dnsMaxTenants. Callers
+// hold p.mu.
+func (p *dnsPool) attach(n *dnsName, tenant dnsTenant) {
+	if len(n.tenants) >= dnsMaxTenants {
+		return
+	}
+	q := p.queueOf(tenant)
+	if slices.Contains(n.tenants, q) {
+		return
+	}
+	n.tenants = append(n.tenants, q)
+	q.names++
+	if n.ready {
+		p.push(q, n)
+	}
+}
+
+// detach takes n, let go of, out of its tenants' counts, and a tenant
+// that has no name left out of the pool. Callers hold p.mu.
+func (p *dnsPool) detach(n *dnsName) {
+	for _, q := range n.tenants {
+		if q.names--; q.names > 0 {
+			continue
+		}
+		o := q.owner
+		if o.tokens[q.label] == q {
+			delete(o.tokens, q.label)
+		}
+		if len(o.tokens) == 0 && p.owners[o.key] == o {
+			delete(p.owners, o.key)
+		}
+	}
+	n.tenants = nil
+}
+
+// makeReady puts n, due, in the queue of each of its tenants. Callers
+// hold p.mu.
+func (p *dnsPool) makeReady(n *dnsName) {
+	n.ready, n.queued = true, true
+	n.epoch++
+	for _, q := range n.tenants {
+		p.push(q, n)
+	}
+}
+
+// push adds n to q, and q to the turns. Callers hold p.mu.
+func (p *dnsPool) push(q *dnsQueue, n *dnsName) {
+	q.ready = append(q.ready, readyName{n, n.epoch})
+	if !q.inTurn {
+		q.inTurn = true
+		q.owner.turns = append(q.owner.turns, q)
+	}
+	if o := q.owner; !o.inTurn {
+		o.inTurn = true
+		p.turns = append(p.turns, o)
+	}
+}
+
+// pop takes q's first name still ready in the turn it was queued for.
+func (q *dnsQueue) pop() *dnsName {
+	for len(q.ready) > 0 {
+		r := q.ready[0]
+		q.ready[0] = readyName{}
+		q.ready = q.ready[1:]
+		if r.n.ready && !r.n.gone && r.n.epoch == r.epoch {
+			return r.n
+		}
+	}
+	q.ready = nil
+	return nil
+}
+
+// take grants the next lookup: to the first owner in turn, to the first of
+// its tokens in turn, its first ready name. The owner and the token go to
+// the back of the turns if they have more. However many names, and however
+// slow, one tenant has ready, every other owner with a name ready is
+// granted a lookup before it gets a second. Callers hold p.mu.
+func (p *dnsPool) take() *dnsName {
+	for len(p.turns) > 0 {
+		o := p.turns[0]
+		p.turns[0] = nil
+		p.turns = p.turns[1:]
+		o.inTurn = false
+		var n *dnsName
+		for n == nil && len(o.turns) > 0 {
+			q := o.turns[0]
+			o.turns[0] = nil
+			o.turns = o.turns[1:]
+			q.inTurn = false
+			n = q.pop()
+			if len(q.ready) > 0 {
+				q.inTurn = true
+				o.turns = append(o.turns, q)
+			}
+		}
+		if len(o.turns) > 0 {
+			o.inTurn = true
+			p.turns = append(p.turns, o)
+		}
+		if n != nil {
+			n.ready, n.queued = false, false
+			return n
+		}
+	}
+	p.turns = nil
+	return nil
+}
+
+// acquire returns the pool's name, counting one more holder and tenant
+// among its tenants; a new name is ready at once, looked up in its
+// tenant's turn once the pool has started.
+func (p *dnsPool) acquire(name string, tenant dnsTenant) *dnsName {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.names[name]
 	if n == nil {
 		n = &dnsName{name: name, boxed: name, fqdn: dns.Fqdn(name), due: time.Now(), looked: make(chan struct{}),
+			clock:     &p.clock,
 			firstWait: min(dnsTimeout*time.Duration(max(len(p.servers.Load().servers), 1)), dnsDeadline) + time.Second}
 		p.names[name] = n
-		p.fresh = append(p.fresh, n)
-		n.queued = true
+		p.attach(n, tenant)
+		p.makeReady(n)
 		p.poke()
+	} else {
+		p.attach(n, tenant)
 	}
 	n.refs++
 	return n
+}
+
+// also counts tenant among the tenants of n, which the caller holds
+// already.
+func (p *dnsPool) also(n *dnsName, tenant dnsTenant) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !n.gone {
+		p.attach(n, tenant)
+	}
 }
 
 // release drops one holder of n; with none left, n is resolved no more.
@@ -378,6 +598,7 @@ func (p *dnsPool) release(n *dnsName) {
 	if n.refs--; n.refs == 0 {
 		n.gone = true
 		delete(p.names, n.name)
+		p.detach(n)
 	}
 }
 
@@ -395,26 +616,29 @@ func (p *dnsPool) poke() {
 	}
 }
 
-// run hands each name, as it falls due, to one of dnsLookups workers, a
-// name never looked up before any other, until p stops. However many
-// names there are, and however many never answer, the pool runs
-// dnsLookups + 1 goroutines (and two more per lookup).
+// run starts a lookup of the name granted next (take) whenever fewer than
+// dnsLookups run, until p stops. However many names there are, and
+// however many never answer, the pool runs at most dnsLookups lookups
+// (three goroutines each) and two goroutines of its own.
 func (p *dnsPool) run() {
-	for range dnsLookups {
-		go p.worker()
-	}
+	go p.tick()
 	t := time.NewTimer(dnsMaxTTL)
 	defer t.Stop()
 	for {
+		select {
+		case p.free <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		n, wait := p.next(time.Now())
 		if n != nil {
-			select {
-			case p.work <- n:
-			case <-p.ctx.Done():
-				return
-			}
+			go func() {
+				defer func() { <-p.free }()
+				p.refresh(n)
+			}()
 			continue
 		}
+		<-p.free
 		t.Reset(wait)
 		select {
 		case <-t.C:
@@ -425,60 +649,39 @@ func (p *dnsPool) run() {
 	}
 }
 
-// next takes the name to look up now, if one is due, else says how long
-// until one is.
+// tick sets p's clock every second until p stops.
+func (p *dnsPool) tick() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			p.clock.Store(now.Unix())
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// next makes the names due by now ready, and grants the next lookup (take),
+// else says how long until a name falls due.
 func (p *dnsPool) next(now time.Time) (*dnsName, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// A name due again goes before a fresh one every other time, so that
-	// a stream of new names cannot hold back the names due again (whose
-	// answers would then never be renewed, nor let go of).
-	p.dueTurn = !p.dueTurn
-	if p.dueTurn {
-		if n := p.takeDue(now); n != nil {
-			return n, 0
-		}
-	}
-	for len(p.fresh) > 0 {
-		n := p.fresh[len(p.fresh)-1]
-		p.fresh[len(p.fresh)-1] = nil
-		p.fresh = p.fresh[:len(p.fresh)-1]
+	for len(p.due) > 0 && !p.due[0].due.After(now) {
+		n := heap.Pop(&p.due).(*dnsName)
 		n.queued = false
 		if !n.gone {
-			return n, 0
+			p.makeReady(n)
 		}
 	}
-	if n := p.takeDue(now); n != nil {
+	if n := p.take(); n != nil {
 		return n, 0
 	}
 	if len(p.due) > 0 {
 		return nil, p.due[0].due.Sub(now)
 	}
 	return nil, dnsMaxTTL
-}
-
-// takeDue pops the first name of due that is due by now. Callers hold
-// p.mu.
-func (p *dnsPool) takeDue(now time.Time) *dnsName {
-	for len(p.due) > 0 && !p.due[0].due.After(now) {
-		n := heap.Pop(&p.due).(*dnsName)
-		n.queued = false
-		if !n.gone {
-			return n
-		}
-	}
-	return nil
-}
-
-func (p *dnsPool) worker() {
-	for {
-		select {
-		case n := <-p.work:
-			p.refresh(n)
-		case <-p.ctx.Done():
-			return
-		}
-	}
 }
 
 // refresh looks n up and takes its answer.
@@ -630,6 +833,8 @@ func (p *dnsPool) settle(n *dnsName, a4, a6 answer, now time.Time) time.Duration
 			next.good6 = now
 		}
 	}
+	next.keep4 = next.good4.Add(dnsMaxStale).Unix()
+	next.keep6 = next.good6.Add(dnsMaxStale).Unix()
 	var stale []string
 	if len(next.v4) > 0 && now.Sub(next.good4) > dnsMaxStale {
 		next.v4, stale = nil, append(stale, "A")
@@ -863,11 +1068,15 @@ func (h *Handler) openDNS(ctx caddy.Context) error {
 	return nil
 }
 
-// name returns the pool's name, held by d from now on.
-func (d *dnsHold) name(name string) *dnsName {
+// name returns the pool's name, held by d from now on, and counts tenant
+// among its tenants.
+func (d *dnsHold) name(name string, tenant dnsTenant) *dnsName {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n, ok := d.names[name]; ok {
+		if d.pool != nil {
+			d.pool.also(n, tenant)
+		}
 		return n
 	}
 	if d.pool == nil {
@@ -878,7 +1087,7 @@ func (d *dnsHold) name(name string) *dnsName {
 		close(n.looked)
 		return n
 	}
-	n := d.pool.acquire(name)
+	n := d.pool.acquire(name, tenant)
 	d.names[name] = n
 	return n
 }
@@ -983,11 +1192,61 @@ func (d *dnsHold) close() {
 	}
 }
 
-// dnsRule is a token's names, and its whole deny list, which applies to
-// the names' addresses as to its ranges.
+// dnsRule is a token's names, whose they are, and its whole deny list,
+// which applies to the names' addresses as to its ranges.
 type dnsRule struct {
-	names []*dnsName
-	deny  setRef
+	names  []*dnsName
+	deny   setRef
+	tenant dnsTenant
+}
+
+// checkNameQuota counts one more dns: entry of the token being compiled,
+// and applies the quotas: dnsNamesPerToken for the token,
+// dnsNamesPerOwner for all its owner's tokens together, counted where
+// names are resolved (a handler's tables, not a writer's check).
+func (c *compiler) checkNameQuota() error {
+	c.nameCount++
+	if c.nameCount > dnsNamesPerToken {
+		return fmt.Errorf("more than %d dns: entries in one token; list the addresses as ranges, or split the names among tokens", dnsNamesPerToken)
+	}
+	if owner := c.tenant.owner; owner != "" && c.dns != nil && c.ownerNames[owner]+c.nameCount > dnsNamesPerOwner {
+		return fmt.Errorf("owner %q: more than %d dns: entries in its tokens together", owner, dnsNamesPerOwner)
+	}
+	return nil
+}
+
+// countNames adds the dns: entries of the token just compiled to its
+// owner's.
+func (c *compiler) countNames(owner string) {
+	if owner == "" || c.nameCount == 0 || c.dns == nil {
+		return
+	}
+	if c.ownerNames == nil {
+		c.ownerNames = map[string]int{}
+	}
+	c.ownerNames[owner] += c.nameCount
+}
+
+// ownerNames counts the names that owner's tokens list in v, but for
+// label's: what a change to label adds to (checkNameQuota).
+func (v *view) ownerNames(owner, label string) int {
+	count := 0
+	add := func(t *table, skip map[uint32]bool) {
+		for l, rule := range t.dns {
+			if rule.tenant.owner == owner && rule.tenant.label != label && !skip[l] {
+				count += len(rule.names)
+			}
+		}
+	}
+	masked := make(map[uint32]bool, len(v.masked))
+	for i := range v.masked {
+		masked[v.base.policies[i].label] = true
+	}
+	add(v.base, masked)
+	if v.over != nil {
+		add(v.over, nil)
+	}
+	return count
 }
 
 // checkNames applies a named policy's names to addr, once its ranges have

@@ -2,18 +2,23 @@ package ipallowlist
 
 import (
 	"container/heap"
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/miekg/dns"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -544,9 +549,9 @@ func TestDNSExpiryOfNamedStoreToken(t *testing.T) {
 	wantDecision(t, h, "192.0.2.30", ReasonAllowed, "a.test")
 }
 
-// Names whose zone never answers do not hold up the others: a name never
-// looked up goes before any due again, and the pool's goroutines stay few
-// however many names there are.
+// Names whose zone never answers do not hold up another tenant's: its
+// owner's turn comes first, and the pool's goroutines stay few however
+// many names there are.
 func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
 	good := testkit.DNS(t)
 	good.Set("office.good.test", 300, "192.0.2.10")
@@ -562,22 +567,29 @@ func TestDNSBrokenZoneStarvesNoOne(t *testing.T) {
 	})}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
-	var broken []string
-	for i := range 200 {
-		broken = append(broken, fmt.Sprintf("dns:h%d.broken.test", i))
+	// 200 names: the other tenant's 4 tokens of 50 (dnsNamesPerToken).
+	tokens := func() map[string]*TokenPolicy {
+		m := map[string]*TokenPolicy{}
+		for k := range 4 {
+			var broken []string
+			for i := range 50 {
+				broken = append(broken, fmt.Sprintf("dns:h%d.broken.test", 50*k+i))
+			}
+			m[fmt.Sprintf("a-other-tenant-%d", k)] = &TokenPolicy{Token: fmt.Sprintf("%s-%d", dnsTok2, k), Owner: "other", Allow: broken}
+		}
+		return m
 	}
 	resolver := pc.LocalAddr().String()
 	goroutines := runtime.NumGoroutine()
-	old := &Handler{Resolvers: []string{resolver}, Tokens: map[string]*TokenPolicy{"a-other-tenant": {Token: dnsTok2, Allow: broken}}}
+	old := &Handler{Resolvers: []string{resolver}, Tokens: tokens()}
 	provisionLogging(t, old, zapcore.InfoLevel)
 	time.Sleep(100 * time.Millisecond) // every worker is waiting on a broken zone
 	if n := runtime.NumGoroutine() - goroutines; n > 3*dnsLookups+10 {
 		t.Errorf("%d goroutines for 200 names, want at most %d", n, 3*dnsLookups+10)
 	}
-	h := &Handler{Resolvers: []string{resolver}, Tokens: map[string]*TokenPolicy{
-		"a-other-tenant": {Token: dnsTok2, Allow: broken},
-		"b-office":       {Token: dnsTok, Allow: []string{"dns:office.good.test"}},
-	}}
+	both := tokens()
+	both["b-office"] = &TokenPolicy{Token: dnsTok, Allow: []string{"dns:office.good.test"}}
+	h := &Handler{Resolvers: []string{resolver}, Tokens: both}
 	provisionLogging(t, h, zapcore.InfoLevel)
 	_ = old.Cleanup()
 	wantDecision(t, h, "192.0.2.10", ReasonAllowed, "office.good.test")
@@ -724,24 +736,327 @@ func TestDNSRefusedAndBaseChangesLetGo(t *testing.T) {
 	}
 }
 
-// A stream of new names does not hold back the names due again: next
-// gives them turn about.
-func TestDNSDueNamesTakeTurns(t *testing.T) {
-	p := &dnsPool{names: map[string]*dnsName{}, wake: make(chan struct{}, 1)}
+// acquireFor acquires name in p for the token label of owner.
+func acquireFor(p *dnsPool, name, owner, label string) *dnsName {
+	return p.acquire(name, dnsTenant{owner: owner, label: label})
+}
+
+// Lookups are granted in turn: each owner with names ready gets one before
+// any gets another, and within an owner each of its tokens; a token with no
+// owner is an owner of its own. Counted over the first grants, whatever
+// each holds.
+func TestDNSLookupsGrantedInTurnByOwnerAndToken(t *testing.T) {
+	type tenant struct {
+		owner, label string
+		names        int
+	}
+	tests := []struct {
+		name    string
+		tenants []tenant
+		grants  int
+		want    map[string]int // grants by label
+	}{
+		{"a token of 999 names and one of 10", []tenant{{"", "hostile", 999}, {"", "victim", 10}}, 20,
+			map[string]int{"hostile": 10, "victim": 10}},
+		{"a token's names added first go no sooner", []tenant{{"", "victim", 3}, {"", "hostile", 999}}, 10,
+			map[string]int{"hostile": 7, "victim": 3}},
+		{"an owner's tokens share its turn", []tenant{{"acme", "acme-1", 500}, {"acme", "acme-2", 500}, {"", "solo", 500}}, 40,
+			map[string]int{"acme-1": 10, "acme-2": 10, "solo": 20}},
+		{"an owner's many tokens get one turn", []tenant{{"acme", "a1", 99}, {"acme", "a2", 99}, {"acme", "a3", 99}, {"acme", "a4", 99}, {"", "solo", 99}}, 40,
+			map[string]int{"a1": 5, "a2": 5, "a3": 5, "a4": 5, "solo": 20}},
+		{"owners apart from tokens of the same label", []tenant{{"acme", "x", 50}, {"", "x", 50}}, 20,
+			map[string]int{"x": 20}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newDNSPool("")
+			p.servers.Store(&resolverList{})
+			owner := map[string]string{}
+			for _, tn := range tt.tenants {
+				for i := range tn.names {
+					acquireFor(p, fmt.Sprintf("%s-%s-%d.test", tn.owner, tn.label, i), tn.owner, tn.label)
+				}
+			}
+			for _, tn := range tt.tenants {
+				owner[tn.label] = tn.owner
+			}
+			got := map[string]int{}
+			now := time.Now()
+			for range tt.grants {
+				n, _ := p.next(now)
+				if n == nil {
+					t.Fatal("no name granted while names are ready")
+				}
+				label := strings.SplitN(n.name, "-", 2)[1]
+				label = label[:strings.LastIndex(label, "-")]
+				got[label]++
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Errorf("grants %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A name that two tenants list is looked up once a turn, in whichever's
+// turn comes first, and a name let go of is granted to no one.
+func TestDNSSharedNameLookedUpOnceATurn(t *testing.T) {
+	p := newDNSPool("")
+	p.servers.Store(&resolverList{})
+	shared := acquireFor(p, "shared.test", "", "a")
+	acquireFor(p, "shared.test", "", "b")
+	gone := acquireFor(p, "gone.test", "", "b")
+	p.release(gone)
 	now := time.Now()
-	for i := range 4 {
-		p.fresh = append(p.fresh, &dnsName{name: fmt.Sprintf("fresh%d.test", i), queued: true})
-		p.queue(&dnsName{name: fmt.Sprintf("due%d.test", i), due: now.Add(-time.Minute)})
-	}
-	var order []string
-	for range 8 {
-		n, _ := p.next(now)
-		order = append(order, strings.TrimSuffix(n.name, ".test")[:3])
-	}
-	if got := strings.Join(order, " "); got != "due fre due fre due fre due fre" {
-		t.Errorf("order %s, want due and fresh names in turn", got)
+	if n, _ := p.next(now); n != shared {
+		t.Fatalf("granted %v, want shared.test", n)
 	}
 	if n, wait := p.next(now); n != nil || wait != dnsMaxTTL {
-		t.Errorf("next on an empty pool: %v, %v", n, wait)
+		t.Errorf("then granted %v (wait %v), want none: the name was looked up in this turn", n, wait)
+	}
+	shared.due = now.Add(time.Second)
+	p.queue(shared)
+	if n, wait := p.next(now); n != nil || wait != time.Second {
+		t.Errorf("before it is due: %v, %v", n, wait)
+	}
+	if n, _ := p.next(now.Add(time.Second)); n != shared {
+		t.Errorf("when due: %v, want shared.test", n)
+	}
+	if len(p.owners) != 2 {
+		t.Errorf("%d owners, want 2: b's queue goes with gone.test, not with shared.test", len(p.owners))
+	}
+}
+
+// A name that many tokens list is in the queues of dnsMaxTenants of them,
+// so that listing it costs a token no more, however many do.
+func TestDNSNameListedByManyTokensBounded(t *testing.T) {
+	p := newDNSPool("")
+	p.servers.Store(&resolverList{})
+	var n *dnsName
+	for i := range 1000 {
+		n = acquireFor(p, "office.test", "", fmt.Sprintf("t%d", i))
+	}
+	if len(n.tenants) != dnsMaxTenants || len(p.owners) != dnsMaxTenants {
+		t.Errorf("%d tenants, %d owners, want %d", len(n.tenants), len(p.owners), dnsMaxTenants)
+	}
+	if got, _ := p.next(time.Now()); got != n {
+		t.Errorf("granted %v, want office.test", got)
+	}
+}
+
+// lookupSim runs p's turns against a controllable clock: dnsLookups
+// lookups at most at once, each taking took(n), each name due again ttl
+// after its lookup ends, and add called every step to acquire names. It
+// returns when each name's lookups were granted.
+func lookupSim(p *dnsPool, span time.Duration, took func(*dnsName) time.Duration, ttl time.Duration, add func(now time.Time)) map[string][]time.Time {
+	type running struct {
+		n   *dnsName
+		end time.Time
+	}
+	const step = 100 * time.Millisecond
+	start := time.Now()
+	var run []running
+	granted := map[string][]time.Time{}
+	for now := start; now.Before(start.Add(span)); now = now.Add(step) {
+		if add != nil {
+			add(now)
+		}
+		kept := run[:0]
+		for _, r := range run {
+			if r.end.After(now) {
+				kept = append(kept, r)
+				continue
+			}
+			p.mu.Lock()
+			r.n.due = r.end.Add(ttl)
+			p.queue(r.n)
+			p.mu.Unlock()
+		}
+		run = kept
+		for len(run) < dnsLookups {
+			n, _ := p.next(now)
+			if n == nil {
+				break
+			}
+			granted[n.name] = append(granted[n.name], now)
+			run = append(run, running{n, now.Add(took(n))})
+		}
+	}
+	return granted
+}
+
+// slowHostile is the lookup time of the hostile tenant's names in the
+// report: 8 CNAMEs, 0.64 s a query.
+func slowHostile(n *dnsName) time.Duration {
+	if strings.HasPrefix(n.name, "hostile") {
+		return 8 * 640 * time.Millisecond
+	}
+	return 10 * time.Millisecond
+}
+
+// One tenant's 999 slow names, more than the lookups can keep up with,
+// do not hold back another token's name: due again every TTL, it is looked
+// up within the TTL and one lookup's time (dnsDeadline) of the last, not
+// later and later.
+func TestDNSRenewalNotStarvedBySlowTenant(t *testing.T) {
+	p := newDNSPool("")
+	p.servers.Store(&resolverList{})
+	for i := range 999 {
+		acquireFor(p, fmt.Sprintf("hostile%d.test", i), "", "hostile")
+	}
+	acquireFor(p, "victim.test", "", "victim")
+	granted := lookupSim(p, 10*time.Minute, slowHostile, dnsMinTTL, nil)
+	v := granted["victim.test"]
+	if len(v) < 2 {
+		t.Fatalf("victim.test looked up %d times in 10 minutes", len(v))
+	}
+	bound := dnsMinTTL + dnsDeadline + time.Second
+	for i := 1; i < len(v); i++ {
+		if gap := v[i].Sub(v[i-1]); gap > bound {
+			t.Fatalf("lookups %d and %d of victim.test %v apart, more than the TTL and one lookup (%v); all: %v", i-1, i, gap, bound, gaps(v))
+		}
+	}
+	if hostile := len(granted["hostile0.test"]); hostile == 0 {
+		t.Error("the hostile tenant's names are never looked up: the turns are not shared")
+	}
+}
+
+// A stream of new names from one tenant does not keep another's new name
+// pending: it is looked up within one lookup's time of being added.
+func TestDNSNewNameNotHeldBackByStream(t *testing.T) {
+	p := newDNSPool("")
+	p.servers.Store(&resolverList{})
+	added := 0
+	var victimAdded time.Time
+	start := time.Now()
+	granted := lookupSim(p, 5*time.Minute, slowHostile, dnsMinTTL, func(now time.Time) {
+		for range 3 { // 30 a second: 9,000 in the run
+			acquireFor(p, fmt.Sprintf("hostile%d.test", added), "", "hostile")
+			added++
+		}
+		if victimAdded.IsZero() && now.Sub(start) >= time.Minute {
+			victimAdded = now
+			acquireFor(p, "victim.test", "", "victim")
+		}
+	})
+	v := granted["victim.test"]
+	if len(v) == 0 {
+		t.Fatalf("victim.test, added a minute in, never looked up while %d names were added", added)
+	}
+	if wait := v[0].Sub(victimAdded); wait > dnsDeadline {
+		t.Errorf("victim.test first looked up %v after it was added, more than one lookup's time (%v)", wait, dnsDeadline)
+	}
+}
+
+func gaps(ts []time.Time) []time.Duration {
+	var out []time.Duration
+	for i := 1; i < len(ts); i++ {
+		out = append(out, ts[i].Sub(ts[i-1]).Round(time.Second))
+	}
+	return out
+}
+
+// quotaNames is k dns: entries, prefix0.test on.
+func quotaNames(prefix string, k int) []string {
+	out := make([]string, k)
+	for i := range out {
+		out[i] = fmt.Sprintf("dns:%s%d.test", prefix, i)
+	}
+	return out
+}
+
+// A token lists at most dnsNamesPerToken dns: entries, and the tokens of
+// one owner dnsNamesPerOwner together; tokens with no owner are bounded
+// one by one. The error names the token and the entry past the quota.
+func TestDNSNameQuotas(t *testing.T) {
+	srv := testkit.DNS(t)
+	tokens := func(owner string, sizes ...int) map[string]*TokenPolicy {
+		m := map[string]*TokenPolicy{}
+		for i, k := range sizes {
+			m[fmt.Sprintf("t%d", i)] = &TokenPolicy{Token: fmt.Sprintf("quota-token-%02d-0123456789", i), Owner: owner,
+				Allow: quotaNames(fmt.Sprintf("t%d-", i), k)}
+		}
+		return m
+	}
+	tests := []struct {
+		name   string
+		tokens map[string]*TokenPolicy
+		want   string // "" for none
+	}{
+		{"a token at its quota", tokens("", dnsNamesPerToken), ""},
+		{"a token past its quota", tokens("", dnsNamesPerToken+1),
+			fmt.Sprintf(`token "t0": allow[%d] "dns:t0-%d.test": more than %d dns: entries in one token`, dnsNamesPerToken, dnsNamesPerToken, dnsNamesPerToken)},
+		{"an owner at its quota", tokens("acme", 64, 64, 64, 64), ""},
+		{"an owner past its quota", tokens("acme", 64, 64, 64, 64, 1),
+			`token "t4": allow[0] "dns:t4-0.test": owner "acme": more than 256 dns: entries in its tokens together`},
+		{"tokens without an owner", tokens("", 64, 64, 64, 64, 64), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{Resolvers: []string{srv.Addr}, Tokens: tt.tokens}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := h.provisionWithLogger(ctx, zap.NewNop())
+			defer h.Cleanup()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("provision: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("provision: %v\nwant an error containing %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// A change through the routes is held to its owner's quota, counting the
+// owner's other tokens and not the one it replaces.
+func TestDNSOwnerQuotaOnChanges(t *testing.T) {
+	srv := testkit.DNS(t)
+	h := &Handler{Resolvers: []string{srv.Addr}, Store: &TokenStore{File: filepath.Join(t.TempDir(), "tokens.db")}}
+	provisionLogging(t, h, zapcore.InfoLevel)
+	put := func(label string, i, k int, prefix string) reply {
+		allow, _ := json.Marshal(quotaNames(prefix, k))
+		return routeCall(t, "PUT", "/ip-allowlist/tokens/"+label,
+			fmt.Sprintf(`{"token": "quota-change-token-%02d-0123456789", "owner": "acme", "allow": %s}`, i, allow))
+	}
+	for i := range 4 {
+		if r := put(fmt.Sprintf("cust-%d", i), i, 64, fmt.Sprintf("c%d-", i)); r.status >= 300 {
+			t.Fatalf("cust-%d, 64 names: %d %s", i, r.status, r.body)
+		}
+	}
+	if r := put("cust-0", 0, 64, "other-"); r.status >= 300 {
+		t.Errorf("cust-0's 64 names replaced by 64 others: %d %s", r.status, r.body)
+	}
+	r := put("cust-4", 4, 1, "c4-")
+	if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), `owner \"acme\": more than 256 dns: entries`) {
+		t.Errorf("a fifth token of acme: %d %s, want 400 naming the owner's quota", r.status, r.body)
+	}
+}
+
+// Matching never uses addresses past dnsMaxStale: a name whose last good
+// answer is older than that, with no lookup since, matches nothing, before
+// any lookup comes to let go of them.
+func TestDNSStaleAddressesMatchNothingBeforeTheNextLookup(t *testing.T) {
+	srv := testkit.DNS(t)
+	srv.Set("office.test", 3600, "192.0.2.10")
+	h, _, n := resolvedName(t, srv, "office.test")
+	p := h.dns.pool
+	tests := []struct {
+		name   string
+		age    time.Duration // of the last good answer
+		reason string
+		by     string
+	}{
+		{"within the bound", dnsMaxStale - time.Minute, ReasonAllowed, "office.test"},
+		{"past the bound", dnsMaxStale + 2*time.Second, ReasonIPNotAllowed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p.mu.Lock()
+			p.settle(n, answer{addrs: []netip.Addr{netip.MustParseAddr("192.0.2.10")}, ttl: time.Hour},
+				answer{ttl: time.Hour}, time.Now().Add(-tt.age))
+			p.mu.Unlock()
+			wantDecision(t, h, "192.0.2.10", tt.reason, tt.by)
+		})
 	}
 }

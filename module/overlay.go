@@ -86,6 +86,9 @@ func (h *Handler) overlayWith(v *view, label string, tp *TokenPolicy, origin ent
 	}
 	if tp != nil {
 		c.origin = origin
+		if tp.Owner != "" {
+			c.ownerNames = map[string]int{tp.Owner: v.ownerNames(tp.Owner, label)}
+		}
 		if err := c.addToken(label, tp, where); err != nil {
 			return nil, err
 		}

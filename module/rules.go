@@ -344,8 +344,11 @@ func (c *compiler) collectName(field, entry string) error {
 	case field != "allow" || !c.namesOK:
 		return errors.New("a dns: name may be only in a token's allow list")
 	}
+	if err := c.checkNameQuota(); err != nil {
+		return err
+	}
 	if c.dns != nil {
-		n := c.dns.name(name)
+		n := c.dns.name(name, c.tenant)
 		if !slices.Contains(c.names, n) {
 			c.names = append(c.names, n)
 		}

@@ -271,13 +271,13 @@ func (b *tableBuilder) addPolicy(label string, allowed, denied *spanLists) (poli
 	return p, nil
 }
 
-// addNames records the names of the named policy p, and its whole deny
-// list, which applies to their addresses.
-func (b *tableBuilder) addNames(p policy, names []*dnsName, deny *spanLists) {
+// addNames records the names of the named policy p, whose token tenant
+// is, and its whole deny list, which applies to their addresses.
+func (b *tableBuilder) addNames(p policy, tenant dnsTenant, names []*dnsName, deny *spanLists) {
 	if b.t.dns == nil {
 		b.t.dns = map[uint32]dnsRule{}
 	}
-	b.t.dns[p.label] = dnsRule{names: slices.Clone(names), deny: b.addSet(deny)}
+	b.t.dns[p.label] = dnsRule{names: slices.Clone(names), deny: b.addSet(deny), tenant: tenant}
 }
 
 // dnsNames counts the distinct names the table's tokens list.

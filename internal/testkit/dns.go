@@ -33,6 +33,9 @@ type dnsRecord struct {
 	rcode int
 	// failing: question types answered with an rcode instead
 	failing map[uint16]int
+	// delay: a query about the name is answered this late, with its
+	// CNAME alone, as by a slow zone of its own (SetSlowChain)
+	delay time.Duration
 }
 
 // DNS starts a DNSServer that stops when the test ends.
@@ -94,6 +97,27 @@ func (s *DNSServer) SetCNAME(name, target string, ttl uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.names[key(name)] = &dnsRecord{cname: dns.Fqdn(target), ttl: ttl}
+}
+
+// SetSlowChain makes name the start of a chain of hops CNAMEs, to
+// name-c1 … name-c<hops>, the last resolving to addrs: every query about
+// a name of the chain is answered perQuery late, with that hop alone, so
+// that the resolver asks hops+1 queries in a row, as of a chain of slow
+// zones.
+func (s *DNSServer) SetSlowChain(name string, hops int, perQuery time.Duration, ttl uint32, addrs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from := name
+	for i := 1; i <= hops; i++ {
+		to := fmt.Sprintf("%s-c%d", name, i)
+		s.names[key(from)] = &dnsRecord{cname: key(to), ttl: ttl, delay: perQuery}
+		from = to
+	}
+	r := &dnsRecord{ttl: ttl, delay: perQuery}
+	for _, a := range addrs {
+		r.addrs = append(r.addrs, netip.MustParseAddr(a))
+	}
+	s.names[key(from)] = r
 }
 
 // SetRcode makes every question about name answered with rcode, such as
@@ -176,10 +200,16 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			break
 		}
 		hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: r.ttl}
+		if hop == 0 {
+			delay = max(delay, r.delay)
+		}
 		if r.cname != "" {
 			hdr.Rrtype = dns.TypeCNAME
 			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr, Target: r.cname})
 			name = r.cname
+			if r.delay > 0 {
+				break // a slow zone's: the target is asked on its own
+			}
 			continue
 		}
 		answered := len(m.Answer)
