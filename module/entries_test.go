@@ -1,6 +1,7 @@
 package ipallowlist
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ipallowlist/caddy-ip-allowlist/internal/redistest"
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
 
@@ -342,5 +344,74 @@ func TestExpiryComparedOverTheWholeWindow(t *testing.T) {
 		if live := len(allow) == 1; live != tt.live || live && next < at.Unix() {
 			t.Errorf("%s: live %v next %d, want live %v, next at or after %d", tt.at, live, next, tt.live, at.Unix())
 		}
+	}
+}
+
+// The CLI applies the same rules, on the file store and on Redis: a put or
+// an allow that would list a range twice is an error naming both, an
+// allow given a range the entry has already leaves it listed once, and a
+// --ttl or --expires outside the window is an error before anything is
+// written.
+func TestTokensCLIEntryRules(t *testing.T) {
+	// Each target: its flags, and how to read cust-1's entry back.
+	targets := map[string]func(t *testing.T) ([]string, func() TokenPolicy){
+		"store": func(t *testing.T) ([]string, func() TokenPolicy) {
+			flags := []string{"--store", filepath.Join(t.TempDir(), "tokens.db")}
+			return flags, func() TokenPolicy {
+				r := runTokens(t, nil, "", append([]string{"get", "cust-1"}, flags...)...)
+				var e TokenPolicy
+				if err := json.Unmarshal([]byte(r.out), &e); err != nil {
+					t.Fatalf("get: %v %q", r.err, r.out)
+				}
+				return e
+			}
+		},
+		"redis": func(t *testing.T) ([]string, func() TokenPolicy) {
+			srv := redistest.New(t)
+			return []string{"--redis", srv.Addr}, func() TokenPolicy {
+				raw, err := srv.Client().HGet(context.Background(), keysFor("").Tokens, "cust-1").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				e := decodeEntry(raw)
+				if e.err != nil {
+					t.Fatal(e.err)
+				}
+				return e.tp
+			}
+		},
+	}
+	for name, target := range targets {
+		t.Run(name, func(t *testing.T) {
+			flags, read := target(t)
+			run := func(stdin string, args ...string) cliRun {
+				return runTokens(t, nil, stdin, append(args, flags...)...)
+			}
+			r := run(applyTok(1), "put", "cust-1", "--allow", "127.0.0.9", "--allow", "127.0.0.9/32")
+			if r.err == nil || !strings.Contains(r.err.Error(), `token "cust-1": allow[1] "127.0.0.9/32": the same range as allow[0] "127.0.0.9"`) {
+				t.Errorf("put of a range twice: %v", r.err)
+			}
+			if r := run(applyTok(1), "put", "cust-1", "--allow", "127.0.0.9"); r.err != nil {
+				t.Fatalf("put: %v", r.err)
+			}
+			r = run("", "allow", "cust-1", "192.0.2.1", "192.0.2.1/32")
+			if r.err == nil || !strings.Contains(r.err.Error(), `entries[1] "192.0.2.1/32": the same range as entries[0] "192.0.2.1"`) {
+				t.Errorf("allow of a range twice: %v", r.err)
+			}
+			if r := run("", "allow", "cust-1", "127.0.0.9/32"); r.err != nil {
+				t.Fatalf("allow of a range present: %v", r.err)
+			}
+			if name == "store" {
+				for _, flag := range [][]string{{"--ttl", "106751d"}, {"--expires", "9999-12-31T23:59:59+14:00"}, {"--expires", "1500-01-01T00:00:00Z"}} {
+					r := run("", append([]string{"allow", "cust-1", "192.0.2.9"}, flag...)...)
+					if r.err == nil || !strings.Contains(r.err.Error(), "outside the times an expiry may take") {
+						t.Errorf("allow %v: %v", flag, r.err)
+					}
+				}
+			}
+			if e := read(); !slices.Equal(e.Allow, []string{"127.0.0.9"}) || len(e.Expires) != 0 {
+				t.Errorf("the entry kept: allow %v expires %v, want allow [127.0.0.9]", e.Allow, e.Expires)
+			}
+		})
 	}
 }
