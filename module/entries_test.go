@@ -415,3 +415,37 @@ func TestTokensCLIEntryRules(t *testing.T) {
 		})
 	}
 }
+
+// The console's writes take the same rules: a new token or an Add More
+// with a range twice, or an expiry outside the window, is refused with
+// 400 naming the entry, and nothing is kept.
+func TestConsoleEntryRules(t *testing.T) {
+	storeHandler(t, "")
+	c := newConsole(t, &Console{})
+	if r := consoleCall(t, c, "alice", "POST", "/-/api/tokens", `{"label": "new-1", "allow": ["192.0.2.60"]}`); r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	for _, tt := range []struct{ name, target, body, want string }{
+		{"a new token with a range twice", "/-/api/tokens", `{"label": "new-2", "allow": ["192.0.2.61", "192.0.2.61/32"]}`,
+			`token "new-2": allow[1] "192.0.2.61/32": the same range as allow[0] "192.0.2.61"`},
+		{"Add More with a range twice", "/-/api/tokens/new-1/allow", `{"entries": ["192.0.2.62", "192.0.2.62"]}`,
+			`token "new-1": entries[1] "192.0.2.62": the same range as entries[0] "192.0.2.62"`},
+		{"Add More ttl 106751d", "/-/api/tokens/new-1/allow", `{"entries": ["192.0.2.62"], "ttl": "106751d"}`,
+			"is outside the times an expiry may take"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := consoleCall(t, c, "alice", "POST", tt.target, tt.body)
+			if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), strings.ReplaceAll(tt.want, `"`, `\"`)) {
+				t.Errorf("%d %s, want 400 with %s", r.status, r.body, tt.want)
+			}
+		})
+	}
+	if r := consoleCall(t, c, "alice", "GET", "/-/api/tokens/new-2", ""); r.status != http.StatusNotFound {
+		t.Errorf("the refused token was kept: %d %s", r.status, r.body)
+	}
+	var e consoleToken
+	consoleCall(t, c, "alice", "GET", "/-/api/tokens/new-1", "").json(t, &e)
+	if !slices.Equal(e.Allow, []string{"192.0.2.60"}) {
+		t.Errorf("new-1 after the refusals: %v", e.Allow)
+	}
+}
