@@ -366,8 +366,9 @@ that should be treated as unknown.
 		Short: "Removes one entry, by its range, from a token's allow list",
 		Long: `
 Removes <entry> from the allow list of <label>: every entry of its range,
-however written (127.0.0.9 and 127.0.0.9/32 are one range). A token whose allow list becomes empty stays listed
-and is refused everywhere: it never becomes unlisted.
+however written (127.0.0.9 and 127.0.0.9/32 are one range). A token whose
+allow list becomes empty stays listed and is refused everywhere: it never
+becomes unlisted.
 `,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -298,6 +298,9 @@ func TestExpiryWindow(t *testing.T) {
 			`token "cust-1": ttl "106751d": `},
 		{"Add More ttl 101 years", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["192.0.2.1"], "ttl": "36900d"}`, 400,
 			"is outside the times an expiry may take"},
+		{"Add More expires an hour past 100 years", "POST", "/ip-allowlist/tokens/cust-1/allow",
+			`{"entries": ["192.0.2.1"], "expires": "` + time.Now().AddDate(expiryYears, 0, 0).Add(time.Hour).UTC().Format(time.RFC3339) + `"}`, 400,
+			"is outside the times an expiry may take"},
 		{"PUT keeping the past time read back", "PUT", "/ip-allowlist/tokens/cust-1", entry(past), 200, ""},
 		{"Add More ttl 99 years", "POST", "/ip-allowlist/tokens/cust-1/allow", `{"entries": ["192.0.2.1"], "ttl": "36159d"}`, 200, ""},
 	} {
@@ -332,6 +335,8 @@ func TestExpiryComparedOverTheWholeWindow(t *testing.T) {
 		{"1970-01-01T00:00:00Z", false},
 		{"1970-01-01T00:00:01+00:00", false},
 		{now.AddDate(expiryYears, 0, -1).UTC().Format(time.RFC3339), true},
+		// Written by a node whose clock is ahead of this one's.
+		{now.AddDate(expiryYears, 0, 0).Add(time.Hour).UTC().Format(time.RFC3339), true},
 		{now.Add(-time.Second).UTC().Format(time.RFC3339), false},
 		{now.Add(2 * time.Second).UTC().Format(time.RFC3339), true},
 	} {

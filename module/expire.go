@@ -182,15 +182,19 @@ func (h *Handler) storeName() string {
 // expiryYears is how far ahead an expiry may be.
 const expiryYears = 100
 
-// parseExpiry applies the window rule to an expiry time.
+// expirySlack is how much further ahead than expiryYears a time read (from
+// the config or a store) may be: a node whose clock is behind the writer's
+// still takes an entry written for 100 years.
+const expirySlack = 24 * time.Hour
+
+// parseExpiry applies the window rule to an expiry time read.
 func parseExpiry(at string, now time.Time) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, at)
 	if err != nil {
 		return t, fmt.Errorf("%q is not an RFC 3339 time, such as 2026-12-31T23:59:59Z", at)
 	}
-	if last := now.AddDate(expiryYears, 0, 0); t.Before(time.Unix(0, 0)) || t.After(last) {
-		return t, fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now (%s)",
-			at, expiryYears, last.UTC().Truncate(time.Second).Format(time.RFC3339))
+	if t.Before(time.Unix(0, 0)) || t.After(now.AddDate(expiryYears, 0, 0).Add(expirySlack)) {
+		return t, fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now", at, expiryYears)
 	}
 	return t, nil
 }
@@ -199,8 +203,12 @@ func parseExpiry(at string, now time.Time) (time.Time, error) {
 // window, and in the future.
 func newExpiry(at string, now time.Time) (time.Time, error) {
 	t, err := parseExpiry(at, now)
-	if err == nil && !t.After(now) {
+	switch {
+	case err != nil:
+	case !t.After(now):
 		err = fmt.Errorf("%q is in the past; a new expiry must be in the future", at)
+	case t.After(now.AddDate(expiryYears, 0, 0)):
+		err = fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now", at, expiryYears)
 	}
 	return t, err
 }
