@@ -223,12 +223,15 @@ Several ranges: --allow 192.0.2.1,192.0.2.2 or --allow 192.0.2.1 --allow 192.0.2
 		Short: "Adds entries to a token's allow list (Add More)",
 		Long: `
 Adds addresses, ranges or ip_set names to the allow list of <label>. An
-entry already present is left as it is; given with --ttl or --expires, a
-temporary entry's expiry is moved.
+entry already present, however written (127.0.0.9 is 127.0.0.9/32), is
+updated: --note replaces its note; --ttl or --expires moves a temporary
+entry's expiry, and without either it becomes permanent; a permanent entry
+stays permanent. An entry given twice is refused.
 
---ttl (168h, 7d) or --expires (RFC 3339) makes the entries temporary: past
-that time they stop matching, and the token stays listed. --note is kept
-beside each entry added. These are not taken with --redis.
+--ttl (168h, 7d) or --expires (RFC 3339, in the future, at most 100 years
+ahead) makes the entries temporary: past that time they stop matching, and
+the token stays listed. --note is kept beside each entry added. These are
+not taken with --redis.
 `,
 		Args: cobra.MinimumNArgs(2),
 	}
@@ -242,8 +245,16 @@ beside each entry added. These are not taken with --redis.
 			return err
 		}
 		label := args[0]
+		if err := duplicateError("entries", args[1:]); err != nil {
+			return &ConfigError{Token: label, Err: err}
+		}
 		if target != targetRedis {
 			body := allowBody{Entries: args[1:], TTL: ttl, Expires: expires, Note: entryNote}
+			// Checked before the store is opened; the store checks it
+			// again, at its own time.
+			if _, err := body.expiry(time.Now()); err != nil {
+				return fmt.Errorf("token %q: %w", label, err)
+			}
 			return f.runTarget(cmd, target, func(t tokensTarget) error {
 				return changeEntry(t, cmd.OutOrStdout(), label, func(_ *entryOut, cond tokenstore.Cond) (*entryOut, error) {
 					after, err := t.allow(label, body, cond)
@@ -262,7 +273,7 @@ beside each entry added. These are not taken with --redis.
 				}
 				added = added[:0]
 				for _, r := range args[1:] {
-					if !slices.Contains(cur.Allow, r) {
+					if findEntry(cur.Allow, r) < 0 {
 						cur.Allow = append(cur.Allow, r)
 						added = append(added, r)
 					}
@@ -352,11 +363,12 @@ that should be treated as unknown.
 
 	removeCmd := &cobra.Command{
 		Use:   "remove <label> <entry>",
-		Short: "Removes one entry, by its value, from a token's allow list",
+		Short: "Removes one entry, by its range, from a token's allow list",
 		Long: `
-Removes <entry>, exactly as it is written in the allow list, from the
-allow list of <label>. A token whose allow list becomes empty stays listed
-and is refused everywhere: it never becomes unlisted.
+Removes <entry> from the allow list of <label>: every entry of its range,
+however written (127.0.0.9 and 127.0.0.9/32 are one range). A token whose
+allow list becomes empty stays listed and is refused everywhere: it never
+becomes unlisted.
 `,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -892,7 +904,9 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 			if e.err != nil {
 				return fmt.Errorf("token %q in the store: %w; replace it with delete --unrestrict and put, or fix it by hand", label, e.err)
 			}
-			cur = &e.tp
+			// Edited as one entry of each range, however often the
+			// stored entry lists it.
+			cur = mergeDuplicates(&e.tp)
 		}
 		var was string
 		if cur != nil {
@@ -907,6 +921,9 @@ func (s *tokenStore) update(ctx context.Context, label string, change func(cur *
 			return &ConfigError{Token: label, Err: err}
 		}
 		next = &tp
+		if err := refuseDuplicates(label, next); err != nil {
+			return err
+		}
 		if err := s.checkEntry(label, next); err != nil {
 			return err
 		}

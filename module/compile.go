@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // compiler holds what compileShared and Checker need while they turn a
@@ -24,6 +25,9 @@ type compiler struct {
 	// unknownSet is told of a set name a store entry uses that this node
 	// does not define.
 	unknownSet func(name string)
+	// logger has the WARN of duplicate entries merged; nil: not logged
+	// (Checker, the store's writers).
+	logger *zap.Logger
 
 	// now is the time allow entries' expiry is compared with: entries
 	// expired by then are left out.
@@ -57,10 +61,11 @@ type compiler struct {
 // sources, sets and the unlisted policy.
 func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error) {
 	c := &compiler{
-		repl: repl,
-		b:    newTableBuilder(tokens),
-		now:  time.Now(),
-		dns:  h.dns,
+		repl:   repl,
+		b:      newTableBuilder(tokens),
+		now:    time.Now(),
+		dns:    h.dns,
+		logger: h.logger,
 	}
 	if err := checkModes(h); err != nil {
 		return nil, err
@@ -229,6 +234,14 @@ func (c *compiler) addToken(label string, tp *TokenPolicy, where string) error {
 	if err := c.checkAllow(tp); err != nil {
 		return &ConfigError{Token: label, Err: err}
 	}
+	if c.logger != nil {
+		// Compiled as they are, copies admit their range as one entry
+		// would, for as long as the longest-lived of them.
+		if merged := repeatedEntries(tp); len(merged) > 0 {
+			c.logger.Warn("duplicate entries merged: each range counts once, an allow entry for the longest life of its copies; remove the repeats",
+				zap.String("token_label", label), zap.String("where", where), zap.Strings("merged", merged))
+		}
+	}
 	mode, err := tokenMode(tp.Mode)
 	if err != nil {
 		return &ConfigError{Token: label, Err: err}
@@ -275,41 +288,6 @@ func tokenMode(m string) (policyMode, error) {
 		return modeReport, nil
 	}
 	return 0, fmt.Errorf("mode %q: must be %s or %s", m, ModeEnforce, ModeReport)
-}
-
-// unexpired applies the expiry rules to tp: every key of expires is an
-// entry of allow, and every time is RFC 3339. It returns the allow entries
-// that have not expired at c.now, and when the next of them expires (Unix
-// nanoseconds; 0: none will).
-func (c *compiler) unexpired(tp *TokenPolicy) (allow []string, next int64, err error) {
-	if len(tp.Expires) == 0 {
-		return tp.Allow, 0, nil
-	}
-	for _, entry := range sortedKeys(tp.Expires) {
-		if !slices.Contains(tp.Allow, entry) {
-			return nil, 0, fmt.Errorf("expires names %q, which is not an entry of allow", entry)
-		}
-		if _, err := time.Parse(time.RFC3339, tp.Expires[entry]); err != nil {
-			return nil, 0, fmt.Errorf("expires of %q: %q is not an RFC 3339 time, such as 2026-12-31T23:59:59Z", entry, tp.Expires[entry])
-		}
-	}
-	c.live = c.live[:0]
-	now := c.now.UnixNano()
-	for _, entry := range tp.Allow {
-		at, ok := tp.Expires[entry]
-		if !ok {
-			c.live = append(c.live, entry)
-			continue
-		}
-		t, _ := time.Parse(time.RFC3339, at)
-		if ns := t.UnixNano(); ns > now {
-			c.live = append(c.live, entry)
-			if next == 0 || ns < next {
-				next = ns
-			}
-		}
-	}
-	return c.live, next, nil
 }
 
 type origin struct {

@@ -332,6 +332,9 @@ func (s *fileStore) putEntry(label string, tp TokenPolicy, cond tokenstore.Cond,
 		if mustExist && cur == nil {
 			return nil, fmt.Errorf("label %q: %w", label, tokenstore.ErrPrecondition)
 		}
+		if err := newExpiries(label, cur, &tp, time.Now()); err != nil {
+			return nil, err
+		}
 		return &tp, nil // checked by update, as an entry written whole
 	})
 	if err != nil {
@@ -435,11 +438,16 @@ func addAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label string
 }
 
 // allowEntries is Add More: it adds body's entries to label's allow list,
-// with their expiry and note. An entry already present is a no-op, but
-// for its expiry: a new one extends a temporary entry.
+// with their expiry and note. An entry the list has already, however
+// written (findEntry), is updated instead: a new note replaces its note,
+// and a new expiry moves a temporary entry's time (none makes it
+// permanent); a permanent entry stays permanent.
 func (s *fileStore) allowEntries(label string, body allowBody, cond tokenstore.Cond, a audit) (stored, error) {
 	if len(body.Entries) == 0 {
 		return stored{}, apiErr(http.StatusBadRequest, fmt.Errorf("token %q: entries is empty; list the addresses or ranges to add", label))
+	}
+	if err := duplicateError("entries", body.Entries); err != nil {
+		return stored{}, apiErr(http.StatusBadRequest, &ConfigError{Token: label, Err: err})
 	}
 	expires, err := body.expiry(time.Now())
 	if err != nil {
@@ -449,7 +457,8 @@ func (s *fileStore) allowEntries(label string, body allowBody, cond tokenstore.C
 	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
 		changed := false
 		for _, e := range body.Entries {
-			if !slices.Contains(tp.Allow, e) {
+			i := findEntry(tp.Allow, e)
+			if i < 0 {
 				tp.Allow = append(tp.Allow, e)
 				changed = true
 				if expires != "" {
@@ -460,13 +469,16 @@ func (s *fileStore) allowEntries(label string, body allowBody, cond tokenstore.C
 				}
 				continue
 			}
-			// Present: a new expiry extends a temporary entry; a
-			// permanent one stays permanent.
+			e = tp.Allow[i] // as the list writes it
 			if old, temporary := tp.Expires[e]; temporary && expires != "" && old != expires {
 				tp.Expires[e] = expires
 				changed = true
 			} else if temporary && expires == "" {
 				delete(tp.Expires, e)
+				changed = true
+			}
+			if body.Note != "" && tp.Notes[e] != body.Note {
+				setKey(&tp.Notes, e, body.Note)
 				changed = true
 			}
 		}
@@ -478,18 +490,16 @@ func (s *fileStore) allowEntries(label string, body allowBody, cond tokenstore.C
 }
 
 // expiry is when the entries added expire, as RFC 3339 in UTC; "" for
-// never.
+// never. It is a new expiry: in the future, and in the window of
+// parseExpiry.
 func (b allowBody) expiry(now time.Time) (string, error) {
 	switch {
 	case b.Expires != "" && b.TTL != "":
 		return "", errors.New("give expires or ttl, not both")
 	case b.Expires != "":
-		t, err := time.Parse(time.RFC3339, b.Expires)
+		t, err := newExpiry(b.Expires, now)
 		if err != nil {
-			return "", fmt.Errorf("expires %q: want an RFC 3339 time, such as 2026-12-31T23:59:59Z", b.Expires)
-		}
-		if !t.After(now) {
-			return "", fmt.Errorf("expires %q is in the past", b.Expires)
+			return "", fmt.Errorf("expires: %w", err)
 		}
 		return t.UTC().Format(time.RFC3339), nil
 	case b.TTL != "":
@@ -499,7 +509,11 @@ func (b allowBody) expiry(now time.Time) (string, error) {
 		}
 		// Rounded up to the second RFC 3339 keeps, so an entry never
 		// expires before its ttl.
-		return now.Add(d).Add(time.Second - 1).Truncate(time.Second).UTC().Format(time.RFC3339), nil
+		at := now.Add(d).Add(time.Second - 1).Truncate(time.Second).UTC().Format(time.RFC3339)
+		if _, err := newExpiry(at, now); err != nil {
+			return "", fmt.Errorf("ttl %q: %w", b.TTL, err)
+		}
+		return at, nil
 	}
 	return "", nil
 }
@@ -517,17 +531,25 @@ func removeAllow(w http.ResponseWriter, r *http.Request, s *fileStore, label, en
 	})
 }
 
-// removeEntry removes one entry, by its value, from label's allow list.
+// removeEntry removes one entry from label's allow list: by its range,
+// however written (findEntry), with every copy of it.
 func (s *fileStore) removeEntry(label, entry string, cond tokenstore.Cond, a audit) (stored, error) {
 	a.action, a.entries = "remove", []string{entry}
 	return s.editEntry(label, cond, a, func(tp *TokenPolicy) error {
-		i := slices.Index(tp.Allow, entry)
-		if i < 0 {
+		if findEntry(tp.Allow, entry) < 0 {
 			return fmt.Errorf("token %q has no allow entry %q: %w", label, entry, tokenstore.ErrNotFound)
 		}
-		tp.Allow = slices.Delete(tp.Allow, i, i+1)
-		delete(tp.Expires, entry)
-		delete(tp.Notes, entry)
+		// Every copy of the range, however written: a copy left behind
+		// would keep the address allowed.
+		k := keyOf(entry)
+		tp.Allow = slices.DeleteFunc(tp.Allow, func(e string) bool {
+			if e != entry && keyOf(e) != k {
+				return false
+			}
+			delete(tp.Expires, e)
+			delete(tp.Notes, e)
+			return true
+		})
 		if len(tp.Expires) == 0 {
 			tp.Expires = nil
 		}

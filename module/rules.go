@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"go4.org/netipx"
@@ -521,3 +523,186 @@ func redactEntry(msg, entry string) string {
 }
 
 func (e *EntryError) Unwrap() error { return e.Err }
+
+// The duplicate rule: two allow (or two deny) entries of one token that
+// admit the same range, however written (127.0.0.9, 127.0.0.9/32 and
+// 127.0.0.9-127.0.0.9 are one), are one entry. A write that would hold
+// both is refused (refuseDuplicates); an entry read from the config or a
+// store, or imported, keeps one of them (mergeDuplicates), so that nothing
+// that loaded before stops loading. Add More and removal find an entry by
+// the same key (findEntry), so that a removal removes every copy.
+
+// entryKey is an entry in canonical form: its range, or, for a dns: name,
+// a set name, a keyword or an entry that does not parse, its text (names
+// are lower case without a trailing dot, or refused).
+type entryKey struct {
+	r netipx.IPRange
+	s string
+}
+
+func keyOf(entry string) entryKey {
+	if isDNSEntry(entry) || isSetName(entry) {
+		return entryKey{s: entry}
+	}
+	var one [2]netipx.IPRange
+	rs, err := appendRange(one[:0], entry)
+	if err != nil || len(rs) != 1 {
+		return entryKey{s: entry} // refused by the range rules, or a keyword
+	}
+	return entryKey{r: rs[0]}
+}
+
+// findEntry is the index of the entry of list that is entry's range, or -1.
+func findEntry(list []string, entry string) int {
+	k := keyOf(entry)
+	for i, e := range list {
+		if e == entry || keyOf(e) == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// duplicates lists, for each entry of list that repeats an earlier one,
+// the pair {first, repeat} of their indexes, by repeat.
+func duplicates(list []string) [][2]int {
+	if len(list) < 2 {
+		return nil
+	}
+	var out [][2]int
+	if len(list) <= 8 {
+		// Most lists: no map to allocate.
+		var small [8]entryKey
+		keys := small[:0]
+		for i, e := range list {
+			k := keyOf(e)
+			if j := slices.Index(keys, k); j >= 0 {
+				out = append(out, [2]int{j, i})
+			}
+			keys = append(keys, k)
+		}
+		return out
+	}
+	first := make(map[entryKey]int, len(list))
+	for i, e := range list {
+		k := keyOf(e)
+		if j, seen := first[k]; seen {
+			out = append(out, [2]int{j, i})
+			continue
+		}
+		first[k] = i
+	}
+	return out
+}
+
+// repeatedEntries names the entries of tp that repeat an earlier one, as
+// "allow[1] \"127.0.0.9/32\"", for the WARN of mergeDuplicates.
+func repeatedEntries(tp *TokenPolicy) []string {
+	var out []string
+	for _, f := range [...]struct {
+		name string
+		list []string
+	}{{"allow", tp.Allow}, {"deny", tp.Deny}} {
+		for _, d := range duplicates(f.list) {
+			out = append(out, fmt.Sprintf("%s[%d] %s", f.name, d[1], quoteEntry(f.list[d[1]])))
+		}
+	}
+	return out
+}
+
+// refuseDuplicates is the duplicate rule where an entry is written whole
+// (a PUT, a new token, the CLI's put): an entry listed twice is a mistake,
+// refused with both named.
+func refuseDuplicates(label string, tp *TokenPolicy) error {
+	if err := duplicateError("allow", tp.Allow); err != nil {
+		return &ConfigError{Token: label, Err: err}
+	}
+	if err := duplicateError("deny", tp.Deny); err != nil {
+		return &ConfigError{Token: label, Err: err}
+	}
+	return nil
+}
+
+// duplicateError names the first entry of list (field: allow, deny, the
+// entries Add More is given) that repeats an earlier one, and that one.
+func duplicateError(field string, list []string) error {
+	d := duplicates(list)
+	if len(d) == 0 {
+		return nil
+	}
+	first, again := d[0][0], d[0][1]
+	return &EntryError{field, again, list[again],
+		fmt.Errorf("the same range as %s[%d] %s; list each range once", field, first, quoteEntry(list[first]))}
+}
+
+// mergeDuplicates is the duplicate rule where an entry is read and then
+// changed (an edit of a stored entry): tp with each range listed once, at
+// its first place. A merged allow entry keeps the longest life of its
+// copies (permanent if any copy is) and the first note given. tp itself
+// is returned when it has no duplicate; it is never changed. A compile
+// needs no merge: copies admit their range as one entry would, for as
+// long as the longest-lived of them; it logs them (repeatedEntries).
+func mergeDuplicates(tp *TokenPolicy) *TokenPolicy {
+	da, dd := duplicates(tp.Allow), duplicates(tp.Deny)
+	if len(da) == 0 && len(dd) == 0 {
+		return tp
+	}
+	c := *tp
+	c.Expires, c.Notes = maps.Clone(tp.Expires), maps.Clone(tp.Notes)
+	for _, d := range da {
+		keep, drop := tp.Allow[d[0]], tp.Allow[d[1]]
+		if keep == drop {
+			continue // one key of expires and notes serves both
+		}
+		at, temporary := c.Expires[keep]
+		dropAt, dropTemporary := tp.Expires[drop]
+		switch {
+		case !temporary:
+		case !dropTemporary:
+			delete(c.Expires, keep) // permanent
+		case laterExpiry(dropAt, at):
+			c.Expires[keep] = dropAt
+		}
+		delete(c.Expires, drop)
+		if note, ok := tp.Notes[drop]; ok {
+			if _, has := c.Notes[keep]; !has {
+				c.Notes[keep] = note
+			}
+			delete(c.Notes, drop)
+		}
+	}
+	c.Allow, c.Deny = dropIndexes(tp.Allow, da), dropIndexes(tp.Deny, dd)
+	if len(c.Expires) == 0 {
+		c.Expires = nil
+	}
+	if len(c.Notes) == 0 {
+		c.Notes = nil
+	}
+	return &c
+}
+
+// laterExpiry reports whether expiry time a is later than b. A time that
+// does not parse counts as later, so that it is kept, and refused by the
+// expiry rule, rather than dropped unseen.
+func laterExpiry(a, b string) bool {
+	ta, errA := time.Parse(time.RFC3339, a)
+	tb, errB := time.Parse(time.RFC3339, b)
+	return errA != nil || errB == nil && ta.After(tb)
+}
+
+// dropIndexes is list without the repeats dups names.
+func dropIndexes(list []string, dups [][2]int) []string {
+	if len(dups) == 0 {
+		return list
+	}
+	out := make([]string, 0, len(list)-len(dups))
+	j := 0
+	for i, e := range list {
+		if j < len(dups) && dups[j][1] == i {
+			j++
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}

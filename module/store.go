@@ -275,7 +275,9 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 	var rev uint64
 	switch old, err := s.get(label); {
 	case err == nil:
-		cur, rev = &old.tp, old.rev
+		// An entry stored with a range twice (before the duplicate rule)
+		// is edited as one entry of each range.
+		cur, rev = mergeDuplicates(&old.tp), old.rev
 	case errors.Is(err, tokenstore.ErrNotFound):
 	default:
 		return stored{}, false, err
@@ -306,6 +308,11 @@ func (s *fileStore) update(label string, cond tokenstore.Cond, a audit, fn func(
 		// listed, refused everywhere. An entry written whole (a new one,
 		// a PUT) may not be empty.
 		edit := cur != nil && a.action != "put"
+		if edit {
+			next = mergeDuplicates(next) // as promote may add a range listed otherwise
+		} else if err := refuseDuplicates(label, next); err != nil {
+			return stored{}, false, err
+		}
 		if err := checkWritten(label, next, edit); err != nil {
 			return stored{}, false, err
 		}

@@ -91,7 +91,7 @@ type table struct {
 }
 
 // expiry says that an allow entry of policies[policy] expires at (Unix
-// nanoseconds).
+// seconds, rounded up: expirySecond).
 type expiry struct {
 	at     int64
 	policy uint32
