@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -303,7 +304,9 @@ func put(tx *bbolt.Tx, r Record, c Cond) (uint64, error) {
 
 // Check says whether c holds for a record that exists (or not) with rev.
 func (c Cond) Check(label string, rev uint64, exists bool) error {
-	if c.IfAbsent && exists || c.IfRev != 0 && (!exists || rev != c.IfRev) {
+	if c.IfAbsent && exists || c.IfRev != 0 && (!exists || rev != c.IfRev) ||
+		c.IfRevIn != nil && (!exists || !slices.Contains(c.IfRevIn, rev)) ||
+		exists && slices.Contains(c.IfRevNotIn, rev) {
 		return fmt.Errorf("label %q: %w", label, ErrPrecondition)
 	}
 	return nil

@@ -35,6 +35,13 @@ type Cond struct {
 	// IfAbsent writes only if no record has this label (If-None-Match: *).
 	// With IfRev as well, no record can satisfy both, so the write fails.
 	IfAbsent bool
+	// IfRevIn, when not nil, writes only if the record exists and its Rev
+	// is one of these (If-Match with a list of tags). Empty and not nil,
+	// it never holds: the tags named no revision.
+	IfRevIn []uint64
+	// IfRevNotIn writes only if no record has this label or its Rev is
+	// none of these (If-None-Match with a list of tags).
+	IfRevNotIn []uint64
 }
 
 // Limits on the size of one call, so that no call holds a transaction
