@@ -722,37 +722,50 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if _, err := io.Copy(spool, r.Body); err != nil {
 		return apiErr(http.StatusBadRequest, fmt.Errorf("import: reading the request body: %w", err))
 	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
-	}
-	// Checked whole first: a refused entry refuses the import, and
-	// nothing of it is kept.
+	// All or nothing: a refused entry refuses the import, and nothing of
+	// it is kept (importTokens).
 	a := audit{action: "import", source: "admin", remote: remoteHost(r)}
-	if _, err := s.importStreamMode(bufio.NewReaderSize(spool, 1<<20), a, true); err != nil {
-		return err
-	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
-	}
-	res, err := s.importStream(bufio.NewReaderSize(spool, 1<<20), a)
+	res, err := s.importStream(spool, a)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, res)
 }
 
-// importStream imports the tokens file read from in (importTokens).
-func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
-	return s.importStreamMode(in, a, false)
-}
+// tokensFileError is an import's tokens file that does not decode.
+type tokensFileError struct{ error }
 
-// importStreamMode is importStream, or with dryRun its check alone.
-func (s *fileStore) importStreamMode(in io.Reader, a audit, dryRun bool) (importResult, error) {
+func (e *tokensFileError) Unwrap() error { return e.error }
+
+// importStream imports the tokens file read from in (importTokens), which
+// reads it twice: in is read from its start each time if it can seek, and
+// copied to a temporary file first if not.
+func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
+	rs, ok := in.(io.ReadSeeker)
+	if ok { // a pipe is an *os.File that cannot seek
+		_, err := rs.Seek(0, io.SeekCurrent)
+		ok = err == nil
+	}
+	if !ok {
+		spool, err := os.CreateTemp("", "ip-allowlist-import-*.json")
+		if err != nil {
+			return importResult{}, storeErr(fmt.Errorf("import: %w", err))
+		}
+		defer os.Remove(spool.Name())
+		defer spool.Close()
+		if _, err := io.Copy(spool, in); err != nil {
+			return importResult{}, apiErr(http.StatusBadRequest, fmt.Errorf("import: reading the tokens file: %w", err))
+		}
+		rs = spool
+	}
 	// An error of the tokens file is the caller's (400); one an entry
 	// met in the store answers as any change would (storeErr).
-	var entryErr error
 	n, replaced, err := s.importTokens(func(fn func(string, *TokenPolicy) error) error {
-		return eachTokenBatch(in, func(batch []tokenEntry) error {
+		if _, err := rs.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		var entryErr error
+		err := eachTokenBatch(bufio.NewReaderSize(rs, 1<<20), func(batch []tokenEntry) error {
 			for i := range batch {
 				if err := fn(batch[i].label, &batch[i].tp); err != nil {
 					entryErr = err
@@ -761,10 +774,14 @@ func (s *fileStore) importStreamMode(in io.Reader, a audit, dryRun bool) (import
 			}
 			return nil
 		})
-	}, a, dryRun)
-	var werr *writeError
+		if err != nil && entryErr == nil {
+			return &tokensFileError{err}
+		}
+		return err
+	}, a)
+	var ferr *tokensFileError
 	switch {
-	case err != nil && entryErr == nil && !errors.As(err, &werr):
+	case errors.As(err, &ferr):
 		return importResult{}, apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
 	case err != nil:
 		return importResult{}, storeErr(err)

@@ -106,6 +106,12 @@ type Engine interface {
 	// nothing: one refused record writes none of them. It takes at most
 	// MaxBatch records.
 	PutBatch(rs []Record) error
+	// CheckBatch says whether PutBatch(rs) would refuse one of rs, and
+	// how many of their labels the store has, writing nothing.
+	CheckBatch(rs []Record) (replaced int, err error)
+	// PutAll writes the records each passes to put in one transaction,
+	// all or nothing, however many there are.
+	PutAll(each func(put func(Record) error) error) error
 	// Rev returns the store's revision: 0 when new, one more for each
 	// record written or deleted since.
 	Rev() (uint64, error)
