@@ -1,7 +1,9 @@
 package ipallowlist
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -65,6 +67,58 @@ func TestStoreImportRefusedLateKeepsNothing(t *testing.T) {
 			}
 			if got := routeCall(t, "GET", "/ip-allowlist/tokens/stored", "").header.Get("ETag"); got != etag {
 				t.Errorf("the stored entry changed: ETag %s, was %s", got, etag)
+			}
+		})
+	}
+}
+
+// changingFile is a tokens file that reads first, then, from its start
+// again, then: a file changed between an import's two passes.
+type changingFile struct {
+	first, then string
+	reads       int
+	r           *strings.Reader
+}
+
+func (c *changingFile) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *changingFile) Seek(off int64, whence int) (int64, error) {
+	if off != 0 || whence == io.SeekEnd {
+		return 0, errors.New("only a seek to the start")
+	}
+	if whence == io.SeekStart {
+		if c.reads++; c.reads == 1 {
+			c.r = strings.NewReader(c.first)
+		} else {
+			c.r = strings.NewReader(c.then)
+		}
+	}
+	return 0, nil
+}
+
+// The second pass of an import, which writes, must read what the first
+// checked: a tokens file changed in between is refused, and nothing of
+// it kept.
+func TestStoreImportOfAFileChangedMeanwhileKeepsNothing(t *testing.T) {
+	entry := func(label, allow string) string {
+		return fmt.Sprintf(`%q: {"token_sha256": %q, "allow": [%q]}`, label, testkit.Digest("changing-"+label), allow)
+	}
+	checked := "{" + entry("a", "198.51.100.1") + "," + entry("b", "198.51.100.2") + "}"
+	for _, tt := range []struct{ name, then string }{
+		{"a record fewer", "{" + entry("a", "198.51.100.1") + "}"},
+		{"a record more", "{" + entry("a", "198.51.100.1") + "," + entry("b", "198.51.100.2") + "," + entry("c", "198.51.100.3") + "}"},
+		{"a record changed", "{" + entry("a", "198.51.100.1") + "," + entry("b", "0.0.0.0/0") + "}"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _ := storeHandler(t, "")
+			_, err := h.fileStore.importStream(&changingFile{first: checked, then: tt.then}, audit{action: "import", source: "cli"})
+			if err == nil || !strings.Contains(err.Error(), "changed while it was imported") {
+				t.Fatalf("import: %v, want it refused as changed", err)
+			}
+			var page tokenList
+			routeCall(t, "GET", "/ip-allowlist/tokens", "").json(t, &page)
+			if len(page.Tokens) != 0 {
+				t.Errorf("the store holds %d entries, want none", len(page.Tokens))
 			}
 		})
 	}

@@ -529,7 +529,7 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	// before this write: it is rebuilt too.
 	hs = s.users()
 	err = eng.PutAll(func(put func(tokenstore.Record) error) error {
-		return entries(func(label string, tp *TokenPolicy) error {
+		err := entries(func(label string, tp *TokenPolicy) error {
 			r, err := importRecord(label, tp)
 			if err != nil {
 				return err
@@ -543,10 +543,11 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 			}
 			return nil
 		})
+		if err == nil && again != sum {
+			err = errImportChanged // in the transaction: nothing is kept
+		}
+		return err
 	})
-	if err == nil && again != sum {
-		err = errImportChanged
-	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w (nothing was imported)", err)
 	}
