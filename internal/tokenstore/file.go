@@ -497,18 +497,54 @@ func (f *File) CheckBatch(rs []Record) (replaced int, err error) {
 // A refused record (put's error), or an error of each, writes none of
 // them. Meant for an import checked first (CheckBatch): the transaction
 // holds every page it changes in memory until it commits, and other
-// writers wait for it.
+// writers wait for it. Records in label order, as an export gives them,
+// are written fastest.
 func (f *File) PutAll(each func(put func(Record) error) error) error {
 	return f.db.Update(func(tx *bbolt.Tx) error {
+		entries, digests := tx.Bucket([]byte(bucketEntries)), tx.Bucket([]byte(bucketDigests))
 		// As PutBatch: an import mostly comes in label order.
-		tx.Bucket([]byte(bucketEntries)).FillPercent = 0.9
-		return each(func(r Record) error {
+		entries.FillPercent = 0.9
+		// The digest index is written last, in digest order: one
+		// transaction splits bbolt's nodes only as it commits, so
+		// random digests inserted as they come would make one leaf
+		// copy its tail at every insert (100,000 records: 11.8 s
+		// against 2.7 s in batches).
+		type link struct {
+			digest [32]byte
+			label  string
+		}
+		var links []link
+		err := each(func(r Record) error {
 			if err := checkRecord(r); err != nil {
 				return err
 			}
-			_, err := put(tx, r, Cond{})
-			return err
+			exists, err := checkPut(tx, r, Cond{})
+			if err != nil {
+				return err
+			}
+			rev, err := nextRev(tx)
+			if err != nil {
+				return err
+			}
+			if !exists {
+				links = append(links, link{r.Digest, r.Label})
+			}
+			return entries.Put([]byte(r.Label), encode(rev, r))
 		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(links, func(a, b link) int { return bytes.Compare(a.digest[:], b.digest[:]) })
+		digests.FillPercent = 0.9
+		for i, l := range links {
+			if i > 0 && links[i-1].digest == l.digest {
+				return fmt.Errorf("label %q: %w", l.label, &DigestTakenError{Digest: l.digest, Label: links[i-1].label})
+			}
+			if err := digests.Put(l.digest[:], []byte(l.label)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
