@@ -505,13 +505,14 @@ Writes every entry of a tokens_file (a JSON object of label to entry, as
 export writes; - reads standard input) into the store, replacing entries of
 the same labels. Tokens given as the secret are stored as digests.
 
-With --admin or --store, the entries are checked as one change each would
-be and written in bounded transactions; an entry that is refused stops the
-import there, and the error says how many were imported before it.
+The import is all or nothing: every entry is checked as one change would
+be, against the store too, before any is written, and then all are written
+in one transaction. An entry that is refused refuses the import, naming it,
+and nothing of it is kept.
 
-With --redis, placeholders ({env.NAME}, {file.PATH}) are resolved here, and
-nothing is written if any entry is refused or a token is already in the
-store under another label; then the nodes load the whole store.
+With --redis, placeholders ({env.NAME}, {file.PATH}) are resolved here; the
+entries are written in one MULTI/EXEC, and then the nodes load the whole
+store.
 `,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -1010,14 +1011,21 @@ func (s *tokenStore) unrestrict(ctx context.Context, label string) error {
 // store, as after an import.
 const reloadAll = "*"
 
-// importBatch is how many entries import writes per transaction.
+// importBatch is how many entries import checks, or sets, per command.
 const importBatch = 512
 
-// importFile writes every entry of a tokens_file, then bumps the version
-// and asks the nodes to load everything. The whole file is checked first
-// (every entry, and every token against the store's index), so a refused
-// entry writes nothing; then it is written in transactions of importBatch
-// entries, each checked again against the index.
+// importTries is how many times import writes, when the store changes
+// between its check and its write.
+const importTries = 3
+
+// importFile writes every entry of a tokens_file, all or nothing, then
+// bumps the version and asks the nodes to load everything. The whole file
+// is checked first (every entry, and every token against the store's
+// index), so a refused entry writes nothing; then, under WATCH, it is
+// checked again against the index and written in one MULTI/EXEC, so that
+// no node ever reads part of it. A change to the store between the check
+// and the write (to any label) makes the write fail whole; it is tried
+// again, importTries times in all.
 func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -1086,37 +1094,46 @@ func (s *tokenStore) importFile(ctx context.Context, path string) (int, error) {
 			return 0, fmt.Errorf("%s: %w (nothing written)", path, err)
 		}
 	}
-	n := 0
-	for i := 0; i < len(rows); i += importBatch {
-		batch := rows[i:min(i+importBatch, len(rows))]
-		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
-			if err := s.checkVersion(ctx, tx); err != nil {
-				return err
-			}
-			if err := check(tx, batch); err != nil {
-				return err
-			}
-			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				for _, r := range batch {
-					p.HSet(ctx, s.keys.Tokens, r.label, r.value)
-					p.HSet(ctx, s.keys.Digests, r.digest, r.label)
-				}
-				p.Incr(ctx, s.keys.Version)
-				return nil
-			})
+	write := func(tx *redis.Tx) error {
+		if err := s.checkVersion(ctx, tx); err != nil {
 			return err
-		}, s.keys.Tokens, s.keys.Digests, s.keys.Version)
-		if err != nil {
-			if errors.Is(err, redis.TxFailedErr) {
-				err = errors.New("the store changed meanwhile; run the import again")
-			}
-			if n > 0 {
-				s.c.Publish(ctx, s.keys.Changes, reloadAll)
-			}
-			return n, fmt.Errorf("%s: %w (%s were imported before it)", path, err, plural(n, "token"))
 		}
-		n += len(batch)
+		for i := 0; i < len(rows); i += importBatch {
+			if err := check(tx, rows[i:min(i+importBatch, len(rows))]); err != nil {
+				return err
+			}
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for i := 0; i < len(rows); i += importBatch {
+				batch := rows[i:min(i+importBatch, len(rows))]
+				tokens, digests := make([]any, 0, 2*len(batch)), make([]any, 0, 2*len(batch))
+				for _, r := range batch {
+					tokens = append(tokens, r.label, r.value)
+					digests = append(digests, r.digest, r.label)
+				}
+				p.HSet(ctx, s.keys.Tokens, tokens...)
+				p.HSet(ctx, s.keys.Digests, digests...)
+			}
+			p.Incr(ctx, s.keys.Version)
+			return nil
+		})
+		return err
 	}
+	if len(rows) > 0 {
+		for try := 1; ; try++ {
+			err = s.c.Watch(ctx, write, s.keys.Tokens, s.keys.Digests, s.keys.Version)
+			if !errors.Is(err, redis.TxFailedErr) || try == importTries {
+				break
+			}
+		}
+		if errors.Is(err, redis.TxFailedErr) {
+			err = fmt.Errorf("the store changed between the check and the write, %d times; run the import again", importTries)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w (nothing written)", path, err)
+		}
+	}
+	n := len(rows)
 	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Incr(ctx, s.keys.Version)
 		p.Publish(ctx, s.keys.Changes, reloadAll)

@@ -157,29 +157,102 @@ func writeEntry(w http.ResponseWriter, status int, label string, s stored) error
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
 
-// preconditions reads If-Match and If-None-Match. If-Match: * is a label
-// that must exist: any revision but none.
+// preconditions reads If-Match and If-None-Match as RFC 9110 §13.1.1 and
+// §13.1.2 say: each is * or a list of entity-tags. If-Match compares
+// strongly (W/"6" never matches), If-None-Match weakly; a tag this API
+// never answers (not a revision, such as "stale-etag") matches nothing,
+// so the condition fails with 412 where the entry is compared, and only a
+// header that is not a list of entity-tags is refused, with 400. If-Match:
+// * is a label that must exist: any revision but none.
 func preconditions(r *http.Request) (tokenstore.Cond, bool, error) {
 	var c tokenstore.Cond
 	exists := false
-	if m := strings.TrimSpace(r.Header.Get("If-Match")); m != "" {
-		if m == "*" {
-			exists = true
-		} else {
-			rev, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(m, "W/"), `"`), 10, 64)
-			if err != nil || rev == 0 {
-				return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-Match %q: want an ETag this API returned, such as \"42\"", m))
+	if star, tags, err := entityTags(r.Header.Values("If-Match")); err != nil {
+		return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-Match: %w", err))
+	} else if star {
+		exists = true
+	} else if tags != nil {
+		c.IfRevIn = []uint64{} // no tag names a revision: nothing matches
+		for _, t := range tags {
+			if rev, ok := t.rev(); ok && !t.weak {
+				c.IfRevIn = append(c.IfRevIn, rev)
 			}
-			c.IfRev = rev
 		}
 	}
-	if n := strings.TrimSpace(r.Header.Get("If-None-Match")); n != "" {
-		if n != "*" {
-			return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-None-Match %q: only * (create, never replace) is supported", n))
-		}
+	if star, tags, err := entityTags(r.Header.Values("If-None-Match")); err != nil {
+		return c, false, apiErr(http.StatusBadRequest, fmt.Errorf("If-None-Match: %w", err))
+	} else if star {
 		c.IfAbsent = true
+	} else {
+		for _, t := range tags {
+			if rev, ok := t.rev(); ok {
+				c.IfRevNotIn = append(c.IfRevNotIn, rev)
+			}
+		}
 	}
 	return c, exists, nil
+}
+
+// entityTag is one tag of If-Match or If-None-Match.
+type entityTag struct {
+	weak   bool
+	opaque string // between the quotes
+}
+
+// rev is the revision the tag names, if it is one this API answers
+// (etag): its digits exactly, so that "06" is not "6".
+func (t entityTag) rev() (uint64, bool) {
+	rev, err := strconv.ParseUint(t.opaque, 10, 64)
+	return rev, err == nil && rev != 0 && strconv.FormatUint(rev, 10) == t.opaque
+}
+
+// entityTags parses a precondition's field lines as one list (RFC 9110
+// §5.3): "*" alone, or entity-tags ("x" or W/"x") separated by commas,
+// empty elements allowed. No field, or only white space, is star false
+// and tags nil. The error quotes the field, which holds no secret.
+func entityTags(lines []string) (star bool, tags []entityTag, err error) {
+	v := strings.Join(lines, ", ")
+	if strings.Trim(v, " \t") == "" {
+		return false, nil, nil
+	}
+	if strings.Trim(v, " \t") == "*" {
+		return true, nil, nil
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("%q: %s; want * or a list of entity-tags, such as \"42\" (an ETag this API returned)", v, why)
+	}
+	tags = []entityTag{}
+	for i := 0; ; {
+		for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == ',') {
+			i++
+		}
+		if i == len(v) {
+			return false, tags, nil
+		}
+		var t entityTag
+		if strings.HasPrefix(v[i:], "W/") {
+			t.weak, i = true, i+2
+		}
+		if i == len(v) || v[i] != '"' {
+			return false, nil, bad("an entity-tag is quoted")
+		}
+		j := i + 1
+		for ; j < len(v) && v[j] != '"'; j++ {
+			if v[j] < 0x21 || v[j] == 0x7f { // etagc: no white space or control
+				return false, nil, bad("white space or a control character in an entity-tag")
+			}
+		}
+		if j == len(v) {
+			return false, nil, bad("an entity-tag is not closed")
+		}
+		t.opaque = v[i+1 : j]
+		tags = append(tags, t)
+		for i = j + 1; i < len(v) && (v[i] == ' ' || v[i] == '\t'); i++ {
+		}
+		if i < len(v) && v[i] != ',' {
+			return false, nil, bad("entity-tags are separated by commas")
+		}
+	}
 }
 
 // remoteHost is the caller's address, for the audit line.
@@ -735,37 +808,50 @@ func handleImport(w http.ResponseWriter, r *http.Request) error {
 	if _, err := io.Copy(spool, r.Body); err != nil {
 		return apiErr(http.StatusBadRequest, fmt.Errorf("import: reading the request body: %w", err))
 	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
-	}
-	// Checked whole first: a refused entry refuses the import, and
-	// nothing of it is kept.
+	// All or nothing: a refused entry refuses the import, and nothing of
+	// it is kept (importTokens).
 	a := audit{action: "import", source: "admin", remote: remoteHost(r)}
-	if _, err := s.importStreamMode(bufio.NewReaderSize(spool, 1<<20), a, true); err != nil {
-		return err
-	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return apiErr(http.StatusInternalServerError, fmt.Errorf("import: %w", err))
-	}
-	res, err := s.importStream(bufio.NewReaderSize(spool, 1<<20), a)
+	res, err := s.importStream(spool, a)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, res)
 }
 
-// importStream imports the tokens file read from in (importTokens).
-func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
-	return s.importStreamMode(in, a, false)
-}
+// tokensFileError is an import's tokens file that does not decode.
+type tokensFileError struct{ error }
 
-// importStreamMode is importStream, or with dryRun its check alone.
-func (s *fileStore) importStreamMode(in io.Reader, a audit, dryRun bool) (importResult, error) {
+func (e *tokensFileError) Unwrap() error { return e.error }
+
+// importStream imports the tokens file read from in (importTokens), which
+// reads it twice: in is read from its start each time if it can seek, and
+// copied to a temporary file first if not.
+func (s *fileStore) importStream(in io.Reader, a audit) (importResult, error) {
+	rs, ok := in.(io.ReadSeeker)
+	if ok { // a pipe is an *os.File that cannot seek
+		_, err := rs.Seek(0, io.SeekCurrent)
+		ok = err == nil
+	}
+	if !ok {
+		spool, err := os.CreateTemp("", "ip-allowlist-import-*.json")
+		if err != nil {
+			return importResult{}, storeErr(fmt.Errorf("import: %w", err))
+		}
+		defer os.Remove(spool.Name())
+		defer spool.Close()
+		if _, err := io.Copy(spool, in); err != nil {
+			return importResult{}, apiErr(http.StatusBadRequest, fmt.Errorf("import: reading the tokens file: %w", err))
+		}
+		rs = spool
+	}
 	// An error of the tokens file is the caller's (400); one an entry
 	// met in the store answers as any change would (storeErr).
-	var entryErr error
 	n, replaced, err := s.importTokens(func(fn func(string, *TokenPolicy) error) error {
-		return eachTokenBatch(in, func(batch []tokenEntry) error {
+		if _, err := rs.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		var entryErr error
+		err := eachTokenBatch(bufio.NewReaderSize(rs, 1<<20), func(batch []tokenEntry) error {
 			for i := range batch {
 				if err := fn(batch[i].label, &batch[i].tp); err != nil {
 					entryErr = err
@@ -774,10 +860,14 @@ func (s *fileStore) importStreamMode(in io.Reader, a audit, dryRun bool) (import
 			}
 			return nil
 		})
-	}, a, dryRun)
-	var werr *writeError
+		if err != nil && entryErr == nil {
+			return &tokensFileError{err}
+		}
+		return err
+	}, a)
+	var ferr *tokensFileError
 	switch {
-	case err != nil && entryErr == nil && !errors.As(err, &werr):
+	case errors.As(err, &ferr):
 		return importResult{}, apiErr(http.StatusBadRequest, fmt.Errorf("import: %w", err))
 	case err != nil:
 		return importResult{}, storeErr(err)

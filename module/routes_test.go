@@ -74,7 +74,7 @@ func routeCall(t *testing.T, method, target, body string, header ...string) repl
 func headerOf(kv ...string) http.Header {
 	h := http.Header{}
 	for i := 0; i+1 < len(kv); i += 2 {
-		h.Set(kv[i], kv[i+1])
+		h.Add(kv[i], kv[i+1])
 	}
 	return h
 }

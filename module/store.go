@@ -2,13 +2,13 @@ package ipallowlist
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -442,27 +442,26 @@ func (k *entryChecker) entry(label string, tp *TokenPolicy) error {
 	return k.c.addToken(label, tp, "the store")
 }
 
-// writeError is an error of the store's own write, not of the input: an
-// import tells it from a tokens file that does not decode.
-type writeError struct{ error }
-
-func (e *writeError) Unwrap() error { return e.error }
-
-// storeImportBatch is how many entries an import writes in one transaction.
+// storeImportBatch is how many entries an import checks against the
+// store in one read transaction.
 const storeImportBatch = tokenstore.MaxBatch
 
-// importTokens writes a tokens file's entries, checked as one change each
-// would be, in bounded transactions, then rebuilds every handler once: one
-// change at a time would merge the overlay a thousand times over. An
-// entry that is refused stops the import there; the batches before it are
-// kept (and said so in the error).
+// importTokens writes a tokens file's entries, all or nothing, then
+// rebuilds every handler once: one change at a time would merge the
+// overlay a thousand times over. entries is called twice. The first pass
+// checks every entry as a PUT would be checked (the rules, every
+// handler's config, the store's labels and tokens, a label or token given
+// twice in the import) and writes nothing; the second writes them all in
+// one transaction, in which the store checks its own rules again. So an
+// entry that is refused refuses the import, and nothing of it is kept.
 //
-// With dryRun, it checks every entry as it would import it, and writes
-// nothing: the routes check a whole import first, so that one refused
-// entry refuses all of it.
-func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPolicy) error) error, a audit, dryRun bool) (imported, replaced int, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// The first pass runs without s.mu: changes to other labels go on while a
+// large file is checked. The write and the rebuild hold it, and the write
+// is one transaction, so a change to a label the import writes is made
+// wholly before the import or after it, never between its entries; one
+// made during the check that the import then clashes with (a token taken
+// meanwhile) refuses the import, with nothing kept.
+func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPolicy) error) error, a audit) (imported, replaced int, err error) {
 	eng, err := s.engine()
 	if err != nil {
 		return 0, 0, err
@@ -472,34 +471,26 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 	for i, h := range hs {
 		views[i] = h.current.Load()
 	}
-	batch := make([]tokenstore.Record, 0, storeImportBatch)
-	seen := map[string]struct{}{}
-	var imports []string // the labels imported, while few enough to apply alone
 	check, err := newEntryChecker()
 	if err != nil {
 		return 0, 0, err
 	}
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	seen := map[string]struct{}{}
+	digests := map[[32]byte]string{}
+	var imports []string // the labels imported, while few enough to apply alone
+	batch := make([]tokenstore.Record, 0, storeImportBatch)
+	checkBatch := func() error {
+		n, err := eng.CheckBatch(batch)
+		if err != nil {
+			return err
 		}
-		// In key order, bbolt writes each page of the tree once per
-		// batch; the labels are distinct (seen), so the order changes
-		// nothing else.
-		slices.SortFunc(batch, func(a, b tokenstore.Record) int { return strings.Compare(a.Label, b.Label) })
-		if !dryRun {
-			if err := eng.PutBatch(batch); err != nil {
-				return &writeError{err}
-			}
-		}
-		imported += len(batch)
+		replaced += n
 		batch = batch[:0]
 		return nil
 	}
-	var digests map[[32]byte]string // a dry run's: the engine checks a write's
-	if dryRun {
-		digests = map[[32]byte]string{}
-	}
+	// sum is what the first pass read, which the second must read again:
+	// a tokens file changed between the two is refused, not half checked.
+	var sum, again importSum
 	err = entries(func(label string, tp *TokenPolicy) error {
 		if _, dup := seen[label]; dup {
 			return &ConfigError{Token: label, Err: errors.New("label given twice in the import")}
@@ -513,55 +504,112 @@ func (s *fileStore) importTokens(entries func(fn func(label string, tp *TokenPol
 				return err
 			}
 		}
-		kept := digestOnlyCopy(tp)
-		digest, err := ParseDigest(kept.TokenSHA256)
-		if err != nil {
-			return &ConfigError{Token: label, Err: err}
-		}
-		if _, err := eng.Get(label); err == nil {
-			replaced++
-		}
-		data, err := json.Marshal(kept)
+		r, err := importRecord(label, tp)
 		if err != nil {
 			return err
 		}
-		if digests != nil {
-			if other, dup := digests[digest]; dup {
-				return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q in the import; a token can have one label only", other)}
-			}
-			digests[digest] = label
+		if other, dup := digests[r.Digest]; dup {
+			return &ConfigError{Token: label, Err: fmt.Errorf("same token as %q in the import; a token can have one label only", other)}
 		}
-		batch = append(batch, tokenstore.Record{Label: label, Digest: digest, Data: data})
+		digests[r.Digest] = label
+		sum.add(r)
 		if len(imports) <= overlayMergeNow {
 			imports = append(imports, label) // past the bound, only counted
 		}
-		if len(batch) == storeImportBatch {
-			return flush()
+		if batch = append(batch, r); len(batch) == storeImportBatch {
+			return checkBatch()
 		}
 		return nil
 	})
 	if err == nil {
-		err = flush()
+		err = checkBatch()
 	}
-	if imported > 0 && !dryRun {
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w (nothing was imported)", err)
+	}
+	clear(seen)
+	clear(digests)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A handler that joined during the check (a reload) read the store
+	// before this write: it is rebuilt too.
+	hs = s.users()
+	err = eng.PutAll(func(put func(tokenstore.Record) error) error {
+		err := entries(func(label string, tp *TokenPolicy) error {
+			r, err := importRecord(label, tp)
+			if err != nil {
+				return err
+			}
+			again.add(r)
+			if again.n > sum.n {
+				return errImportChanged
+			}
+			if err := put(r); err != nil {
+				return fmt.Errorf("token %q: %w", label, err)
+			}
+			return nil
+		})
+		if err == nil && again != sum {
+			err = errImportChanged // in the transaction: nothing is kept
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w (nothing was imported)", err)
+	}
+	imported = sum.n
+	if imported > 0 {
 		s.owners.reset()
 		for _, h := range hs {
 			if rerr := h.reloadStore("token store import"); rerr != nil {
 				// The entries are kept: put them in force one by one,
 				// in the overlay, as changes; too many for that, say so.
 				if aerr := h.applyImported(eng, imports); aerr != nil {
-					err = errors.Join(err, &writeError{fmt.Errorf("the %d entries are stored, but not in force: the handler's config did not build again (%v), and %v", imported, rerr, aerr)})
+					err = errors.Join(err, fmt.Errorf("the %d entries are stored, but not in force: the handler's config did not build again (%v), and %v", imported, rerr, aerr))
 				}
 			}
 		}
 		s.logger.Info("token changed", zap.String("action", a.action), zap.String("source", a.source),
 			zap.String("store", s.Name()), zap.Int("tokens", imported), zap.String("remote_ip", a.remote))
 	}
-	if err != nil && imported > 0 && !dryRun {
-		err = fmt.Errorf("%w (the %d entries before it were imported)", err, imported)
-	}
 	return imported, replaced, err
 }
+
+// importRecord is an import's entry as stored: digest only.
+func importRecord(label string, tp *TokenPolicy) (tokenstore.Record, error) {
+	kept := digestOnlyCopy(tp)
+	digest, err := ParseDigest(kept.TokenSHA256)
+	if err != nil {
+		return tokenstore.Record{}, &ConfigError{Token: label, Err: err}
+	}
+	data, err := json.Marshal(kept)
+	if err != nil {
+		return tokenstore.Record{}, err
+	}
+	return tokenstore.Record{Label: label, Digest: digest, Data: data}, nil
+}
+
+// importSum sums what an import's pass read: its count, and a hash of its
+// records.
+type importSum struct {
+	n   int
+	sum [32]byte
+}
+
+func (s *importSum) add(r tokenstore.Record) {
+	h := sha256.New()
+	h.Write(s.sum[:])
+	h.Write([]byte(r.Label))
+	h.Write([]byte{0})
+	h.Write(r.Digest[:])
+	h.Write(r.Data)
+	h.Sum(s.sum[:0])
+	s.n++
+}
+
+// errImportChanged: the tokens file read twice did not read the same.
+var errImportChanged = errors.New("the tokens file changed while it was imported")
 
 // export writes every entry as a tokens file: a JSON object of label to
 // entry, as stored (digests only), in label order, reading the store in

@@ -35,6 +35,13 @@ type Cond struct {
 	// IfAbsent writes only if no record has this label (If-None-Match: *).
 	// With IfRev as well, no record can satisfy both, so the write fails.
 	IfAbsent bool
+	// IfRevIn, when not nil, writes only if the record exists and its Rev
+	// is one of these (If-Match with a list of tags). Empty and not nil,
+	// it never holds: the tags named no revision.
+	IfRevIn []uint64
+	// IfRevNotIn writes only if no record has this label or its Rev is
+	// none of these (If-None-Match with a list of tags).
+	IfRevNotIn []uint64
 }
 
 // Limits on the size of one call, so that no call holds a transaction
@@ -99,6 +106,12 @@ type Engine interface {
 	// nothing: one refused record writes none of them. It takes at most
 	// MaxBatch records.
 	PutBatch(rs []Record) error
+	// CheckBatch says whether PutBatch(rs) would refuse one of rs, and
+	// how many of their labels the store has, writing nothing.
+	CheckBatch(rs []Record) (replaced int, err error)
+	// PutAll writes the records each passes to put in one transaction,
+	// all or nothing, however many there are.
+	PutAll(each func(put func(Record) error) error) error
 	// Rev returns the store's revision: 0 when new, one more for each
 	// record written or deleted since.
 	Rev() (uint64, error)
