@@ -369,8 +369,35 @@ func (x *reader) headerLine(line, scheme string) bool {
 // source's scheme word is no candidate.
 func (x *reader) candidates(value, scheme string, found *token) bool {
 	first, tail := nextWord(value)
-	if !x.candidate(value, found) || tail != "" && !x.candidate(tail, found) {
+	if !x.candidate(value, found) {
 		return false
+	}
+	// What follows each word, whole and up to a ',' (Laravel reads from
+	// the last "Bearer ", wherever it is, to the next ',').
+	for rest := tail; rest != ""; _, rest = nextWord(rest) {
+		if !x.candidate(rest, found) {
+			return false
+		}
+		if i := strings.IndexByte(rest, ','); i >= 0 && !x.candidate(rest[:i], found) {
+			return false
+		}
+	}
+	// Parameters, split at ',', ';' and tab as Rails splits them, and
+	// trimmed: each, and the value after its first '=', each also without
+	// a '"' at either end.
+	for rest := value; rest != ""; {
+		param := rest
+		if end := strings.IndexAny(rest, ",;\t"); end >= 0 {
+			param, rest = rest[:end], rest[end+1:]
+		} else {
+			rest = ""
+		}
+		param = trimSpaceRight(trimSpace(param))
+		_, v, hasValue := strings.Cut(param, "=")
+		if !x.candidate(param, found) || !x.candidate(trimQuotes(param), found) ||
+			hasValue && (!x.candidate(v, found) || !x.candidate(trimQuotes(v), found)) {
+			return false
+		}
 	}
 	// Runs between separators.
 	for i := 0; i < len(value); {
@@ -513,9 +540,16 @@ func (x *reader) cookie(pair, want string) bool {
 	return x.encodedValue(trimSpaceRight(trimSpace(value)))
 }
 
-// trimSpaceRight returns s without the spaces and tabs it ends with.
+// trimSpaceRight returns s without the ASCII white space it ends with.
 func trimSpaceRight(s string) string {
-	return strings.TrimRight(s, " \t")
+	return strings.TrimRight(s, " \t\n\v\f\r")
+}
+
+// trimQuotes returns s without one '"' at its start and one at its end.
+func trimQuotes(s string) string {
+	s, _ = strings.CutPrefix(s, `"`)
+	s, _ = strings.CutSuffix(s, `"`)
+	return s
 }
 
 // encodedValue reads a query or cookie value: percent-decoded with '+' a
