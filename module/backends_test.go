@@ -81,13 +81,14 @@ func railsToken(r *http.Request) []string {
 }
 
 // Django REST framework, authentication.py, TokenAuthentication: the
-// header, encoded as ISO-8859-1, split at ASCII white space; two parts, the
-// first "token" in any case. Gunicorn joins repeated lines with ",".
+// header, encoded as ISO-8859-1, split at ASCII white space (bytes.split);
+// two parts, the first "token" in any case. Gunicorn joins repeated lines
+// with ",".
 func drfToken(r *http.Request) []string {
 	auth := strings.FieldsFunc(strings.Join(r.Header.Values("Authorization"), ","), func(c rune) bool {
-		return c < 0x80 && unicode.IsSpace(c) || c == 0x1c || c == 0x1d || c == 0x1e || c == 0x1f
+		return strings.ContainsRune(" \t\n\r\v\f", c)
 	})
-	if len(auth) != 2 || strings.ToLower(auth[0]) != "token" {
+	if len(auth) != 2 || !equalFoldASCII(auth[0], "token") {
 		return nil
 	}
 	return []string{auth[1]}
@@ -97,7 +98,7 @@ func drfToken(r *http.Request) []string {
 // case, to the next ','. PHP's server joins repeated lines with ", ".
 func laravelBearerToken(r *http.Request) []string {
 	header := strings.Join(r.Header.Values("Authorization"), ", ")
-	pos := strings.LastIndex(strings.ToLower(header), "bearer ")
+	pos := strings.LastIndex(lowerASCII(header), "bearer ")
 	if pos < 0 {
 		return nil
 	}
@@ -111,6 +112,18 @@ func laravelBearerToken(r *http.Request) []string {
 	return []string{header}
 }
 
+// lowerASCII lowers the ASCII letters of s, byte for byte, as PHP's
+// strripos compares.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 // Spring Security, DefaultBearerTokenResolver: the first Authorization
 // line, if it starts with "bearer" in any case, must match
 // ^Bearer (token68)$ in any case, else the request fails. With
@@ -121,7 +134,7 @@ var springPattern = regexp.MustCompile(`(?i)^Bearer (?P<token>[a-zA-Z0-9-._~+/]+
 func springBearerToken(query bool) func(r *http.Request) []string {
 	return func(r *http.Request) []string {
 		var header string
-		if auth := r.Header.Get("Authorization"); len(auth) >= 6 && strings.EqualFold(auth[:6], "bearer") {
+		if auth := r.Header.Get("Authorization"); len(auth) >= 6 && equalFoldASCII(auth[:6], "bearer") {
 			m := springPattern.FindStringSubmatch(auth)
 			if m == nil {
 				return nil
@@ -171,7 +184,7 @@ func passportBearer(r *http.Request) []string {
 		if len(parts) != 2 {
 			return nil
 		}
-		if strings.EqualFold(parts[0], "Bearer") {
+		if equalFoldASCII(parts[0], "Bearer") {
 			token = []string{parts[1]}
 		}
 	}
@@ -211,7 +224,7 @@ func qsValues(raw, key string) []string {
 // credentials all after that space.
 func fastapiBearer(r *http.Request) []string {
 	scheme, credentials, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if scheme == "" || credentials == "" || strings.ToLower(scheme) != "bearer" {
+	if scheme == "" || credentials == "" || !equalFoldASCII(scheme, "bearer") {
 		return nil
 	}
 	return []string{credentials}
@@ -222,7 +235,7 @@ func fastapiBearer(r *http.Request) []string {
 // rest, trimmed of white space (String.Trim).
 func aspnetJwtBearer(r *http.Request) []string {
 	auth := strings.Join(r.Header.Values("Authorization"), ",")
-	if len(auth) < 7 || !strings.EqualFold(auth[:7], "Bearer ") {
+	if len(auth) < 7 || !equalFoldASCII(auth[:7], "Bearer ") {
 		return nil
 	}
 	if token := strings.TrimFunc(latin1(auth[7:]), unicode.IsSpace); token != "" {
@@ -241,22 +254,26 @@ func latin1(s string) string {
 	return b.String()
 }
 
-// express-bearer-token, index.js: req.query.access_token, then the
-// Authorization header (the first line) split at ' ' into two parts,
-// the first exactly "Bearer", then the access_token cookie; each found
-// replaces the one before.
+// express-bearer-token, index.js, with its cookie option ({key:
+// "access_token"}): req.query.access_token, the Authorization header (the
+// first line) split at ' ' into two parts, the first exactly "Bearer", and
+// the access_token cookie; a token in more than one place is refused (400).
 func expressBearerToken(r *http.Request) []string {
 	var token []string
+	places := 0
 	if q := qsValues(r.URL.RawQuery, "access_token"); len(q) > 0 && q[0] != "" {
-		token = q
+		token, places = q, places+1
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		if parts := strings.Split(auth, " "); len(parts) == 2 && parts[0] == "Bearer" {
-			token = []string{parts[1]}
+			token, places = []string{parts[1]}, places+1
 		}
 	}
 	if c := cookieValue(strings.Join(r.Header.Values("Cookie"), "; "), "access_token"); c != "" {
-		token = []string{c}
+		token, places = []string{c}, places+1
+	}
+	if places > 1 {
+		return nil
 	}
 	return token
 }
@@ -362,6 +379,8 @@ var backendCases = []struct{ name, headers, query string }{
 	{"bearer after other words", "Authorization: Basic x, Bearer " + tokA, ""},
 	{"bearer glued to a word", "Authorization: xBearer " + tokA, ""},
 	{"bearer with a space in the token, glued", "Authorization: a xbearer " + tokSpace + ",x", ""},
+	{"rails token with a space, then a semicolon", "Authorization: Token " + tokSpace + ";x", ""},
+	{"rails token with a space, opening quote", `Authorization: Token "` + tokSpace + ";x", ""},
 	{"two bearer lines", "Authorization: Bearer x\nAuthorization: Bearer " + tokA, ""},
 	{"bearer and a no-break space", "Authorization: Bearer " + tokA + "\xa0", ""},
 	{"token scheme", "Authorization: Token " + tokA, ""},

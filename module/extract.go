@@ -372,14 +372,22 @@ func (x *reader) candidates(value, scheme string, found *token) bool {
 	if !x.candidate(value, found) {
 		return false
 	}
-	// What follows each word, whole and up to a ',' (Laravel reads from
-	// the last "Bearer ", wherever it is, to the next ',').
+	// What follows each word: whole; up to a ',' (Laravel reads from the
+	// last "Bearer ", wherever it is, to the next ','); and up to a ',',
+	// ';' or tab, trimmed, also without a '"' at either end (Rails'
+	// first parameter).
 	for rest := tail; rest != ""; _, rest = nextWord(rest) {
 		if !x.candidate(rest, found) {
 			return false
 		}
 		if i := strings.IndexByte(rest, ','); i >= 0 && !x.candidate(rest[:i], found) {
 			return false
+		}
+		if i := strings.IndexAny(rest, ",;\t"); i >= 0 {
+			param := trimSpaceRight(rest[:i])
+			if !x.candidate(param, found) || !x.candidate(trimQuotes(param), found) {
+				return false
+			}
 		}
 	}
 	// Parameters, split at ',', ';' and tab as Rails splits them, and
