@@ -97,6 +97,7 @@ fuzz:
 	go test ./module -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzExtractToken$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzLenientParserAgrees$$' -fuzztime $(FUZZTIME)
+	go test ./module -run '^$$' -fuzz '^FuzzBackendModels$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzStoreRoutes$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzDecodeCanonical$$' -fuzztime $(FUZZTIME)
 	go test ./module -run '^$$' -fuzz '^FuzzConsole$$' -fuzztime $(FUZZTIME)

@@ -33,6 +33,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	ip_allowlist [<matcher>] {
 //		token_from header <field> [<scheme>]
 //		token_from query <param>
+//		token_from cookie <name>
+//		max_credential_candidates <n>
+//		max_credential_bytes <size>
 //		ip_set <name> <range>...
 //		token <token> [<range>...]
 //		token <token> {
@@ -260,6 +263,10 @@ func (p *parser) parse() error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "max_credential_candidates", "max_credential_bytes":
+			if err := p.credentialBound(); err != nil {
+				return err
+			}
 		case "metrics_per_token":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -452,8 +459,63 @@ func (p *parser) tokenFrom() (ipallowlist.TokenSource, error) {
 			return ipallowlist.TokenSource{}, d.ArgErr()
 		}
 		return ipallowlist.TokenSource{Query: args[1]}, nil
+	case "cookie":
+		if len(args) != 2 {
+			return ipallowlist.TokenSource{}, d.ArgErr()
+		}
+		return ipallowlist.TokenSource{Cookie: args[1]}, nil
 	}
-	return ipallowlist.TokenSource{}, d.Errf("token_from %q: want header or query", args[0])
+	return ipallowlist.TokenSource{}, d.Errf("token_from %q: want header, query or cookie", args[0])
+}
+
+// parseSize reads a number of bytes, with KiB or MiB after it or not.
+func parseSize(s string) (int, error) {
+	unit := 1
+	for suffix, u := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			s, unit = n, u
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 1<<30/unit {
+		return 0, errors.New("not a size")
+	}
+	return n * unit, nil
+}
+
+// credentialBound reads max_credential_candidates <n> or
+// max_credential_bytes <size> (a number of bytes, or a size such as
+// 32KiB).
+func (p *parser) credentialBound() error {
+	d, h := p.d, p.h
+	name := d.Val()
+	var arg string
+	if !d.Args(&arg) || d.NextArg() {
+		return d.ArgErr()
+	}
+	if name == "max_credential_candidates" {
+		if h.MaxCredentialCandidates != 0 {
+			return d.Errf("%s given twice", name)
+		}
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return d.Errf("%s %q: want a number", name, arg)
+		}
+		h.MaxCredentialCandidates = n
+	} else {
+		if h.MaxCredentialBytes != 0 {
+			return d.Errf("%s given twice", name)
+		}
+		n, err := parseSize(arg)
+		if err != nil {
+			return d.Errf("%s %q: want a number of bytes or a size such as 32KiB", name, arg)
+		}
+		h.MaxCredentialBytes = n
+	}
+	if err := ipallowlist.CheckCredentialBounds(h.MaxCredentialCandidates, h.MaxCredentialBytes); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
 }
 
 func (p *parser) ipSet() error {

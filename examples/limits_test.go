@@ -66,8 +66,8 @@ func TestExampleLogFlood(t *testing.T) {
 // TestLimits: a 1 MiB header, a 64 KiB token and 10,000 query parameters
 // each get a clear answer, and memory stays bounded. Under Caddy's default
 // header limit (16 KiB) Caddy refuses them with 431 before the handler
-// runs; with max_header_size raised they reach the handler, which decides
-// them like any other request.
+// runs; with max_header_size (and max_credential_bytes, default 16 KiB)
+// raised they reach the handler, which decides them like any other request.
 func TestLimits(t *testing.T) {
 	bigToken := strings.Repeat("k", 64<<10)
 	var query strings.Builder
@@ -118,6 +118,7 @@ http://%s {
 		token sha256:%s 127.0.0.1
 		unlisted_tokens none
 		missing_token deny
+		max_credential_bytes 128KiB
 	}
 	respond "ok"
 }

@@ -70,7 +70,7 @@ func newCompiler(h *Handler, repl *caddy.Replacer, tokens int) (*compiler, error
 	if err := checkModes(h); err != nil {
 		return nil, err
 	}
-	if _, err := compileSources(h.TokenSources); err != nil {
+	if _, err := compileCredentials(h); err != nil {
 		return nil, err
 	}
 	if err := c.compileSets(h.IPSets); err != nil {

@@ -86,7 +86,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad unlisted range", &Handler{Unlisted: &Policy{Allow: []string{"10.0.0.0/33"}}},
 			`unlisted: allow[0] "10.0.0.0/33":`},
 		{"token source with neither", &Handler{TokenSources: []TokenSource{{}}},
-			`token_sources[0]: set header or query`},
+			`token_sources[0]: set header, query or cookie`},
 		{"bad header name", &Handler{TokenSources: []TokenSource{{Header: "X Key"}}},
 			`token_sources[0]: header "X Key" is not a valid header name`},
 		{"literal token that looks like a digest", &Handler{Tokens: map[string]*TokenPolicy{"partner-a": {Token: "sha256:" + testkit.Digest(secret), Allow: []string{"any"}}}},

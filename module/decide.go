@@ -19,6 +19,10 @@ const (
 	ReasonTokenRevoked   = "token_revoked"
 	ReasonInvalidEntry   = "invalid_entry"
 	ReasonTokenSuspended = "token_suspended"
+	// ReasonCredentialMalformed: a credential value over
+	// max_credential_bytes, or more candidates than
+	// max_credential_candidates; never read as missing.
+	ReasonCredentialMalformed = "credential_malformed"
 )
 
 // reason is a Reason* as a small number, so the request path can index
@@ -37,19 +41,21 @@ const (
 	reasonTokenRevoked
 	reasonInvalidEntry
 	reasonTokenSuspended
+	reasonCredentialMalformed
 )
 
 var reasonNames = [...]string{
-	reasonAllowed:        ReasonAllowed,
-	reasonIPNotAllowed:   ReasonIPNotAllowed,
-	reasonIPDenied:       ReasonIPDenied,
-	reasonUnlistedToken:  ReasonUnlistedToken,
-	reasonMissingToken:   ReasonMissingToken,
-	reasonAmbiguousToken: ReasonAmbiguousToken,
-	reasonNoClientIP:     ReasonNoClientIP,
-	reasonTokenRevoked:   ReasonTokenRevoked,
-	reasonInvalidEntry:   ReasonInvalidEntry,
-	reasonTokenSuspended: ReasonTokenSuspended,
+	reasonAllowed:             ReasonAllowed,
+	reasonIPNotAllowed:        ReasonIPNotAllowed,
+	reasonIPDenied:            ReasonIPDenied,
+	reasonUnlistedToken:       ReasonUnlistedToken,
+	reasonMissingToken:        ReasonMissingToken,
+	reasonAmbiguousToken:      ReasonAmbiguousToken,
+	reasonNoClientIP:          ReasonNoClientIP,
+	reasonTokenRevoked:        ReasonTokenRevoked,
+	reasonInvalidEntry:        ReasonInvalidEntry,
+	reasonTokenSuspended:      ReasonTokenSuspended,
+	reasonCredentialMalformed: ReasonCredentialMalformed,
 }
 
 // reasonValues holds each reason boxed once, for placeholders.
@@ -101,6 +107,9 @@ func (h *Handler) decide(r *http.Request, v *view) decision {
 	switch res {
 	case tokenAmbiguous:
 		d.reason = reasonAmbiguousToken
+		return d
+	case tokenMalformed:
+		d.reason = reasonCredentialMalformed
 		return d
 	case tokenMissing:
 		// missing_token allow does not depend on the address.

@@ -1,6 +1,8 @@
 package ipallowlist
 
 import (
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -8,8 +10,20 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ipallowlist/caddy-ip-allowlist/internal/testkit"
 )
+
+// testMetrics returns metrics in a registry of their own.
+func testMetrics(t *testing.T) *metrics {
+	m, err := newMetrics(prometheus.NewRegistry(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 // Tokens listed by extractConfig beside tokA and tokB: one with white space
 // inside and one with a '+'.
@@ -18,14 +32,14 @@ const (
 	tokPlus  = "tok+d-90b4-abcdef"
 )
 
-// extractConfig reads the sources of the bypass report: a Bearer token, an
-// X-Api-Key header and an api_key query parameter. The listed tokens may be
+// extractConfig reads the sources of the bypass reports: a Bearer token, an
+// X-Api-Key header, an api_key query parameter and an api_key cookie. The listed tokens may be
 // used from 203.0.113.0/24 only; anything else passes, as a permissive
 // gateway in front of a backend that checks tokens itself would be set up.
 func extractConfig() *Handler {
 	allow := []string{"203.0.113.0/24"}
 	return &Handler{
-		TokenSources: []TokenSource{{Header: "Authorization", Scheme: "Bearer"}, {Header: "X-Api-Key"}, {Query: "api_key"}},
+		TokenSources: []TokenSource{{Header: "Authorization", Scheme: "Bearer"}, {Header: "X-Api-Key"}, {Query: "api_key"}, {Cookie: "api_key"}},
 		Tokens: map[string]*TokenPolicy{
 			"a":     {Token: tokA, Allow: allow},
 			"b":     {Token: tokB, Allow: allow},
@@ -81,26 +95,209 @@ func TestBypassCredentialsFindTheListedToken(t *testing.T) {
 		{"PHP drops leading spaces", "/?+api_key=" + tokA, nil},
 	}
 	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkTokenAPolicy(t, h, tt.target, tt.header) })
+	}
+}
+
+// checkTokenAPolicy sends target with header lines (not canonicalised)
+// from outside and from inside tokA's list: the first must be refused as
+// ip_not_allowed, the second allowed, both as tokA's (label a).
+func checkTokenAPolicy(t *testing.T, h *Handler, target string, header []string) {
+	t.Helper()
+	for _, c := range []struct {
+		remote string
+		reason string
+		status int
+	}{
+		{"198.51.100.1:1", ReasonIPNotAllowed, http.StatusUnauthorized},
+		{"203.0.113.1:1", ReasonAllowed, http.StatusOK},
+	} {
+		req := newRequest(c.remote, target)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header[header[i]] = append(req.Header[header[i]], header[i+1])
+		}
+		res := serve(h, req)
+		if got := res.placeholder(placeholderReason); got != c.reason || res.status != c.status {
+			t.Errorf("from %s: reason %q status %d, want %q %d", c.remote, got, res.status, c.reason, c.status)
+		}
+		if got := res.placeholder(placeholderLabel); got != "a" {
+			t.Errorf("from %s: token_label %q, want a", c.remote, got)
+		}
+	}
+}
+
+// basic is the value of an Authorization header with Basic credentials.
+func basic(userPass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(userPass))
+}
+
+// Each credential form of issue 21, and its neighbours: a backend reads the
+// token from it, so the plugin must too, and apply its policy: 401 from an
+// address the token is not allowed from, 200 from one it is.
+func TestCredentialFormsFindTheListedToken(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	auth := func(v string) []string { return []string{"Authorization", v} }
+	tests := []struct {
+		name   string
+		target string
+		header []string
+	}{
+		{"rails token, quoted", "/", auth(`Token token="` + tokA + `"`)},
+		{"rails token, bare", "/", auth(`Token token=` + tokA)},
+		{"rails token with options", "/", auth(`Token token="` + tokA + `", nonce="abc"`)},
+		{"rails token, options first", "/", auth(`Token nonce="abc", token="` + tokA + `"`)},
+		{"bearer token=", "/", auth("Bearer token=" + tokA)},
+		{"bearer access_token=", "/", auth("Bearer access_token=" + tokA)},
+		{"bearer token, comma", "/", auth("Bearer " + tokA + ",nonce=x")},
+		{"bearer token, semicolon", "/", auth("Bearer " + tokA + ";x")},
+		{"bearer token, quoted", "/", auth(`Bearer "` + tokA + `"`)},
+		{"quoted with an escape", "/", auth(`Token token="` + tokA[:3] + `\` + tokA[3:] + `"`)},
+		{"unterminated quote", "/", auth(`Token token="` + tokA)},
+		{"token among other characters", "/", auth("Bearer (" + tokA + ")")},
+		{"basic user", "/", auth(basic(tokA + ":"))},
+		{"basic password", "/", auth(basic("api:" + tokA))},
+		{"basic user without a colon", "/", auth(basic(tokA))},
+		{"basic without padding", "/", auth(strings.TrimRight(basic(tokA+":x"), "="))},
+		{"basic, scheme in lower case", "/", auth("basic " + strings.TrimPrefix(basic(tokA+":"), "Basic "))},
+		{"custom header, key=value", "/", []string{"X-Api-Key", "key=" + tokA}},
+		{"query value with a scheme", "/?api_key=Bearer%20" + tokA, nil},
+		{"query value, quoted", "/?api_key=%22" + tokA + "%22", nil},
+		{"query value, comma", "/?api_key=" + tokA + ",x", nil},
+		{"cookie", "/", []string{"Cookie", "api_key=" + tokA}},
+		{"cookie among others", "/", []string{"Cookie", "a=1; api_key=" + tokA + "; b=2"}},
+		{"cookie, quoted", "/", []string{"Cookie", `api_key="` + tokA + `"`}},
+		{"cookie, percent-encoded", "/", []string{"Cookie", "api_key=" + strings.ReplaceAll(tokA, "-", "%2D")}},
+		{"cookie name in another case", "/", []string{"Cookie", "API_KEY=" + tokA}},
+		{"cookie after a comma", "/", []string{"Cookie", "a=1, api_key=" + tokA}},
+		{"cookie in a second Cookie line", "/", []string{"Cookie", "a=1", "Cookie", "api_key=" + tokA}},
+		{"cookie, spaces around", "/", []string{"Cookie", "a=1 ;  api_key = " + tokA + " "}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkTokenAPolicy(t, h, tt.target, tt.header) })
+	}
+}
+
+// Two different listed tokens anywhere in a request's credentials are
+// refused as ambiguous_token, however they are sent; a value too large to
+// read is refused as credential_malformed, never read as missing, even
+// under missing_token allow and unlisted_tokens any, and counted.
+func TestCredentialRefusals(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	h.metrics = testMetrics(t)
+	auth := func(v string) []string { return []string{"Authorization", v} }
+	tests := []struct {
+		name   string
+		target string
+		header []string
+		reason string
+	}{
+		{"two tokens in one rails value", "/", auth(`Token token="` + tokA + `", nonce="` + tokB + `"`), ReasonAmbiguousToken},
+		{"basic user and password", "/", auth(basic(tokA + ":" + tokB)), ReasonAmbiguousToken},
+		{"header and cookie", "/", []string{"Authorization", "Bearer " + tokA, "Cookie", "api_key=" + tokB}, ReasonAmbiguousToken},
+		{"two cookies", "/", []string{"Cookie", "api_key=" + tokA + "; API_KEY=" + tokB}, ReasonAmbiguousToken},
+		{"the same token twice is one", "/", auth(`Token token="` + tokA + `", x=` + tokA), ReasonIPNotAllowed},
+		{"a 17 KiB header line", "/", auth("Bearer " + strings.Repeat("t", 17<<10)), ReasonCredentialMalformed},
+		{"a 17 KiB cookie", "/", []string{"Cookie", "api_key=" + strings.Repeat("t", 17<<10)}, ReasonCredentialMalformed},
+		{"a listed token after too many candidates", "/", []string{"X-Api-Key", words(70) + tokA}, ReasonCredentialMalformed},
+		{"an unlisted value with too many candidates", "/", auth(strings.TrimSpace(words(70))), ReasonCredentialMalformed},
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, c := range []struct {
-				remote string
-				reason string
-				status int
-			}{
-				{"198.51.100.1:1", ReasonIPNotAllowed, http.StatusUnauthorized},
-				{"203.0.113.1:1", ReasonAllowed, http.StatusOK},
-			} {
-				req := newRequest(c.remote, tt.target)
-				for i := 0; i+1 < len(tt.header); i += 2 {
-					req.Header[tt.header[i]] = append(req.Header[tt.header[i]], tt.header[i+1])
+			res := serve(h, newRequest("198.51.100.1:1", tt.target, tt.header...))
+			if got := res.placeholder(placeholderReason); got != tt.reason || res.status != http.StatusUnauthorized {
+				t.Errorf("reason %q status %d, want %q 401", got, res.status, tt.reason)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(h.metrics.byReason[reasonCredentialMalformed]); got != 4 {
+		t.Errorf("credential_malformed counted %v times, want 4", got)
+	}
+}
+
+// The bounds are the handler's: a higher max_credential_candidates reads
+// what the default refuses, a lower max_credential_bytes refuses what the
+// default reads.
+func TestCredentialBoundsAreConfigurable(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		candidates, bytes int
+		value             string
+		res               tokenResult
+	}{
+		{"seventy words under the default", 0, 0, words(70) + tokA, tokenMalformed},
+		{"seventy words under 200 candidates", 200, 0, words(70) + tokA, tokenFound},
+		{"four hundred words under 1024 candidates", 1024, 0, words(400) + tokA, tokenFound},
+		{"128 bytes under 64", 0, 64, strings.Repeat("t", 128), tokenMalformed},
+		{"64 bytes under 64", 0, 64, strings.Repeat("t", 64), tokenFound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := extractConfig()
+			cfg.MaxCredentialCandidates, cfg.MaxCredentialBytes = tt.candidates, tt.bytes
+			h, _ := provisioned(t, cfg)
+			_, res := extractToken(extractRequest("/", "X-Api-Key", tt.value), h.sources, h.current.Load())
+			if res != tt.res {
+				t.Errorf("got %v, want %v", res, tt.res)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name              string
+		candidates, bytes int
+		err               string
+	}{
+		{"too few candidates", 7, 0, "max_credential_candidates 7: want 8 to 1024"},
+		{"too many candidates", 1025, 0, "max_credential_candidates 1025: want 8 to 1024"},
+		{"too few bytes", 0, 63, "max_credential_bytes 63: want 64 to 1048576"},
+		{"too many bytes", 0, 1<<20 + 1, "max_credential_bytes 1048577: want 64 to 1048576"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := CheckCredentialBounds(tt.candidates, tt.bytes); err == nil || err.Error() != tt.err {
+				t.Errorf("got %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+// Whether a token is listed does not change the work its request costs:
+// a listed token and an unlisted one of the same length, in the same form,
+// are looked up as the same number of candidates.
+func TestCandidateWorkDoesNotDependOnListing(t *testing.T) {
+	h, _ := provisioned(t, extractConfig())
+	tab := h.current.Load()
+	unlisted := strings.Map(func(r rune) rune {
+		if r == 'a' {
+			return 'z'
+		}
+		return r
+	}, tokA)
+	forms := []struct {
+		name   string
+		target string
+		header func(tok string) []string
+	}{
+		{"bearer", "/", func(tok string) []string { return []string{"Authorization", "Bearer " + tok} }},
+		{"twice in one line", "/", func(tok string) []string { return []string{"Authorization", "Token " + tok + " " + tok} }},
+		{"rails with options", "/", func(tok string) []string {
+			return []string{"Authorization", `Token token="` + tok + `", nonce="` + tok + `"`}
+		}},
+		{"basic user and password", "/", func(tok string) []string { return []string{"Authorization", basic(tok + ":" + tok)} }},
+		{"header and cookie", "/", func(tok string) []string { return []string{"X-Api-Key", tok, "Cookie", "api_key=" + tok} }},
+	}
+	for _, f := range forms {
+		t.Run(f.name, func(t *testing.T) {
+			var n [2]int
+			for i, tok := range []string{tokA, unlisted} {
+				x := reader{v: tab, maxCandidates: DefaultMaxCredentialCandidates, maxBytes: DefaultMaxCredentialBytes}
+				if !x.read(extractRequest(f.target, f.header(tok)...), h.sources.list) {
+					t.Fatalf("%q refused: %v", tok, x.res)
 				}
-				res := serve(h, req)
-				if got := res.placeholder(placeholderReason); got != c.reason || res.status != c.status {
-					t.Errorf("from %s: reason %q status %d, want %q %d", c.remote, got, res.status, c.reason, c.status)
+				if x.tok.listed != (i == 0) || i == 0 && x.tok.value != tok {
+					t.Fatalf("read %q listed=%v, want %q listed=%v", x.tok.value, x.tok.listed, tok, i == 0)
 				}
-				if got := res.placeholder(placeholderLabel); got != "a" {
-					t.Errorf("from %s: token_label %q, want a", c.remote, got)
-				}
+				n[i] = x.n
+			}
+			if n[0] != n[1] {
+				t.Errorf("listed: %d lookups, unlisted: %d", n[0], n[1])
 			}
 		})
 	}
@@ -137,7 +334,8 @@ func TestExtractTokenRules(t *testing.T) {
 		{"listed token with white space after another scheme word", "/", []string{"Authorization", "Token\t" + tokSpace}, tokenFound, tokSpace, true},
 		{"listed token with white space after a word, no scheme", "/", []string{"X-Api-Key", "Bearer " + tokSpace}, tokenFound, tokSpace, true},
 		{"unlisted value with white space is literal", "/", []string{"X-Api-Key", "nope x"}, tokenFound, "nope x", false},
-		{"a comma is not white space", "/", testkit.Bearer(tokA + ","), tokenFound, tokA + ",", false},
+		{"a comma ends a run", "/", testkit.Bearer(tokA + ","), tokenFound, tokA, true},
+		{"unlisted runs do not count", "/", testkit.Bearer("nope,x=1"), tokenFound, "nope,x=1", false},
 		// a source without a scheme reads words too
 		{"bearer scheme in a header without one", "/", []string{"X-Api-Key", "Bearer " + tokA}, tokenFound, tokA, true},
 		// across lines and sources
@@ -166,9 +364,13 @@ func TestExtractTokenRules(t *testing.T) {
 		{"plus read both ways", "/?api_key=nope+x", nil, tokenFound, "nope x", false},
 		// the bound on lookups
 		{"thirty words are read", "/", []string{"X-Api-Key", strings.Repeat("w ", 30) + tokA}, tokenFound, tokA, true},
-		{"seventy words are refused", "/", []string{"X-Api-Key", strings.Repeat("w ", 70) + tokA}, tokenAmbiguous, "", false},
+		{"the same word twenty times is one run", "/", []string{"X-Api-Key", strings.Repeat("w ", 20) + tokA}, tokenFound, tokA, true},
+		{"seventy distinct words are malformed", "/", []string{"X-Api-Key", words(70) + tokA}, tokenMalformed, "", false},
+		{"a value over 16 KiB is malformed", "/", testkit.Bearer(strings.Repeat("t", 16<<10)), tokenMalformed, "", false},
+		{"a query value over 16 KiB is malformed", "/?api_key=" + strings.Repeat("t", 16<<10+1), nil, tokenMalformed, "", false},
 		{"many lines of one value are read", "/", repeat(200, "X-Api-Key", tokA), tokenFound, tokA, true},
-		{"many lines of other schemes are refused", "/", repeat(100, "Authorization", "Basic dXNlcjpwYXNz"), tokenAmbiguous, "", false},
+		{"many lines of one other scheme are read once", "/", repeat(100, "Authorization", "Basic dXNlcjpwYXNz"), tokenMissing, "", false},
+		{"many distinct lines are malformed", "/", distinctLines(100, "Authorization", "Basic "), tokenMalformed, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,6 +383,24 @@ func TestExtractTokenRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// words returns n distinct words, each followed by a space.
+func words(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "w%d ", i)
+	}
+	return b.String()
+}
+
+// distinctLines returns n header lines of name, prefix and a number.
+func distinctLines(n int, name, prefix string) []string {
+	var h []string
+	for i := range n {
+		h = append(h, name, fmt.Sprintf("%s%d", prefix, i))
+	}
+	return h
 }
 
 func repeat(n int, name, value string) []string {
@@ -226,17 +446,18 @@ func TestHeaderLineLookups(t *testing.T) {
 	}{
 		{"bearer token: the token and the line", "Bearer " + tokA, "Bearer", 2},
 		{"header without a scheme: the value", tokA, "", 1},
-		{"another scheme: the line and both words", "Basic dXNlcjpwYXNz", "Bearer", 3},
+		{"another scheme: the line and both words", "Token dXNlcjpwYXNz", "Bearer", 3},
+		{"basic: the line, both words, user:password, user and password", "Basic dXNlcjpwYXNz", "Bearer", 6},
 		{"bearer in a header without a scheme: the line and the words", "Bearer " + tokA, "", 3},
 		{"glued scheme: the one word", "Bearer" + tokA, "Bearer", 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			x := reader{v: tab}
+			x := reader{v: tab, maxCandidates: DefaultMaxCredentialCandidates, maxBytes: DefaultMaxCredentialBytes}
 			if !x.headerLine(tt.line, tt.scheme) {
 				t.Fatal("refused")
 			}
-			if x.lookups != tt.lookups {
-				t.Errorf("%d lookups, want %d", x.lookups, tt.lookups)
+			if x.n != tt.lookups {
+				t.Errorf("%d lookups, want %d", x.n, tt.lookups)
 			}
 		})
 	}

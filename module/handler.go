@@ -39,6 +39,17 @@ type Handler struct {
 	// request. Default: the Authorization header with the Bearer scheme.
 	TokenSources []TokenSource `json:"token_sources,omitempty"`
 
+	// The most distinct candidates one request's credential values may be
+	// read as (each costs a SHA-256 hash), 8 to 1024. Default: 64. A
+	// request over it is refused as credential_malformed.
+	MaxCredentialCandidates int `json:"max_credential_candidates,omitempty"`
+
+	// The longest credential value (a header line, a query or cookie
+	// value of a token source) in bytes, 64 to 1048576. Default: 16384
+	// (16 KiB). A request with a longer one is refused as
+	// credential_malformed.
+	MaxCredentialBytes int `json:"max_credential_bytes,omitempty"`
+
 	// Named sets of ranges that token policies can refer to by name.
 	// A set holds addresses, CIDR prefixes, start-end ranges, any and
 	// private_ranges, but not other set names.
@@ -98,7 +109,7 @@ type Handler struct {
 	Resolvers []string `json:"resolvers,omitempty"`
 
 	config   context.Context // of the config this handler belongs to
-	sources  []source
+	sources  sourceSet
 	bearer   bool // a source is Authorization with the Bearer scheme
 	report   bool
 	current  *atomic.Pointer[view] // replaced whole when a token, watched files or the store change
@@ -139,7 +150,8 @@ type Handler struct {
 }
 
 // TokenSource says where a token is read: a header, optionally after an
-// auth scheme, or a query parameter. Exactly one of header and query is set.
+// auth scheme, a query parameter or a cookie. Exactly one of header, query
+// and cookie is set.
 type TokenSource struct {
 	// The request header to read, e.g. Authorization or X-Api-Key.
 	Header string `json:"header,omitempty"`
@@ -148,6 +160,8 @@ type TokenSource struct {
 	Scheme string `json:"scheme,omitempty"`
 	// The query parameter to read, e.g. api_key.
 	Query string `json:"query,omitempty"`
+	// The cookie to read, e.g. api_key, in every Cookie header.
+	Cookie string `json:"cookie,omitempty"`
 }
 
 // TokenPolicy is one token and the ranges it may be used from.
@@ -236,15 +250,15 @@ func (h *Handler) provisionWithLogger(ctx caddy.Context, logger *zap.Logger) err
 		return err
 	}
 	h.report = h.Mode == ModeReport
-	sources, err := compileSources(h.TokenSources)
+	sources, err := compileCredentials(h)
 	if err != nil {
 		return err
 	}
 	h.sources = sources
-	for _, s := range sources {
+	for _, s := range sources.list {
 		h.bearer = h.bearer || s.header == "Authorization" && equalFoldASCII(s.scheme, "Bearer")
 	}
-	if exposed := sourcesLoggedInClear(sources); len(exposed) > 0 && logger.Core().Enabled(zapcore.DebugLevel) {
+	if exposed := sourcesLoggedInClear(sources.list); len(exposed) > 0 && logger.Core().Enabled(zapcore.DebugLevel) {
 		logger.Warn("debug logging is on: Caddy's debug entries (http.log.error, reverse_proxy) record these token sources in plain text; "+
 			"see the README, Tokens in Caddy's debug log",
 			zap.Strings("token_sources", exposed))
@@ -608,6 +622,8 @@ func sourcesLoggedInClear(sources []source) []string {
 		switch {
 		case s.query != "":
 			names = append(names, "query "+s.query)
+		case s.cookie != "":
+			// Caddy's logs redact the Cookie header.
 		case s.header != "Authorization" && s.header != "Proxy-Authorization" && s.header != "Cookie":
 			names = append(names, "header "+s.header)
 		}
