@@ -137,6 +137,8 @@ func TestCredentialFormsAreRead(t *testing.T) {
 		{"bearer after another scheme", "", auth("Basic x, Bearer " + bypassToken)},
 		{"basic user", "", auth(basic(bypassToken + ":"))},
 		{"basic password", "", auth(basic("api:" + bypassToken))},
+		{"basic user without a colon, more after the padding", "", auth(basic(bypassToken) + "AAAA")},
+		{"basic user without a colon, a word after it", "", auth(basic(bypassToken) + " AAAA")},
 		{"query with a scheme", "/v1/items?access_token=Bearer%20" + bypassToken, nil},
 		{"query array", "/v1/items?access_token[]=" + bypassToken, nil},
 		{"cookie", "", []string{"Cookie", "a=1; access_token=" + bypassToken}},

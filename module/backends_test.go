@@ -40,6 +40,8 @@ var backendModels = []backendModel{
 	{"asp.net core JwtBearer", []TokenSource{bearerAuthorization}, aspnetJwtBearer},
 	{"express-bearer-token", []TokenSource{bearerAuthorization, {Query: "access_token"}, {Cookie: "access_token"}}, expressBearerToken},
 	{"key as the basic user", []TokenSource{{Header: "Authorization", Scheme: "Basic"}}, basicUserKey},
+	{"key as the basic user, node", []TokenSource{{Header: "Authorization", Scheme: "Basic"}}, basicUserNode},
+	{"key as the basic user, python", []TokenSource{{Header: "Authorization", Scheme: "Basic"}}, basicUserPython},
 }
 
 // Rails, actionpack http_authentication.rb, Token.token_and_options: the
@@ -311,6 +313,59 @@ func basicUserKey(r *http.Request) []string {
 	return nil
 }
 
+// An API that takes the key as the Basic user, written by hand in Node.js:
+// const [scheme, cred] = header.split(' '); Buffer.from(cred, 'base64')
+// .toString().split(':')[0]. Node's decoder takes both alphabets, skips
+// other characters and stops at the first '='; no ':' is needed.
+func basicUserNode(r *http.Request) []string {
+	return basicUserLenient(r, true)
+}
+
+// The same in Python (werkzeug's parse_authorization_header of old, Flask
+// code by hand): scheme, _, cred = header.partition(' '); b64decode(cred)
+// .partition(b':')[0]. Non-validating b64decode skips characters outside
+// the standard alphabet and stops at the padding.
+func basicUserPython(r *http.Request) []string {
+	return basicUserLenient(r, false)
+}
+
+func basicUserLenient(r *http.Request, urlSafe bool) []string {
+	var out []string
+	for _, line := range r.Header.Values("Authorization") {
+		scheme, cred, _ := strings.Cut(line, " ")
+		if !strings.EqualFold(scheme, "basic") {
+			continue
+		}
+		if i := strings.IndexByte(cred, ' '); i >= 0 {
+			cred = cred[:i]
+		}
+		// Kept: the alphabet's characters up to the first '='.
+		var kept []byte
+		for i := 0; i < len(cred) && cred[i] != '='; i++ {
+			switch c := cred[i]; {
+			case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+				kept = append(kept, c)
+			case urlSafe && c == '-':
+				kept = append(kept, '+')
+			case urlSafe && c == '_':
+				kept = append(kept, '/')
+			}
+		}
+		if len(kept)%4 == 1 {
+			kept = kept[:len(kept)-1] // a lone last character: no byte
+		}
+		raw, err := base64.RawStdEncoding.DecodeString(string(kept))
+		if err != nil {
+			continue
+		}
+		user, _, _ := strings.Cut(string(raw), ":")
+		if user != "" {
+			out = append(out, user)
+		}
+	}
+	return out
+}
+
 // Tokens listed for the model tests: plain, base64 with padding, with
 // '+' and '/', and with a space.
 var modelTokens = []string{tokA, tokB, "dG9rLWMtYmFzZTY0LXBhZA==", "tok+e/2c81f0-9d4e7a", tokSpace}
@@ -389,6 +444,10 @@ var backendCases = []struct{ name, headers, query string }{
 	{"rails padded token, bare", "Authorization: Token token=dG9rLWMtYmFzZTY0LXBhZA==", ""},
 	{"basic user", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(tokA+":")), ""},
 	{"basic user with a password", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(tokA+":x")), ""},
+	{"basic user, no colon", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(tokA)), ""},
+	{"basic user, more after the padding", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(tokA)) + "AAAA", ""},
+	{"basic user, more after one '='", "Authorization: Basic " + strings.TrimSuffix(base64.StdEncoding.EncodeToString([]byte(tokA)), "=") + "AAAA", ""},
+	{"basic user, a word after the padding", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(tokA)) + " AAAA", ""},
 	{"query", "", "access_token=" + tokA},
 	{"query, plus and slash", "", "access_token=tok%2Be%2F2c81f0-9d4e7a"},
 	{"query array", "", "access_token[]=" + tokA},

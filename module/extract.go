@@ -473,19 +473,43 @@ func (x *reader) candidates(value, scheme string, found *token) bool {
 // basic looks up the user, password and user:password that the base64
 // credentials b decode to, as lenient decoders read them: both alphabets,
 // other characters skipped (Node.js), and the standard alphabet only,
-// others skipped (Python).
+// others skipped (Python); the whole of b, b up to its first '=' (decoders
+// that stop at the padding: Node.js, Python, Ruby), and each run of b
+// between '=' and white space alone (a backend that splits the line at a
+// space first). Runs the same as b cost nothing more: look hashes a
+// candidate once.
 func (x *reader) basic(b string, found *token) bool {
 	for _, urlSafe := range []bool{true, false} {
 		if !urlSafe && !strings.ContainsAny(b, "-_") {
 			break // both read b alike
 		}
-		userPass := decodeBase64Lenient(b, urlSafe)
-		user, pass, _ := strings.Cut(userPass, ":")
-		if !x.candidate(userPass, found) || !x.candidate(user, found) || !x.candidate(pass, found) {
+		if !x.basicUser(b, urlSafe, found) {
 			return false
+		}
+		if i := strings.IndexByte(b, '='); i > 0 && !x.basicUser(b[:i], urlSafe, found) {
+			return false
+		}
+		for rest := b; rest != ""; {
+			run := rest
+			if i := strings.IndexAny(rest, "= \t"); i >= 0 {
+				run, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = ""
+			}
+			if run != "" && run != b && !x.basicUser(run, urlSafe, found) {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+// basicUser looks up what the base64 b decodes to: the whole, and the user
+// and password either side of its first ':'.
+func (x *reader) basicUser(b string, urlSafe bool, found *token) bool {
+	userPass := decodeBase64Lenient(b, urlSafe)
+	user, pass, _ := strings.Cut(userPass, ":")
+	return x.candidate(userPass, found) && x.candidate(user, found) && x.candidate(pass, found)
 }
 
 // query reads the pairs of the raw query q whose key is want.
