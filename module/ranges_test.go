@@ -167,6 +167,10 @@ func TestHiddenEntryShowsNoPart(t *testing.T) {
 	for _, entry := range []string{
 		"k7Qz9.Xw2,Lp4Rt8.Vn6Bm",
 		"1.2.3.4xsk_live_abc123XYZ",
+		"203.0.113.5,9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"203.0.113.5 9f86d081884c7d659a2feaa0c55ad015",
+		"fe80::1%9f86d081884c7d659a2feaa0c55ad015",
+		"a:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
 		"203.0.113.7,sk_live_abc123XYZ",
 		"2001:db8::1g_s3cr3tQ_ABCDEFGH",
 		"sk_live.51HqLq2e:Zx9",

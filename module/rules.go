@@ -435,15 +435,26 @@ func quoteEntry(s string) string {
 
 // addressShaped reports whether s is made of what addresses, prefixes and
 // ranges are made of (hex digits, . : / -, and a %zone), with a . or a :;
-// spaces and commas too, as a list or a range mistyped has them.
+// spaces and commas too, as a list or a range mistyped has them. No run of
+// hex digits is longer than 8 (an address's are at most 4), and a zone is
+// an interface name's length at most, so that a hex token glued to an
+// address ("203.0.113.5,9f86d0…") is not shown.
 func addressShaped(s string) bool {
-	addr, _, _ := strings.Cut(s, "%")
-	if !strings.ContainsAny(addr, ".:") {
+	addr, zone, _ := strings.Cut(s, "%")
+	if !strings.ContainsAny(addr, ".:") || len(zone) > 15 {
 		return false
 	}
+	run := 0
 	for i := 0; i < len(addr); i++ {
 		c := addr[i]
-		if !(c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f' || strings.IndexByte(".:/-, ", c) >= 0) {
+		switch {
+		case c >= '0' && c <= '9' || (c|0x20) >= 'a' && (c|0x20) <= 'f':
+			if run++; run > 8 {
+				return false
+			}
+		case strings.IndexByte(".:/-, ", c) >= 0:
+			run = 0
+		default:
 			return false
 		}
 	}
