@@ -243,15 +243,28 @@ type reader struct {
 	// The n distinct candidates looked up so far: in buf, then in more
 	// (with max_credential_candidates above buf's size), so that the
 	// common request allocates nothing.
-	n    int
-	buf  [DefaultMaxCredentialCandidates]token
-	more []token
+	n     int
+	looks int // every look, repeats included
+	buf   [DefaultMaxCredentialCandidates]token
+	more  []token
 }
+
+// lookupsPerCandidate bounds the looks of one request, repeats included, at
+// this many per distinct candidate allowed: a value of n words yields a
+// few looks a word.
+const lookupsPerCandidate = 16
 
 // look returns s looked up, hashing it the first time the request yields
 // it. It returns false, with the result malformed, once the request has
 // more than maxCandidates distinct candidates.
 func (x *reader) look(s string) (token, bool) {
+	// Repeats cost a scan of the candidates each and never reach the
+	// bound on distinct ones: bound the lookups too, so that one request
+	// of many repeated lines costs no more than a few of its own.
+	if x.looks++; x.looks > x.maxCandidates*lookupsPerCandidate {
+		x.res = tokenMalformed
+		return token{}, false
+	}
 	for i := range min(x.n, len(x.buf)) {
 		if x.buf[i].value == s {
 			return x.buf[i], true

@@ -529,3 +529,25 @@ func TestNextWordFindsSpaceAnywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedLinesAreBounded: lines that repeat the same candidates
+// (alternating, so that no line is the same as the one before it) reach no
+// bound on distinct candidates, but their lookups are bounded: the request
+// is refused as credential_malformed rather than read at any length.
+func TestRepeatedLinesAreBounded(t *testing.T) {
+	h, _ := provisioned(t, decisionConfig())
+	a := "Bearer " + tokA + strings.Repeat(",x", 2000)
+	b := "Bearer " + tokA + strings.Repeat(";x", 2000)
+	var header []string
+	for i := range 60 {
+		header = append(header, "Authorization", map[bool]string{true: a, false: b}[i%2 == 0])
+	}
+	if got := serve(h, newRequest("203.0.113.9:1", "/", header...)).placeholder(placeholderReason); got != ReasonCredentialMalformed {
+		t.Errorf("reason %q, want %q", got, ReasonCredentialMalformed)
+	}
+	// A few repeated lines are read as ever.
+	few := []string{"Authorization", "Bearer " + tokA, "Authorization", "Bearer " + tokA}
+	if got := serve(h, newRequest("203.0.113.9:1", "/", few...)).placeholder(placeholderReason); got != ReasonAllowed {
+		t.Errorf("two lines of one token: reason %q, want allowed", got)
+	}
+}
