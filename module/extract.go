@@ -407,12 +407,8 @@ func (x *reader) candidates(value, scheme string, found *token) bool {
 	// trimmed: each, and the value after its first '=', each also without
 	// a '"' at either end.
 	for rest := value; rest != ""; {
-		param := rest
-		if end := strings.IndexAny(rest, ",;\t"); end >= 0 {
-			param, rest = rest[:end], rest[end+1:]
-		} else {
-			rest = ""
-		}
+		var param string
+		param, rest = cutAny(rest, ",;\t")
 		param = trimSpaceRight(trimSpace(param))
 		_, v, hasValue := strings.Cut(param, "=")
 		if !x.candidate(param, found) || !x.candidate(trimQuotes(param), found) ||
@@ -503,12 +499,8 @@ func (x *reader) basic(b string, found *token) bool {
 			return false
 		}
 		for rest := b; rest != ""; {
-			run := rest
-			if i := strings.IndexAny(rest, "= \t"); i >= 0 {
-				run, rest = rest[:i], rest[i+1:]
-			} else {
-				rest = ""
-			}
+			var run string
+			run, rest = cutAny(rest, "= \t")
 			if run != "" && run != b && !x.basicUser(run, urlSafe, found) {
 				return false
 			}
@@ -528,12 +520,8 @@ func (x *reader) basicUser(b string, urlSafe bool, found *token) bool {
 // query reads the pairs of the raw query q whose key is want.
 func (x *reader) query(q, want string) bool {
 	for q != "" {
-		pair := q
-		if end := strings.IndexAny(q, "&;"); end >= 0 {
-			pair, q = q[:end], q[end+1:]
-		} else {
-			q = ""
-		}
+		var pair string
+		pair, q = cutAny(q, "&;")
 		k, value, _ := strings.Cut(pair, "=")
 		if queryKeyIs(k, want) && !x.encodedValue(value) {
 			return false
@@ -550,12 +538,8 @@ func (x *reader) query(q, want string) bool {
 func (x *reader) cookies(lines []string, want string) bool {
 	for _, line := range lines {
 		for line != "" {
-			pair := line
-			if end := strings.IndexByte(line, ';'); end >= 0 {
-				pair, line = line[:end], line[end+1:]
-			} else {
-				line = ""
-			}
+			var pair string
+			pair, line = cutAny(line, ";")
 			if !x.cookie(pair, want) {
 				return false
 			}
@@ -583,6 +567,15 @@ func (x *reader) cookie(pair, want string) bool {
 		return true
 	}
 	return x.encodedValue(trimSpaceRight(trimSpace(value)))
+}
+
+// cutAny returns s up to its first byte in seps and what follows that
+// byte; s whole and "" when it has none.
+func cutAny(s, seps string) (before, after string) {
+	if i := strings.IndexAny(s, seps); i >= 0 {
+		return s[:i], s[i+1:]
+	}
+	return s, ""
 }
 
 // trimSpaceRight returns s without the ASCII white space it ends with.
