@@ -280,11 +280,7 @@ func (b *ownerBounds) checkCount(label string, have []string, adding []string) e
 
 // rangeFits says whether r holds no more addresses than a prefix of bits.
 func rangeFits(r netipx.IPRange, bits int) bool {
-	from, to := addrKey(r.From()), addrKey(r.To())
-	d := u128{to.hi - from.hi, to.lo - from.lo}
-	if to.lo < from.lo {
-		d.hi--
-	}
+	d := addrKey(r.To()).minus(addrKey(r.From()))
 	width := 128
 	if r.From().Is4() {
 		width = 32

@@ -377,10 +377,7 @@ func rangeSize(r netipx.IPRange) (v4 uint64, v6 float64) {
 
 // spanSize6 is hi-lo+1 as a float64.
 func spanSize6(lo, hi u128) float64 {
-	d := u128{hi.hi - lo.hi, hi.lo - lo.lo}
-	if hi.lo < lo.lo {
-		d.hi--
-	}
+	d := hi.minus(lo)
 	return float64(d.hi)*(1<<64) + float64(d.lo) + 1
 }
 

@@ -53,6 +53,15 @@ func (a u128) prev() u128 {
 	return u128{a.hi, a.lo - 1}
 }
 
+// minus is a-b, for b at most a.
+func (a u128) minus(b u128) u128 {
+	d := u128{a.hi - b.hi, a.lo - b.lo}
+	if a.lo < b.lo {
+		d.hi--
+	}
+	return d
+}
+
 // spanLists collects a policy's ranges by family.
 type spanLists struct{ v4, v6 []span }
 
