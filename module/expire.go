@@ -194,9 +194,13 @@ func parseExpiry(at string, now time.Time) (time.Time, error) {
 		return t, fmt.Errorf("%q is not an RFC 3339 time, such as 2026-12-31T23:59:59Z", at)
 	}
 	if t.Before(time.Unix(0, 0)) || t.After(now.AddDate(expiryYears, 0, 0).Add(expirySlack)) {
-		return t, fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now", at, expiryYears)
+		return t, outsideWindow(at)
 	}
 	return t, nil
+}
+
+func outsideWindow(at string) error {
+	return fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now", at, expiryYears)
 }
 
 // newExpiry applies the rules to an expiry a write asks for: in the
@@ -208,7 +212,7 @@ func newExpiry(at string, now time.Time) (time.Time, error) {
 	case !t.After(now):
 		err = fmt.Errorf("%q is in the past; a new expiry must be in the future", at)
 	case t.After(now.AddDate(expiryYears, 0, 0)):
-		err = fmt.Errorf("%q is outside the times an expiry may take: from 1970-01-01T00:00:00Z to %d years from now", at, expiryYears)
+		err = outsideWindow(at)
 	}
 	return t, err
 }
@@ -235,9 +239,6 @@ func (c *compiler) unexpired(tp *TokenPolicy) (allow []string, next int64, err e
 		if !slices.Contains(tp.Allow, entry) {
 			return nil, 0, fmt.Errorf("expires names %s, which is not an entry of allow", quoteEntry(entry))
 		}
-		if _, err := parseExpiry(tp.Expires[entry], c.now); err != nil {
-			return nil, 0, fmt.Errorf("expires of %s: %w", quoteEntry(entry), err)
-		}
 	}
 	c.live = c.live[:0]
 	for _, entry := range tp.Allow {
@@ -246,7 +247,10 @@ func (c *compiler) unexpired(tp *TokenPolicy) (allow []string, next int64, err e
 			c.live = append(c.live, entry)
 			continue
 		}
-		t, _ := time.Parse(time.RFC3339, at)
+		t, err := parseExpiry(at, c.now)
+		if err != nil {
+			return nil, 0, fmt.Errorf("expires of %s: %w", quoteEntry(entry), err)
+		}
 		if t.After(c.now) {
 			c.live = append(c.live, entry)
 			if s := expirySecond(t); next == 0 || s < next {
